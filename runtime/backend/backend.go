@@ -1,0 +1,66 @@
+// Package backend defines the operations the Llama graph is written
+// against. The engine package composes them into a forward pass; each
+// backend (cpu, cuda) implements them over its own memory.
+//
+// Conventions: activations are float32, row-major, one row per token. A
+// Buffer holds rows × width values; ops take the row count explicitly so one
+// buffer sized for the longest prefill chunk serves every step. Weights are
+// uploaded once from model tensors and never change.
+package backend
+
+import "github.com/acttail/acttail-gpu/runtime/model"
+
+// Buffer is backend memory holding float32 activations.
+type Buffer interface {
+	// Len is the capacity in float32 values.
+	Len() int
+}
+
+// Weight is a model tensor uploaded to the backend.
+type Weight interface {
+	// Shape is the tensor's shape as in the model ((out, in) for matrices).
+	Shape() []int
+}
+
+// Backend is one compute device. Methods are called from one goroutine at a
+// time; an op may use many threads (or a device) internally, but its results
+// are visible to the next op when it returns (or, for asynchronous devices,
+// to the next op on the same backend in program order).
+type Backend interface {
+	// Name is "cpu" or "cuda".
+	Name() string
+	// Describe is one line about the device (for logs and `devices`).
+	Describe() string
+
+	// Upload makes a tensor usable by ops. Matrices keep their dtype;
+	// vectors (norm weights) are widened to float32.
+	Upload(t *model.Tensor) (Weight, error)
+	// Alloc returns a zeroed buffer of n float32 values.
+	Alloc(n int) Buffer
+	// Write copies src into b starting at value offset off.
+	Write(b Buffer, off int, src []float32)
+	// Read copies len(dst) values from b starting at value offset off.
+	Read(dst []float32, b Buffer, off int)
+	// Close releases the backend's memory.
+	Close() error
+
+	// Embed writes row tokens[r] of table (vocab, dim) into row r of dst.
+	Embed(dst Buffer, table Weight, tokens []int)
+	// RMSNorm: dst[r] = x[r] / sqrt(mean(x[r]²) + eps) ⊙ w, for rows of width len(w).
+	RMSNorm(dst, x Buffer, w Weight, rows int, eps float32)
+	// MatMul: dst[r] = W · x[r] for a (out, in) weight, rows rows.
+	MatMul(dst Buffer, w Weight, x Buffer, rows int)
+	// RoPE rotates adjacent pairs (2i, 2i+1) of every head of x (rows of
+	// heads × headDim) by angle (pos0 + r) · freqs[i].
+	RoPE(x Buffer, rows, heads, headDim, pos0 int, freqs []float32)
+	// Copy copies n values from src at offset srcOff to dst at dstOff.
+	Copy(dst Buffer, dstOff int, src Buffer, srcOff, n int)
+	// Attention computes causal grouped-query attention for rows queries at
+	// positions pos0 … pos0+rows-1 against cache positions 0 … pos0+r, writing
+	// rows of nHeads × headDim into out.
+	Attention(out, q, kc, vc Buffer, rows, nHeads, nKVHeads, headDim, pos0 int)
+	// SwiGLU: gate[i] = silu(gate[i]) · up[i] for n values.
+	SwiGLU(gate, up Buffer, n int)
+	// Add: dst[i] += x[i] for n values.
+	Add(dst, x Buffer, n int)
+}

@@ -1,0 +1,246 @@
+// Package cpu is the reference backend: plain Go for the element-wise ops
+// and attention, and the matmul package's vectorized kernels for the
+// projections. Buffers are Go slices; weights stay in their file dtype
+// (often a window into a memory-mapped file) and are widened on the fly.
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+
+	"github.com/acttail/acttail-gpu/runtime/backend"
+	"github.com/acttail/acttail-gpu/runtime/backend/cpu/matmul"
+	"github.com/acttail/acttail-gpu/runtime/model"
+)
+
+// Backend is the CPU backend. The zero value is not usable; call New.
+type Backend struct {
+	threads int
+}
+
+// New returns a CPU backend using threads threads (0: all cores).
+func New(threads int) *Backend {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	matmul.SetThreads(threads)
+	return &Backend{threads: threads}
+}
+
+// Buf is a CPU buffer.
+type Buf struct{ D []float32 }
+
+// Len implements backend.Buffer.
+func (b *Buf) Len() int { return len(b.D) }
+
+// Vec is an uploaded 1-D weight, widened to float32.
+type Vec struct{ D []float32 }
+
+// Shape implements backend.Weight.
+func (v *Vec) Shape() []int { return []int{len(v.D)} }
+
+// Mat is an uploaded matrix in its file dtype.
+type Mat struct{ M *matmul.Matrix }
+
+// Shape implements backend.Weight.
+func (m *Mat) Shape() []int { return []int{m.M.Rows, m.M.Cols} }
+
+var _ backend.Backend = (*Backend)(nil)
+
+// Name implements backend.Backend.
+func (*Backend) Name() string { return "cpu" }
+
+// Describe implements backend.Backend.
+func (c *Backend) Describe() string {
+	return fmt.Sprintf("cpu: %d threads, %s/%s", c.threads, runtime.GOOS, runtime.GOARCH)
+}
+
+// Close implements backend.Backend.
+func (*Backend) Close() error { return nil }
+
+// Upload implements backend.Backend.
+func (*Backend) Upload(t *model.Tensor) (backend.Weight, error) {
+	switch len(t.Shape) {
+	case 1:
+		d, err := t.Float32()
+		if err != nil {
+			return nil, err
+		}
+		return &Vec{d}, nil
+	case 2:
+		m, err := matmul.NewMatrix(t.DType, t.Shape[0], t.Shape[1], t.Data)
+		if err != nil {
+			return nil, fmt.Errorf("upload %s: %w", t.Name, err)
+		}
+		return &Mat{m}, nil
+	}
+	return nil, fmt.Errorf("upload %s: unsupported rank %d", t.Name, len(t.Shape))
+}
+
+// Alloc implements backend.Backend.
+func (*Backend) Alloc(n int) backend.Buffer { return &Buf{make([]float32, n)} }
+
+// Write implements backend.Backend.
+func (*Backend) Write(b backend.Buffer, off int, src []float32) { copy(b.(*Buf).D[off:], src) }
+
+// Read implements backend.Backend.
+func (*Backend) Read(dst []float32, b backend.Buffer, off int) { copy(dst, b.(*Buf).D[off:]) }
+
+func d(b backend.Buffer) []float32 { return b.(*Buf).D }
+
+// Embed implements backend.Backend.
+func (*Backend) Embed(dst backend.Buffer, table backend.Weight, tokens []int) {
+	m := table.(*Mat).M
+	rowBytes := m.DType.Bytes(m.Cols)
+	out := d(dst)
+	for r, tok := range tokens {
+		row := out[r*m.Cols : (r+1)*m.Cols]
+		if err := model.Decode(row, m.Data[tok*rowBytes:(tok+1)*rowBytes], m.DType); err != nil {
+			panic(err) // shapes were checked at upload
+		}
+	}
+}
+
+// RMSNorm implements backend.Backend.
+func (*Backend) RMSNorm(dst, x backend.Buffer, w backend.Weight, rows int, eps float32) {
+	wt := w.(*Vec).D
+	n := len(wt)
+	xs, ds := d(x), d(dst)
+	for r := range rows {
+		RMSNormRow(ds[r*n:(r+1)*n], xs[r*n:(r+1)*n], wt, eps)
+	}
+}
+
+// RMSNormRow normalizes one row (dst may alias x).
+func RMSNormRow(dst, x, w []float32, eps float32) {
+	var ss float32
+	for _, v := range x {
+		ss += v * v
+	}
+	scale := 1 / float32(math.Sqrt(float64(ss/float32(len(x))+eps)))
+	for i, v := range x {
+		dst[i] = w[i] * (scale * v)
+	}
+}
+
+// MatMul implements backend.Backend.
+func (*Backend) MatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, rows int) {
+	m := w.(*Mat).M
+	matmul.MatMul(d(dst)[:rows*m.Rows], m, d(x)[:rows*m.Cols], rows)
+}
+
+// RoPE implements backend.Backend.
+func (*Backend) RoPE(x backend.Buffer, rows, heads, headDim, pos0 int, freqs []float32) {
+	xs := d(x)
+	half := headDim / 2
+	cs := make([]float32, 2*half)
+	for r := range rows {
+		pos := float64(pos0 + r)
+		for i := range half {
+			s, c := math.Sincos(pos * float64(freqs[i]))
+			cs[2*i], cs[2*i+1] = float32(c), float32(s)
+		}
+		row := xs[r*heads*headDim : (r+1)*heads*headDim]
+		for h := range heads {
+			v := row[h*headDim : (h+1)*headDim]
+			for i := range half {
+				c, s := cs[2*i], cs[2*i+1]
+				a, b := v[2*i], v[2*i+1]
+				v[2*i] = a*c - b*s
+				v[2*i+1] = a*s + b*c
+			}
+		}
+	}
+}
+
+// Copy implements backend.Backend.
+func (*Backend) Copy(dst backend.Buffer, dstOff int, src backend.Buffer, srcOff, n int) {
+	copy(d(dst)[dstOff:dstOff+n], d(src)[srcOff:srcOff+n])
+}
+
+// Attention implements backend.Backend. Work is split over (row, head)
+// pairs; each pair is independent.
+func (c *Backend) Attention(out, q, kc, vc backend.Buffer, rows, nHeads, nKVHeads, headDim, pos0 int) {
+	os, qs, ks, vs := d(out), d(q), d(kc), d(vc)
+	group := nHeads / nKVHeads
+	kvDim := nKVHeads * headDim
+	scale := float32(1 / math.Sqrt(float64(headDim)))
+	work := rows * nHeads * (pos0 + rows) * headDim
+	c.parallel(rows*nHeads, work, func(lo, hi int) {
+		att := make([]float32, pos0+rows)
+		for job := lo; job < hi; job++ {
+			r, h := job/nHeads, job%nHeads
+			n := pos0 + r + 1
+			qv := qs[(r*nHeads+h)*headDim : (r*nHeads+h+1)*headDim]
+			koff := (h / group) * headDim
+			sc := att[:n]
+			maxv := float32(math.Inf(-1))
+			for t := range n {
+				kv := ks[t*kvDim+koff : t*kvDim+koff+headDim]
+				var s float32
+				for i, a := range qv {
+					s += a * kv[i]
+				}
+				s *= scale
+				sc[t] = s
+				maxv = max(maxv, s)
+			}
+			var sum float32
+			for t := range sc {
+				e := float32(math.Exp(float64(sc[t] - maxv)))
+				sc[t] = e
+				sum += e
+			}
+			o := os[(r*nHeads+h)*headDim : (r*nHeads+h+1)*headDim]
+			clear(o)
+			inv := 1 / sum
+			for t, a := range sc {
+				a *= inv
+				vv := vs[t*kvDim+koff : t*kvDim+koff+headDim]
+				for i := range o {
+					o[i] += a * vv[i]
+				}
+			}
+		}
+	})
+}
+
+// SwiGLU implements backend.Backend.
+func (*Backend) SwiGLU(gate, up backend.Buffer, n int) {
+	g, u := d(gate)[:n], d(up)[:n]
+	for i, x := range g {
+		g[i] = x / (1 + float32(math.Exp(float64(-x)))) * u[i]
+	}
+}
+
+// Add implements backend.Backend.
+func (*Backend) Add(dst, x backend.Buffer, n int) {
+	ds, xs := d(dst)[:n], d(x)[:n]
+	for i, v := range xs {
+		ds[i] += v
+	}
+}
+
+// parallel runs fn over [0,n) in contiguous chunks on the backend's threads;
+// below about 64K multiply-adds of work the goroutine start-up costs more
+// than it saves, so small jobs run inline.
+func (c *Backend) parallel(n, work int, fn func(lo, hi int)) {
+	t := c.threads
+	if work < 1<<16 || t <= 1 || n <= 1 {
+		fn(0, n)
+		return
+	}
+	t = min(t, n)
+	var wg sync.WaitGroup
+	for i := range t {
+		lo, hi := i*n/t, (i+1)*n/t
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
+}

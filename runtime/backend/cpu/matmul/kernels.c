@@ -1,0 +1,398 @@
+//go:build cgo
+
+// Matrix products for package matmul.
+//
+// Layout: W is row-major (rows = outputs, cols = inputs); row o starts at
+// w + o*rowbytes and holds cols elements of the given dtype, at any byte
+// alignment (weights may sit in a memory-mapped file). x is n×cols float32,
+// row-major; result r, output o goes to dst[r*ldd + o]. mm_rows handles the
+// rows it is given on the calling thread; the Go side splits rows across
+// threads, one call per chunk.
+//
+// Two paths: n == 1 (decode) streams each weight row once through a fused
+// convert-and-FMA loop, which is memory-bound. n > 1 (prefill) decodes a
+// block of RB weight rows × KB columns to float32 once into an L1-sized
+// buffer and multiplies it against every activation row in 2×4 register
+// tiles, so weights come from memory once and the loop is compute-bound.
+//
+// One binary runs on any x86-64: the AVX2+FMA+F16C functions carry a target
+// attribute and are picked at start-up by __builtin_cpu_supports; everything
+// else (and every other architecture) uses the portable C below. All
+// accumulation is float32.
+#include "kernels.h"
+
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+enum {
+	RB = 8,   // weight rows decoded together for n > 1
+	KB = 512, // columns decoded together; a multiple of the Q8_0 block (32)
+};
+
+// ---- portable scalar path ----
+
+static inline uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+static inline float from_bits(uint32_t u) {
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+static inline float f16_to_f32(uint16_t h) {
+	uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+	if (exp == 0x1f) return from_bits(sign | 0x7f800000u | man << 13);
+	if (exp == 0) { // zero or subnormal: man * 2^-24
+		float f = (float)man * (1.0f / 16777216.0f);
+		return sign ? -f : f;
+	}
+	return from_bits(sign | (exp + 112) << 23 | man << 13);
+}
+
+static inline float bf16_to_f32(uint16_t h) { return from_bits((uint32_t)h << 16); }
+
+// decode_scalar writes elements [k0, k0+len) of one weight row to out as
+// float32. For Q8_0, k0 and len are multiples of 32.
+static void decode_scalar(int dt, const uint8_t *row, int64_t k0, int64_t len, float *out) {
+	switch (dt) {
+	case MM_F32:
+		for (int64_t i = 0; i < len; i++) {
+			const uint8_t *p = row + 4 * (k0 + i);
+			out[i] = from_bits((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+		}
+		break;
+	case MM_F16:
+		for (int64_t i = 0; i < len; i++) out[i] = f16_to_f32(load_u16(row + 2 * (k0 + i)));
+		break;
+	case MM_BF16:
+		for (int64_t i = 0; i < len; i++) out[i] = bf16_to_f32(load_u16(row + 2 * (k0 + i)));
+		break;
+	case MM_Q8_0:
+		for (int64_t b = 0; b < len / 32; b++) {
+			const uint8_t *blk = row + 34 * (k0 / 32 + b);
+			float d = f16_to_f32(load_u16(blk));
+			for (int j = 0; j < 32; j++) out[32 * b + j] = d * (float)(int8_t)blk[2 + j];
+		}
+		break;
+	}
+}
+
+// micro_scalar computes out[i*4+j] = w_i · x_j for i < 2, j < nx over len
+// elements. Eight partial sums per dot keep the float32 rounding error of
+// long rows small and let the compiler vectorise.
+static void micro_scalar(const float *w0, const float *w1, const float *const xs[4], int nx, int64_t len,
+                         float out[8]) {
+	for (int i = 0; i < 2; i++) {
+		const float *w = i ? w1 : w0;
+		for (int j = 0; j < nx; j++) {
+			const float *x = xs[j];
+			float s[8] = {0};
+			int64_t k = 0;
+			for (; k + 8 <= len; k += 8)
+				for (int l = 0; l < 8; l++) s[l] += w[k + l] * x[k + l];
+			float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+			for (; k < len; k++) t += w[k] * x[k];
+			out[i * 4 + j] = t;
+		}
+	}
+}
+
+typedef void decode_fn(int dt, const uint8_t *row, int64_t k0, int64_t len, float *out);
+typedef void micro_fn(const float *w0, const float *w1, const float *const xs[4], int nx, int64_t len, float out[8]);
+
+// mm_tiled is the blocked product for any n: decode RB×KB of W, then run it
+// against all activation rows, 2 weight rows × 4 activation rows a tile.
+// Tiles past the last row reuse the last row and drop the result.
+static void mm_tiled(int dt, const uint8_t *w, int64_t rowbytes, int64_t rows, int64_t cols,
+                     const float *x, int64_t n, float *dst, int64_t ldd, decode_fn *decode, micro_fn *micro) {
+	float buf[RB * KB];
+	for (int64_t ob = 0; ob < rows; ob += RB) {
+		int64_t rb = rows - ob < RB ? rows - ob : RB;
+		for (int64_t kb = 0; kb < cols; kb += KB) {
+			int64_t kl = cols - kb < KB ? cols - kb : KB;
+			for (int64_t i = 0; i < rb; i++) decode(dt, w + (ob + i) * rowbytes, kb, kl, buf + i * KB);
+			for (int64_t r = 0; r < n; r += 4) {
+				const float *xs[4];
+				for (int j = 0; j < 4; j++) xs[j] = x + (r + j < n ? r + j : n - 1) * cols + kb;
+				int nj = n - r < 4 ? (int)(n - r) : 4;
+				for (int64_t i = 0; i < rb; i += 2) {
+					float out[8];
+					const float *w0 = buf + i * KB, *w1 = i + 1 < rb ? w0 + KB : w0;
+					micro(w0, w1, xs, nj, kl, out);
+					int ni = i + 1 < rb ? 2 : 1;
+					for (int j = 0; j < nj; j++) {
+						float *d = dst + (r + j) * ldd + ob + i;
+						for (int ii = 0; ii < ni; ii++) d[ii] = (kb ? d[ii] : 0) + out[ii * 4 + j];
+					}
+				}
+			}
+		}
+	}
+}
+
+static double sum_scalar(const float *p, int64_t n) {
+	float s[8] = {0};
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int l = 0; l < 8; l++) s[l] += p[i + l];
+	double t = 0;
+	for (int l = 0; l < 8; l++) t += s[l];
+	for (; i < n; i++) t += p[i];
+	return t;
+}
+
+// ---- AVX2 + FMA + F16C path ----
+
+#if defined(__x86_64__)
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+
+AVX2_INLINE float hsum8(__m256 v) {
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+// load8 converts elements i..i+7 of an F32, F16 or BF16 row to float32.
+AVX2_INLINE __m256 load8(int dt, const uint8_t *row, int64_t i) {
+	switch (dt) {
+	case MM_F16:
+		return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * i)));
+	case MM_BF16:
+		return _mm256_castsi256_ps(
+		    _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row + 2 * i))), 16));
+	default:
+		return _mm256_loadu_ps((const float *)(row + 4 * i));
+	}
+}
+
+// q8_8 converts 8 int8 quants at p to float32.
+AVX2_INLINE __m256 q8_8(const uint8_t *p) {
+	return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+// tail_dot is the dot of elements [i, cols) of a row with x, fewer than
+// eight, in scalar.
+static float tail_dot(int dt, const uint8_t *row, int64_t i, int64_t cols, const float *x) {
+	float t[8], s = 0;
+	decode_scalar(dt, row, i, cols - i, t);
+	for (int64_t k = 0; k < cols - i; k++) s += t[k] * x[i + k];
+	return s;
+}
+
+// matvec_elem computes dst[o] = row_o · x for an F32, F16 or BF16 matrix,
+// 32 elements a step in four accumulators to cover FMA latency. Rows go one
+// after another: one sequential stream measured faster here than walking
+// several rows at once, which would share the activation loads.
+AVX2_INLINE void matvec_elem(int dt, const uint8_t *w, int64_t rowbytes, int64_t rows, int64_t cols,
+                             const float *x, float *dst) {
+	for (int64_t o = 0; o < rows; o++) {
+		const uint8_t *row = w + o * rowbytes;
+		__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+		int64_t i = 0;
+		for (; i + 32 <= cols; i += 32) {
+			a0 = _mm256_fmadd_ps(load8(dt, row, i), _mm256_loadu_ps(x + i), a0);
+			a1 = _mm256_fmadd_ps(load8(dt, row, i + 8), _mm256_loadu_ps(x + i + 8), a1);
+			a2 = _mm256_fmadd_ps(load8(dt, row, i + 16), _mm256_loadu_ps(x + i + 16), a2);
+			a3 = _mm256_fmadd_ps(load8(dt, row, i + 24), _mm256_loadu_ps(x + i + 24), a3);
+		}
+		for (; i + 8 <= cols; i += 8) a0 = _mm256_fmadd_ps(load8(dt, row, i), _mm256_loadu_ps(x + i), a0);
+		float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+		dst[o] = i < cols ? s + tail_dot(dt, row, i, cols, x) : s;
+	}
+}
+
+// q8_block returns the scaled dot of one Q8_0 block (f16 scale, 32 int8
+// quants) with 32 activations; two partial sums shorten the FMA chain.
+AVX2_INLINE __m256 q8_block(const uint8_t *blk, const float *x, __m256 acc) {
+	__m256 s0 = _mm256_mul_ps(q8_8(blk + 2), _mm256_loadu_ps(x));
+	__m256 s1 = _mm256_mul_ps(q8_8(blk + 10), _mm256_loadu_ps(x + 8));
+	s0 = _mm256_fmadd_ps(q8_8(blk + 18), _mm256_loadu_ps(x + 16), s0);
+	s1 = _mm256_fmadd_ps(q8_8(blk + 26), _mm256_loadu_ps(x + 24), s1);
+	return _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(load_u16(blk))), _mm256_add_ps(s0, s1), acc);
+}
+
+// matvec_q8 is matvec_elem for Q8_0, two blocks a step in two accumulators.
+AVX2 static void matvec_q8(const uint8_t *w, int64_t rowbytes, int64_t rows, int64_t cols, const float *x,
+                           float *dst) {
+	int64_t nb = cols / 32;
+	for (int64_t o = 0; o < rows; o++) {
+		const uint8_t *row = w + o * rowbytes;
+		__m256 a0 = _mm256_setzero_ps(), a1 = a0;
+		int64_t b = 0;
+		for (; b + 2 <= nb; b += 2) {
+			a0 = q8_block(row + 34 * b, x + 32 * b, a0);
+			a1 = q8_block(row + 34 * b + 34, x + 32 * b + 32, a1);
+		}
+		if (b < nb) a0 = q8_block(row + 34 * b, x + 32 * b, a0);
+		dst[o] = hsum8(_mm256_add_ps(a0, a1));
+	}
+}
+
+AVX2 static void matvec_f32(const uint8_t *w, int64_t rb, int64_t rows, int64_t cols, const float *x, float *dst) {
+	matvec_elem(MM_F32, w, rb, rows, cols, x, dst);
+}
+AVX2 static void matvec_f16(const uint8_t *w, int64_t rb, int64_t rows, int64_t cols, const float *x, float *dst) {
+	matvec_elem(MM_F16, w, rb, rows, cols, x, dst);
+}
+AVX2 static void matvec_bf16(const uint8_t *w, int64_t rb, int64_t rows, int64_t cols, const float *x, float *dst) {
+	matvec_elem(MM_BF16, w, rb, rows, cols, x, dst);
+}
+// decode_avx2 is decode_scalar, eight elements at a time.
+AVX2 static void decode_avx2(int dt, const uint8_t *row, int64_t k0, int64_t len, float *out) {
+	int64_t i = 0;
+	switch (dt) {
+	case MM_F32:
+		memcpy(out, row + 4 * k0, 4 * len);
+		return;
+	case MM_F16:
+		for (; i + 8 <= len; i += 8) _mm256_storeu_ps(out + i, load8(MM_F16, row, k0 + i));
+		break;
+	case MM_BF16:
+		for (; i + 8 <= len; i += 8) _mm256_storeu_ps(out + i, load8(MM_BF16, row, k0 + i));
+		break;
+	case MM_Q8_0:
+		for (int64_t b = 0; b < len / 32; b++) {
+			const uint8_t *blk = row + 34 * (k0 / 32 + b);
+			__m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(blk)));
+			for (int j = 0; j < 32; j += 8) _mm256_storeu_ps(out + 32 * b + j, _mm256_mul_ps(d, q8_8(blk + 2 + j)));
+		}
+		return;
+	}
+	if (i < len) decode_scalar(dt, row, k0 + i, len - i, out + i);
+}
+
+// micro_avx2 is micro_scalar with eight accumulators in registers: each
+// step loads two weight vectors and four activation vectors for 8 FMAs.
+AVX2 static void micro_avx2(const float *w0, const float *w1, const float *const xs[4], int nx, int64_t len,
+                            float out[8]) {
+	(void)nx; // always four; the caller repeats the last activation row
+	const float *x0 = xs[0], *x1 = xs[1], *x2 = xs[2], *x3 = xs[3];
+	__m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+	int64_t k = 0;
+	for (; k + 8 <= len; k += 8) {
+		__m256 a = _mm256_loadu_ps(w0 + k), b = _mm256_loadu_ps(w1 + k), v;
+		v = _mm256_loadu_ps(x0 + k);
+		c00 = _mm256_fmadd_ps(a, v, c00);
+		c10 = _mm256_fmadd_ps(b, v, c10);
+		v = _mm256_loadu_ps(x1 + k);
+		c01 = _mm256_fmadd_ps(a, v, c01);
+		c11 = _mm256_fmadd_ps(b, v, c11);
+		v = _mm256_loadu_ps(x2 + k);
+		c02 = _mm256_fmadd_ps(a, v, c02);
+		c12 = _mm256_fmadd_ps(b, v, c12);
+		v = _mm256_loadu_ps(x3 + k);
+		c03 = _mm256_fmadd_ps(a, v, c03);
+		c13 = _mm256_fmadd_ps(b, v, c13);
+	}
+	__m256 c[8] = {c00, c01, c02, c03, c10, c11, c12, c13};
+	for (int t = 0; t < 8; t++) {
+		const float *w = t < 4 ? w0 : w1, *x = xs[t % 4];
+		float s = hsum8(c[t]);
+		for (int64_t kk = k; kk < len; kk++) s += w[kk] * x[kk];
+		out[t] = s;
+	}
+}
+
+AVX2 static double sum_avx2(const float *p, int64_t n) {
+	__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+	int64_t i = 0;
+	for (; i + 32 <= n; i += 32) {
+		a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
+		a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
+		a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + i + 16));
+		a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + i + 24));
+	}
+	double t = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+	return t + sum_scalar(p + i, n - i);
+}
+
+// ---- AVX-512 path: only Q8_0 decode, which AVX2 leaves compute-bound ----
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define AVX512_INLINE static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+// q8_16 converts 16 int8 quants at p to float32.
+AVX512_INLINE __m512 q8_16(const uint8_t *p) {
+	return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
+
+// q8_block16 is q8_block with 16-wide vectors: half the instructions.
+AVX512_INLINE __m512 q8_block16(const uint8_t *blk, const float *x, __m512 acc) {
+	__m512 s = _mm512_mul_ps(q8_16(blk + 2), _mm512_loadu_ps(x));
+	s = _mm512_fmadd_ps(q8_16(blk + 18), _mm512_loadu_ps(x + 16), s);
+	return _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(blk))), s, acc);
+}
+
+AVX512 static void matvec_q8_avx512(const uint8_t *w, int64_t rowbytes, int64_t rows, int64_t cols, const float *x,
+                                    float *dst) {
+	int64_t nb = cols / 32;
+	for (int64_t o = 0; o < rows; o++) {
+		const uint8_t *row = w + o * rowbytes;
+		__m512 a0 = _mm512_setzero_ps(), a1 = a0;
+		int64_t b = 0;
+		for (; b + 2 <= nb; b += 2) {
+			a0 = q8_block16(row + 34 * b, x + 32 * b, a0);
+			a1 = q8_block16(row + 34 * b + 34, x + 32 * b + 32, a1);
+		}
+		if (b < nb) a0 = q8_block16(row + 34 * b, x + 32 * b, a0);
+		dst[o] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+	}
+}
+
+typedef void matvec_fn(const uint8_t *w, int64_t rowbytes, int64_t rows, int64_t cols, const float *x, float *dst);
+static matvec_fn *const matvec_avx2[4] = {matvec_f32, matvec_f16, matvec_bf16, matvec_q8};
+static matvec_fn *const matvec_avx512[4] = {matvec_f32, matvec_f16, matvec_bf16, matvec_q8_avx512};
+
+static int cpu_has(int want) {
+	__builtin_cpu_init();
+	int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+	if (want == MM_AVX2) return avx2;
+	return want == MM_AVX512 && avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	       __builtin_cpu_supports("avx512vl");
+}
+#else
+static int cpu_has(int want) { return want == MM_SCALAR; }
+#endif
+
+// ---- dispatch ----
+
+static int isa;
+
+__attribute__((constructor)) static void pick_isa(void) {
+	isa = cpu_has(MM_AVX512) ? MM_AVX512 : cpu_has(MM_AVX2) ? MM_AVX2 : MM_SCALAR;
+}
+
+int mm_isa(void) { return isa; }
+
+// mm_set_isa selects an instruction set (for tests); it returns the one in
+// use, which stays unchanged if the CPU lacks the one asked for.
+int mm_set_isa(int want) {
+	if (want == MM_SCALAR || cpu_has(want)) isa = want;
+	return isa;
+}
+
+void mm_rows(int dt, const uint8_t *w, int64_t rowbytes, int64_t rows, int64_t cols, const float *x, int64_t n,
+             float *dst, int64_t ldd) {
+#if defined(__x86_64__)
+	if (isa != MM_SCALAR) {
+		if (n == 1)
+			(isa == MM_AVX512 ? matvec_avx512 : matvec_avx2)[dt](w, rowbytes, rows, cols, x, dst);
+		else
+			mm_tiled(dt, w, rowbytes, rows, cols, x, n, dst, ldd, decode_avx2, micro_avx2);
+		return;
+	}
+#endif
+	mm_tiled(dt, w, rowbytes, rows, cols, x, n, dst, ldd, decode_scalar, micro_scalar);
+}
+
+double mm_sum(const float *p, int64_t n) {
+#if defined(__x86_64__)
+	if (isa != MM_SCALAR) return sum_avx2(p, n);
+#endif
+	return sum_scalar(p, n);
+}

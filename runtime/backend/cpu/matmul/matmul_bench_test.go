@@ -1,0 +1,130 @@
+package matmul
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/acttail/acttail-gpu/runtime/model"
+)
+
+// Decode is memory-bound only if the weights come from memory: a 110M
+// f32 model is 440 MB, far beyond the last-level cache, while one 768×768
+// matrix fits in it. So the benchmarks cut their matrices from one 512 MiB
+// buffer and move to the next window on every call; small shapes therefore
+// read each window once per ~200 calls, as decode does once per token.
+
+const poolBytes = 512 << 20
+
+var (
+	poolOnce sync.Once
+	poolBuf  []byte
+	bwOnce   sync.Once
+	memBW    float64
+)
+
+// weightPool returns the shared buffer, filled with bytes 0x30-0x3f: read
+// as f32, f16, bf16 or Q8_0 every value is a normal number, so no
+// subnormal or NaN slows the arithmetic.
+func weightPool() []byte {
+	poolOnce.Do(func() {
+		poolBuf = make([]byte, poolBytes)
+		for i := range poolBuf {
+			poolBuf[i] = byte(0x30 + i*7%16)
+		}
+	})
+	return poolBuf
+}
+
+// memReadBW is MemReadBandwidth measured once per benchmark run.
+func memReadBW() float64 {
+	bwOnce.Do(func() { memBW = MemReadBandwidth(512 << 20) })
+	return memBW
+}
+
+// windows returns as many distinct rows×cols matrices of type d as fit in
+// the pool (all of it, so that they cycle through memory, not cache).
+func windows(b *testing.B, d model.DType, rows, cols int) []*Matrix {
+	size := d.Bytes(rows * cols)
+	buf := weightPool()
+	var ms []*Matrix
+	for off := 0; off+size <= len(buf); off += size {
+		m, err := NewMatrix(d, rows, cols, buf[off:off+size])
+		if err != nil {
+			b.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	return ms
+}
+
+var benchShapes = [][2]int{{768, 768}, {2048, 768}, {768, 2048}, {32000, 768}, {4096, 4096}, {11008, 4096}}
+
+func BenchmarkMemRead(b *testing.B) {
+	var bw float64
+	for range b.N {
+		bw = MemReadBandwidth(512 << 20)
+	}
+	b.ReportMetric(bw/1e9, "GB/s")
+}
+
+// BenchmarkMatVec is the decode product (n = 1). GB/s counts weight bytes;
+// %membw compares it with MemReadBandwidth on the same machine.
+func BenchmarkMatVec(b *testing.B) {
+	bw := memReadBW()
+	for _, d := range dtypes {
+		for _, s := range benchShapes {
+			b.Run(fmt.Sprintf("%s/%dx%d", d, s[0], s[1]), func(b *testing.B) {
+				ms := windows(b, d, s[0], s[1])
+				x, dst := make([]float32, s[1]), make([]float32, s[0])
+				for i := range x {
+					x[i] = 1
+				}
+				b.SetBytes(int64(len(ms[0].Data)))
+				b.ResetTimer()
+				for i := range b.N {
+					MatMul(dst, ms[i%len(ms)], x, 1)
+				}
+				gbps := float64(len(ms[0].Data)) * float64(b.N) / b.Elapsed().Seconds() / 1e9
+				b.ReportMetric(gbps, "GB/s")
+				b.ReportMetric(100*gbps*1e9/bw, "%membw")
+			})
+		}
+	}
+}
+
+// BenchmarkMatVecSmall is decode of a stories260K-sized layer, which stays
+// in cache: it measures call and dispatch overhead.
+func BenchmarkMatVecSmall(b *testing.B) {
+	m, err := NewMatrix(model.F32, 64, 64, weightPool()[:64*64*4])
+	if err != nil {
+		b.Fatal(err)
+	}
+	x, dst := make([]float32, 64), make([]float32, 64)
+	for range b.N {
+		MatMul(dst, m, x, 1)
+	}
+}
+
+// BenchmarkMatMul is prefill: 64 activation rows at once, reported in
+// GFLOP/s (2 flops a weight a row).
+func BenchmarkMatMul(b *testing.B) {
+	const n = 64
+	for _, d := range dtypes {
+		for _, s := range [][2]int{{768, 768}, {2048, 768}, {4096, 4096}} {
+			b.Run(fmt.Sprintf("%s/%dx%d/n=%d", d, s[0], s[1], n), func(b *testing.B) {
+				ms := windows(b, d, s[0], s[1])
+				x, dst := make([]float32, n*s[1]), make([]float32, n*s[0])
+				for i := range x {
+					x[i] = 1
+				}
+				b.ResetTimer()
+				for i := range b.N {
+					MatMul(dst, ms[i%len(ms)], x, n)
+				}
+				flops := 2 * float64(s[0]*s[1]*n) * float64(b.N)
+				b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}

@@ -1,0 +1,238 @@
+// Package engine is the Llama forward pass, written once against
+// backend.Backend. Read it beside the paper's equations: each step of
+// forward is one backend op.
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/acttail/acttail-gpu/runtime/backend"
+	"github.com/acttail/acttail-gpu/runtime/model"
+)
+
+// Model is a checkpoint uploaded to a backend.
+type Model struct {
+	Config  model.Config
+	Backend backend.Backend
+	embed   backend.Weight
+	outNorm backend.Weight
+	output  backend.Weight // the embedding when tied
+	layers  []layer
+	freqs   []float32 // RoPE frequency of each pair, scaling applied
+}
+
+type layer struct {
+	attnNorm, ffnNorm backend.Weight
+	w                 [model.NumProjections]backend.Weight
+}
+
+// Load uploads every tensor of m to b. m must stay open while the Model is
+// used (a CPU backend reads the memory-mapped file directly).
+func Load(b backend.Backend, m *model.Model) (*Model, error) {
+	if err := m.Check(); err != nil {
+		return nil, err
+	}
+	cfg := m.Config
+	e := &Model{Config: cfg, Backend: b, layers: make([]layer, cfg.NLayers), freqs: RopeFreqs(&cfg)}
+	up := func(name string) (backend.Weight, error) {
+		w, err := b.Upload(m.Tensors[name])
+		if err != nil {
+			return nil, fmt.Errorf("load %s on %s: %w", m.Source, b.Name(), err)
+		}
+		return w, nil
+	}
+	var err error
+	if e.embed, err = up(model.NameEmbed); err != nil {
+		return nil, err
+	}
+	if e.outNorm, err = up(model.NameOutputNorm); err != nil {
+		return nil, err
+	}
+	e.output = e.embed
+	if !cfg.TiedOutput {
+		if e.output, err = up(model.NameOutput); err != nil {
+			return nil, err
+		}
+	}
+	for l := range e.layers {
+		L := &e.layers[l]
+		if L.attnNorm, err = up(model.AttnNormName(l)); err != nil {
+			return nil, err
+		}
+		if L.ffnNorm, err = up(model.FFNNormName(l)); err != nil {
+			return nil, err
+		}
+		for p := range model.NumProjections {
+			if L.w[p], err = up(model.ProjName(l, p)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return e, nil
+}
+
+// RopeFreqs returns the rotation frequency of each of the head_dim/2 pairs:
+// theta^(-2i/head_dim), with Llama-3.1's frequency-dependent scaling when
+// the config has it.
+func RopeFreqs(c *model.Config) []float32 {
+	half := c.HeadDim / 2
+	f := make([]float32, half)
+	for i := range f {
+		freq := math.Pow(c.RopeTheta, -float64(2*i)/float64(c.HeadDim))
+		if s := c.RopeScale; s != nil && s.Factor > 0 {
+			orig := float64(s.OriginalMaxPosition)
+			lowWave, highWave := orig/s.LowFreqFactor, orig/s.HighFreqFactor
+			wave := 2 * math.Pi / freq
+			switch {
+			case wave < highWave:
+			case wave > lowWave:
+				freq /= s.Factor
+			default:
+				smooth := (orig/wave - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor)
+				freq = (1-smooth)*freq/s.Factor + smooth*freq
+			}
+		}
+		f[i] = float32(freq)
+	}
+	return f
+}
+
+// State is one sequence's KV cache and scratch buffers.
+type State struct {
+	m       *Model
+	Pos     int // tokens already in the cache
+	ctx     int
+	maxRows int
+	kc, vc  []backend.Buffer
+	// scratch, each maxRows rows
+	x, xb, q, k, v, att, xb2, hb, hb2, logits backend.Buffer
+}
+
+// ErrContextFull is returned when a forward pass would pass the context.
+var ErrContextFull = errors.New("context window is full")
+
+// NewState allocates a KV cache for ctx positions (0: the model's SeqLen)
+// and scratch for prefill chunks of up to maxRows tokens.
+func (m *Model) NewState(ctx, maxRows int) *State {
+	c := &m.Config
+	if ctx <= 0 || ctx > c.SeqLen {
+		ctx = c.SeqLen
+	}
+	maxRows = max(1, min(maxRows, ctx))
+	b := m.Backend
+	s := &State{m: m, ctx: ctx, maxRows: maxRows}
+	for range c.NLayers {
+		s.kc = append(s.kc, b.Alloc(ctx*c.KVDim()))
+		s.vc = append(s.vc, b.Alloc(ctx*c.KVDim()))
+	}
+	s.x = b.Alloc(maxRows * c.Dim)
+	s.xb = b.Alloc(maxRows * max(c.Dim, c.QDim()))
+	s.xb2 = b.Alloc(maxRows * c.Dim)
+	s.q = b.Alloc(maxRows * c.QDim())
+	s.k = b.Alloc(maxRows * c.KVDim())
+	s.v = b.Alloc(maxRows * c.KVDim())
+	s.att = b.Alloc(maxRows * c.QDim())
+	s.hb = b.Alloc(maxRows * c.HiddenDim)
+	s.hb2 = b.Alloc(maxRows * c.HiddenDim)
+	s.logits = b.Alloc(maxRows * c.VocabSize)
+	return s
+}
+
+// Context is the number of positions the cache holds.
+func (s *State) Context() int { return s.ctx }
+
+// Reset empties the cache (the buffers are reused).
+func (s *State) Reset() { s.Pos = 0 }
+
+// Forward runs tokens through the model at positions Pos, Pos+1, … and
+// advances Pos. If all is true, logits gets len(tokens) × vocab values (one
+// row per token); otherwise it gets the vocab logits of the last token.
+func (s *State) Forward(tokens []int, logits []float32, all bool) error {
+	c := &s.m.Config
+	if s.Pos+len(tokens) > s.ctx {
+		return fmt.Errorf("%w: %d tokens at position %d, context %d", ErrContextFull, len(tokens), s.Pos, s.ctx)
+	}
+	for _, t := range tokens {
+		if t < 0 || t >= c.VocabSize {
+			return fmt.Errorf("token id %d outside the vocabulary (%d)", t, c.VocabSize)
+		}
+	}
+	want := c.VocabSize
+	if all {
+		want *= len(tokens)
+	}
+	if len(logits) < want {
+		return fmt.Errorf("logits buffer holds %d values, need %d", len(logits), want)
+	}
+	for done := 0; done < len(tokens); {
+		n := min(s.maxRows, len(tokens)-done)
+		last := done+n == len(tokens)
+		s.forward(tokens[done : done+n])
+		if all {
+			s.classify(n, 0)
+			s.m.Backend.Read(logits[done*c.VocabSize:(done+n)*c.VocabSize], s.logits, 0)
+		} else if last {
+			s.classify(1, n-1)
+			s.m.Backend.Read(logits[:c.VocabSize], s.logits, 0)
+		}
+		done += n
+	}
+	return nil
+}
+
+// forward runs one chunk of rows tokens through every block, leaving the
+// residual stream in s.x and advancing Pos.
+func (s *State) forward(tokens []int) {
+	m, b, c := s.m, s.m.Backend, &s.m.Config
+	rows, pos := len(tokens), s.Pos
+	eps := float32(c.NormEps)
+	kvDim := c.KVDim()
+	b.Embed(s.x, m.embed, tokens)
+	for l := range m.layers {
+		L := &m.layers[l]
+		// attention: x += Wo · attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x))
+		b.RMSNorm(s.xb, s.x, L.attnNorm, rows, eps)
+		b.MatMul(s.q, L.w[model.ProjQ], s.xb, rows)
+		b.MatMul(s.k, L.w[model.ProjK], s.xb, rows)
+		b.MatMul(s.v, L.w[model.ProjV], s.xb, rows)
+		b.RoPE(s.q, rows, c.NHeads, c.HeadDim, pos, m.freqs)
+		b.RoPE(s.k, rows, c.NKVHeads, c.HeadDim, pos, m.freqs)
+		b.Copy(s.kc[l], pos*kvDim, s.k, 0, rows*kvDim)
+		b.Copy(s.vc[l], pos*kvDim, s.v, 0, rows*kvDim)
+		b.Attention(s.att, s.q, s.kc[l], s.vc[l], rows, c.NHeads, c.NKVHeads, c.HeadDim, pos)
+		b.MatMul(s.xb2, L.w[model.ProjO], s.att, rows)
+		b.Add(s.x, s.xb2, rows*c.Dim)
+		// MLP: x += Wdown · (silu(Wgate·n(x)) ⊙ Wup·n(x))
+		b.RMSNorm(s.xb, s.x, L.ffnNorm, rows, eps)
+		b.MatMul(s.hb, L.w[model.ProjGate], s.xb, rows)
+		b.MatMul(s.hb2, L.w[model.ProjUp], s.xb, rows)
+		b.SwiGLU(s.hb, s.hb2, rows*c.HiddenDim)
+		b.MatMul(s.xb2, L.w[model.ProjDown], s.hb, rows)
+		b.Add(s.x, s.xb2, rows*c.Dim)
+	}
+	s.Pos += rows
+}
+
+// classify puts the logits of rows rows starting at row first of s.x into
+// s.logits.
+func (s *State) classify(rows, first int) {
+	m, b, c := s.m, s.m.Backend, &s.m.Config
+	src := s.x
+	if first > 0 {
+		b.Copy(s.xb2, 0, s.x, first*c.Dim, rows*c.Dim)
+		src = s.xb2
+	}
+	b.RMSNorm(s.xb, src, m.outNorm, rows, float32(c.NormEps))
+	b.MatMul(s.logits, m.output, s.xb, rows)
+}
+
+// Vocab is the width of a logits row.
+func (s *State) Vocab() int { return s.m.Config.VocabSize }
+
+// MaxRows is the longest chunk one pass of Forward runs.
+func (s *State) MaxRows() int { return s.maxRows }
+
+// Model is the model this state runs.
+func (s *State) Model() *Model { return s.m }

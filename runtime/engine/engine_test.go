@@ -1,0 +1,205 @@
+package engine
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
+	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
+	"github.com/acttail/acttail-gpu/internal/testfiles"
+	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/sample"
+)
+
+// randomModel builds a small model with fresh random weights in dtype d.
+func randomModel(t testing.TB, c model.Config, d model.DType, seed uint64) *model.Model {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 7))
+	m := model.New(c)
+	m.Source = "random"
+	for _, ns := range c.Shapes() {
+		v := make([]float32, model.Elems(ns.Shape))
+		scale := 1.0
+		if len(ns.Shape) == 2 {
+			scale = 1 / math.Sqrt(float64(ns.Shape[1]))
+		}
+		for i := range v {
+			if len(ns.Shape) == 1 {
+				v[i] = float32(1 + 0.2*r.NormFloat64())
+			} else {
+				v[i] = float32(r.NormFloat64() * scale)
+			}
+		}
+		dt := d
+		if len(ns.Shape) == 1 {
+			dt = model.F32
+		}
+		b, err := model.Encode(v, dt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Add(&model.Tensor{Name: ns.Name, DType: dt, Shape: ns.Shape, Data: b})
+	}
+	if err := m.Check(); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func smallConfig() model.Config {
+	return model.Config{Arch: "llama", Dim: 64, HiddenDim: 96, NLayers: 2, NHeads: 8, NKVHeads: 2, HeadDim: 8,
+		VocabSize: 97, SeqLen: 40, NormEps: 1e-5, RopeTheta: 10000}
+}
+
+// compare checks engine logits against the float64 reference for every
+// position. Tolerance: 1e-4 of the largest |logit| of the row plus 1e-5
+// (fp32 accumulation over a few hundred terms).
+func compare(t *testing.T, m *model.Model, tokens []int, maxRows int, tol float64) {
+	t.Helper()
+	e, err := Load(cpu.New(0), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := newRef(m)
+	V := m.Config.VocabSize
+	s := e.NewState(0, maxRows)
+	got := make([]float32, len(tokens)*V)
+	if err := s.Forward(tokens, got, true); err != nil {
+		t.Fatal(err)
+	}
+	// the same tokens one at a time (decode path) must agree too
+	s2 := e.NewState(0, maxRows)
+	one := make([]float32, V)
+	for p, tok := range tokens {
+		want := ref.step(tok)
+		if err := s2.Forward([]int{tok}, one, false); err != nil {
+			t.Fatal(err)
+		}
+		var scale float64
+		for _, w := range want {
+			scale = math.Max(scale, math.Abs(w))
+		}
+		for i, w := range want {
+			if d := math.Abs(float64(got[p*V+i]) - w); d > tol*scale+1e-5 || math.IsNaN(d) {
+				t.Fatalf("prefill pos %d logit %d: got %g, want %g", p, i, got[p*V+i], w)
+			}
+			if d := math.Abs(float64(one[i]) - w); d > tol*scale+1e-5 || math.IsNaN(d) {
+				t.Fatalf("decode pos %d logit %d: got %g, want %g", p, i, one[i], w)
+			}
+		}
+	}
+}
+
+func randomTokens(n, vocab int, seed uint64) []int {
+	r := rand.New(rand.NewPCG(seed, 1))
+	ts := make([]int, n)
+	for i := range ts {
+		ts[i] = r.IntN(vocab)
+	}
+	return ts
+}
+
+func TestForwardMatchesReference(t *testing.T) {
+	cases := []struct {
+		name    string
+		mod     func(*model.Config)
+		dtype   model.DType
+		maxRows int
+	}{
+		{"f32", nil, model.F32, 64},
+		{"f32-chunked", nil, model.F32, 5},
+		{"tied", func(c *model.Config) { c.TiedOutput = true }, model.F32, 7},
+		{"mha-odd-hidden", func(c *model.Config) { c.NKVHeads = 8; c.HiddenDim = 172 }, model.F32, 64},
+		{"f16", nil, model.F16, 64},
+		{"bf16", nil, model.BF16, 3},
+		{"q8_0", nil, model.Q8_0, 64},
+		{"llama3-rope", func(c *model.Config) {
+			c.RopeTheta = 500000
+			c.RopeScale = &model.RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPosition: 16}
+		}, model.F32, 64},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := smallConfig()
+			if tc.mod != nil {
+				tc.mod(&c)
+			}
+			m := randomModel(t, c, tc.dtype, uint64(i+1))
+			compare(t, m, randomTokens(23, c.VocabSize, uint64(i)), tc.maxRows, 1e-4)
+		})
+	}
+}
+
+func loadStories(t *testing.T) *model.Model {
+	m, err := llama2c.Load(filepath.Join(testfiles.Stories260K(t), "stories260K.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func TestStories260KMatchesReference(t *testing.T) {
+	m := loadStories(t)
+	compare(t, m, randomTokens(40, m.Config.VocabSize, 3), 16, 1e-4)
+}
+
+func TestGenerateStopsAndCounts(t *testing.T) {
+	m := randomModel(t, smallConfig(), model.F32, 9)
+	e, err := Load(cpu.New(1), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := e.NewState(0, 8)
+	var got []int
+	st, err := s.Generate(context.Background(), []int{1, 2, 3}, GenOptions{MaxTokens: 5}, func(id int) error {
+		got = append(got, id)
+		return nil
+	})
+	if err != nil || len(got) != 5 || st.GenTokens != 5 || st.Reason != "length" {
+		t.Fatalf("got %v, %+v, %v", got, st, err)
+	}
+	// Greedy generation equals argmax of the reference at each step.
+	ref := newRef(m)
+	var last []float64
+	for _, tok := range []int{1, 2, 3} {
+		last = ref.step(tok)
+	}
+	for _, tok := range got {
+		best := 0
+		for i, v := range last {
+			if v > last[best] {
+				best = i
+			}
+		}
+		if best != tok {
+			t.Fatalf("greedy token %d, reference argmax %d", tok, best)
+		}
+		last = ref.step(tok)
+	}
+	// An end token stops generation before it is emitted: with the last
+	// greedy token as the end token, generation stops at its first occurrence.
+	k := slices.Index(got, got[len(got)-1])
+	s.Reset()
+	st, err = s.Generate(context.Background(), []int{1, 2, 3}, GenOptions{MaxTokens: 5, IsEnd: func(id int) bool { return id == got[k] }}, func(int) error { return nil })
+	if err != nil || st.GenTokens != k || st.Reason != "stop" {
+		t.Fatalf("stop: %+v %v", st, err)
+	}
+	// The context bounds generation.
+	s.Reset()
+	st, err = s.Generate(context.Background(), make([]int, 38), GenOptions{Sample: sample.Options{Temperature: 1, Seed: 1}}, func(int) error { return nil })
+	if err != nil || st.GenTokens != 3 {
+		t.Fatalf("context: %+v %v", st, err)
+	}
+	s.Reset()
+	if _, err := s.Generate(context.Background(), make([]int, 41), GenOptions{}, func(int) error { return nil }); err == nil {
+		t.Fatal("prompt longer than the context accepted")
+	}
+	if err := s.Forward([]int{97}, make([]float32, 97), false); err == nil {
+		t.Fatal("out-of-vocabulary token accepted")
+	}
+}

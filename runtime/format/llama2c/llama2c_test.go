@@ -1,0 +1,127 @@
+package llama2c
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/acttail/acttail-gpu/internal/testfiles"
+	"github.com/acttail/acttail-gpu/runtime/model"
+)
+
+func storiesPath(t testing.TB) string {
+	return filepath.Join(testfiles.Stories260K(t), "stories260K.bin")
+}
+
+func TestLoadStories260K(t *testing.T) {
+	m, err := Load(storiesPath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	c := m.Config
+	if c.Dim != 64 || c.HiddenDim != 172 || c.NLayers != 5 || c.NHeads != 8 || c.NKVHeads != 4 ||
+		c.VocabSize != 512 || c.SeqLen != 512 || !c.TiedOutput || c.HeadDim != 8 {
+		t.Fatalf("config %+v", c)
+	}
+	if m.Vocab == nil || len(m.Vocab.Tokens) != 512 {
+		t.Fatal("tokenizer beside the checkpoint not loaded")
+	}
+	// The first embedding value, read by hand from the file.
+	raw, _ := os.ReadFile(storiesPath(t))
+	emb := m.Tensors[model.NameEmbed]
+	if !bytes.Equal(emb.Data[:4], raw[28:32]) {
+		t.Fatal("embedding does not start right after the header")
+	}
+	// The final norm sits right before the two RoPE tables (512 × 4 each).
+	fin := m.Tensors[model.NameOutputNorm]
+	end := len(raw) - 2*512*4*4
+	if !bytes.Equal(fin.Data, raw[end-64*4:end]) {
+		t.Fatal("final norm not where the legacy layout puts it")
+	}
+}
+
+func TestWriteV1RoundTrip(t *testing.T) {
+	m, err := Load(storiesPath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, tied := range []bool{true, false} {
+		if !tied {
+			// an untied variant: give it a classifier of its own
+			m.Config.TiedOutput = false
+			emb := m.Tensors[model.NameEmbed]
+			m.Add(&model.Tensor{Name: model.NameOutput, DType: model.F32, Shape: emb.Shape, Data: bytes.Repeat([]byte{0, 0, 128, 63}, emb.Elems())})
+		}
+		p := filepath.Join(t.TempDir(), "v1.bin")
+		if err := Write(m, p); err != nil {
+			t.Fatal(err)
+		}
+		m2, err := Load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m2.Config.TiedOutput != tied || len(m2.Tensors) != len(m.Tensors) {
+			t.Fatalf("tied=%v: got %v with %d tensors", tied, m2.Config.TiedOutput, len(m2.Tensors))
+		}
+		for n, tt := range m.Tensors {
+			if !bytes.Equal(tt.Data, m2.Tensors[n].Data) {
+				t.Fatalf("tensor %s differs after a v1 round trip", n)
+			}
+		}
+		m2.Close()
+	}
+}
+
+func TestTruncatedAndHostile(t *testing.T) {
+	raw, err := os.ReadFile(storiesPath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, n := range []int{0, 3, 27, 28, 1000, len(raw) - 2*512*4*4 - 1} {
+		p := filepath.Join(dir, "cut.bin")
+		os.WriteFile(p, raw[:n], 0o644)
+		if _, err := Load(p); err == nil {
+			t.Errorf("file cut to %d bytes loaded", n)
+		}
+	}
+	hdr := func(vals ...int32) []byte {
+		b := make([]byte, 4*len(vals))
+		for i, v := range vals {
+			binary.LittleEndian.PutUint32(b[4*i:], uint32(v))
+		}
+		return b
+	}
+	for name, h := range map[string][]byte{
+		"zero dim":         hdr(0, 172, 5, 8, 4, 512, 512),
+		"huge":             hdr(1<<30, 1<<30, 1<<20, 8, 4, 512, 512),
+		"heads not divide": hdr(64, 172, 5, 7, 7, 512, 512),
+		"kv not divide":    hdr(64, 172, 5, 8, 3, 512, 512),
+		"v2":               append(hdr(magicV1, 2), make([]byte, 248)...),
+	} {
+		if _, err := ParseHeader(h, 1<<40, name); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func FuzzParseHeader(f *testing.F) {
+	f.Add([]byte{64, 0, 0, 0, 172, 0, 0, 0, 5, 0, 0, 0, 8, 0, 0, 0, 4, 0, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0}, int64(1056540))
+	v1 := make([]byte, 256)
+	binary.LittleEndian.PutUint32(v1, magicV1)
+	binary.LittleEndian.PutUint32(v1[4:], 1)
+	f.Add(v1, int64(1<<20))
+	f.Fuzz(func(t *testing.T, data []byte, size int64) {
+		h, err := ParseHeader(data, size, "fuzz")
+		if err != nil {
+			return
+		}
+		if h.DataOffset+4*weightCount(&h.Config, h.Version) > size {
+			t.Fatal("accepted a header whose weights do not fit")
+		}
+	})
+}

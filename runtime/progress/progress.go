@@ -1,0 +1,244 @@
+// Package progress draws a one-line progress bar for long work: downloads,
+// perplexity evaluation, profiling, synthetic model generation.
+//
+// A Bar draws only when its writer is a terminal (an *os.File whose mode has
+// os.ModeCharDevice); on a pipe, a file or a CI log it writes nothing at all,
+// so captured output stays clean. Redraws are rate-limited (every 100 ms by
+// default) and overwrite the line with a carriage return. Add, Set and Write
+// are safe to call from several goroutines at once.
+//
+// All methods of a nil *Bar are no-ops, so code that reports progress can
+// take an optional bar without checking for nil.
+package progress
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultInterval is the least time between two redraws.
+const DefaultInterval = 100 * time.Millisecond
+
+// defaultWidth is the number of cells of the bar itself.
+const defaultWidth = 30
+
+// Options tunes a Bar. The zero value counts items and draws only on a
+// terminal.
+type Options struct {
+	// Bytes formats counts and rates in binary units (KiB, MiB/s) instead
+	// of plain item counts.
+	Bytes bool
+	// Force draws even when the writer is not a terminal (tests, or a
+	// caller that knows better).
+	Force bool
+	// Interval is the least time between redraws; 0 means DefaultInterval.
+	Interval time.Duration
+	// Width is the number of cells in the bar; 0 means 30.
+	Width int
+}
+
+// Bar is a progress bar. Create one with New, NewBytes or NewWith.
+type Bar struct {
+	w        io.Writer
+	total    int64
+	label    string
+	opt      Options
+	draw     bool             // false: every method only counts
+	now      func() time.Time // injectable clock for tests
+	start    time.Time
+	n        atomic.Int64
+	lastDraw atomic.Int64 // nanoseconds since start of the last redraw
+	finished atomic.Bool
+
+	mu      sync.Mutex // serialises writes to w
+	lastLen int        // length of the previous line, to blank its tail
+}
+
+// New returns a bar counting items up to total (total ≤ 0: unknown, so no
+// percentage or ETA is shown).
+func New(w io.Writer, total int64, label string) *Bar {
+	return NewWith(w, total, label, Options{})
+}
+
+// NewBytes returns a bar counting bytes up to total.
+func NewBytes(w io.Writer, total int64, label string) *Bar {
+	return NewWith(w, total, label, Options{Bytes: true})
+}
+
+// NewWith returns a bar with explicit options.
+func NewWith(w io.Writer, total int64, label string, opt Options) *Bar {
+	if opt.Interval <= 0 {
+		opt.Interval = DefaultInterval
+	}
+	if opt.Width <= 0 {
+		opt.Width = defaultWidth
+	}
+	b := &Bar{w: w, total: total, label: label, opt: opt, now: time.Now}
+	b.draw = w != nil && (opt.Force || IsTerminal(w))
+	b.start = b.now()
+	return b
+}
+
+// IsTerminal reports whether w is a character device such as a terminal.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || f == nil {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// Add counts n more units and redraws if the last redraw is old enough.
+func (b *Bar) Add(n int64) {
+	if b == nil {
+		return
+	}
+	b.n.Add(n)
+	b.maybeDraw()
+}
+
+// Set sets the count to n and redraws if the last redraw is old enough.
+func (b *Bar) Set(n int64) {
+	if b == nil {
+		return
+	}
+	b.n.Store(n)
+	b.maybeDraw()
+}
+
+// Write counts len(p) units, so a Bar can sit in an io.MultiWriter or an
+// io.TeeReader beside an io.Copy. It never fails.
+func (b *Bar) Write(p []byte) (int, error) {
+	b.Add(int64(len(p)))
+	return len(p), nil
+}
+
+// Count is the current count.
+func (b *Bar) Count() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.n.Load()
+}
+
+// Finish draws the final state and ends the line. Later calls, and Adds
+// after it, draw nothing.
+func (b *Bar) Finish() {
+	if b == nil || !b.finished.CompareAndSwap(false, true) || !b.draw {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.render(b.now().Sub(b.start), "\n")
+}
+
+// maybeDraw redraws when Interval has passed since the last redraw; of
+// several goroutines that get here at once, only the one that wins the
+// compare-and-swap draws.
+func (b *Bar) maybeDraw() {
+	if !b.draw || b.finished.Load() {
+		return
+	}
+	el := b.now().Sub(b.start)
+	last := b.lastDraw.Load()
+	if el-time.Duration(last) < b.opt.Interval && last != 0 {
+		return
+	}
+	if !b.lastDraw.CompareAndSwap(last, int64(max(el, 1))) {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.finished.Load() {
+		return
+	}
+	b.render(el, "")
+}
+
+// render writes one line; b.mu must be held. Write errors are ignored: a
+// progress bar must not fail the work it reports on.
+func (b *Bar) render(elapsed time.Duration, end string) {
+	line := b.line(b.n.Load(), elapsed)
+	pad := ""
+	if d := b.lastLen - len(line); d > 0 {
+		pad = strings.Repeat(" ", d)
+	}
+	b.lastLen = len(line)
+	_, _ = io.WriteString(b.w, "\r"+line+pad+end)
+}
+
+// line formats the bar text: label, percent, bar, count/total, rate, ETA.
+func (b *Bar) line(n int64, elapsed time.Duration) string {
+	var s strings.Builder
+	if b.label != "" {
+		s.WriteString(b.label)
+		s.WriteString(" ")
+	}
+	rate := 0.0
+	if sec := elapsed.Seconds(); sec > 0 {
+		rate = float64(n) / sec
+	}
+	if b.total > 0 {
+		frac := min(max(float64(n)/float64(b.total), 0), 1)
+		fill := int(frac * float64(b.opt.Width))
+		fmt.Fprintf(&s, "%3.0f%% [%s%s] %s/%s", 100*frac,
+			strings.Repeat("=", fill), strings.Repeat(" ", b.opt.Width-fill),
+			b.amount(n), b.amount(b.total))
+	} else {
+		s.WriteString(b.amount(n))
+	}
+	if b.opt.Bytes {
+		fmt.Fprintf(&s, " %s/s", FormatBytes(rate))
+	} else {
+		fmt.Fprintf(&s, " %.1f it/s", rate)
+	}
+	switch {
+	case b.finished.Load():
+		fmt.Fprintf(&s, " in %s", formatDuration(elapsed))
+	case b.total > 0 && rate > 0 && n < b.total:
+		eta := time.Duration(float64(b.total-n) / rate * float64(time.Second))
+		fmt.Fprintf(&s, " ETA %s", formatDuration(eta))
+	}
+	return s.String()
+}
+
+// amount formats a count in the bar's units.
+func (b *Bar) amount(n int64) string {
+	if b.opt.Bytes {
+		return FormatBytes(float64(n))
+	}
+	return fmt.Sprintf("%d", n)
+}
+
+// FormatBytes writes a byte count with a binary unit: "512 B", "1.5 KiB",
+// "12.0 MiB", "13.5 GiB".
+func FormatBytes(v float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%.0f B", v)
+	}
+	return fmt.Sprintf("%.1f %s", v, units[i])
+}
+
+// formatDuration rounds to whole seconds: "4s", "2m05s", "1h02m".
+func formatDuration(d time.Duration) string {
+	s := int64(d.Round(time.Second) / time.Second)
+	switch {
+	case s < 60:
+		return fmt.Sprintf("%ds", s)
+	case s < 3600:
+		return fmt.Sprintf("%dm%02ds", s/60, s%60)
+	}
+	return fmt.Sprintf("%dh%02dm", s/3600, s/60%60)
+}
