@@ -206,14 +206,15 @@ AVX2_INLINE void matvec_elem(int dt, const uint8_t *w, int64_t rowbytes, int64_t
 	}
 }
 
-// q8_block returns the scaled dot of one Q8_0 block (f16 scale, 32 int8
-// quants) with 32 activations; two partial sums shorten the FMA chain.
+// q8_block adds to acc the scaled dot of one Q8_0 block (f16 scale, 32
+// int8 quants) with 32 activations. The loop is bound by arithmetic
+// throughput, not latency, so one chain and no extra add is fastest.
 AVX2_INLINE __m256 q8_block(const uint8_t *blk, const float *x, __m256 acc) {
-	__m256 s0 = _mm256_mul_ps(q8_8(blk + 2), _mm256_loadu_ps(x));
-	__m256 s1 = _mm256_mul_ps(q8_8(blk + 10), _mm256_loadu_ps(x + 8));
-	s0 = _mm256_fmadd_ps(q8_8(blk + 18), _mm256_loadu_ps(x + 16), s0);
-	s1 = _mm256_fmadd_ps(q8_8(blk + 26), _mm256_loadu_ps(x + 24), s1);
-	return _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(load_u16(blk))), _mm256_add_ps(s0, s1), acc);
+	__m256 s = _mm256_mul_ps(q8_8(blk + 2), _mm256_loadu_ps(x));
+	s = _mm256_fmadd_ps(q8_8(blk + 10), _mm256_loadu_ps(x + 8), s);
+	s = _mm256_fmadd_ps(q8_8(blk + 18), _mm256_loadu_ps(x + 16), s);
+	s = _mm256_fmadd_ps(q8_8(blk + 26), _mm256_loadu_ps(x + 24), s);
+	return _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(load_u16(blk))), s, acc);
 }
 
 // matvec_q8 is matvec_elem for Q8_0, two blocks a step in two accumulators.
@@ -311,77 +312,38 @@ AVX2 static double sum_avx2(const float *p, int64_t n) {
 	return t + sum_scalar(p + i, n - i);
 }
 
-// ---- AVX-512 path: only Q8_0 decode, which AVX2 leaves compute-bound ----
-
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-#define AVX512_INLINE static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-
-// q8_16 converts 16 int8 quants at p to float32.
-AVX512_INLINE __m512 q8_16(const uint8_t *p) {
-	return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
-}
-
-// q8_block16 is q8_block with 16-wide vectors: half the instructions.
-AVX512_INLINE __m512 q8_block16(const uint8_t *blk, const float *x, __m512 acc) {
-	__m512 s = _mm512_mul_ps(q8_16(blk + 2), _mm512_loadu_ps(x));
-	s = _mm512_fmadd_ps(q8_16(blk + 18), _mm512_loadu_ps(x + 16), s);
-	return _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(load_u16(blk))), s, acc);
-}
-
-AVX512 static void matvec_q8_avx512(const uint8_t *w, int64_t rowbytes, int64_t rows, int64_t cols, const float *x,
-                                    float *dst) {
-	int64_t nb = cols / 32;
-	for (int64_t o = 0; o < rows; o++) {
-		const uint8_t *row = w + o * rowbytes;
-		__m512 a0 = _mm512_setzero_ps(), a1 = a0;
-		int64_t b = 0;
-		for (; b + 2 <= nb; b += 2) {
-			a0 = q8_block16(row + 34 * b, x + 32 * b, a0);
-			a1 = q8_block16(row + 34 * b + 34, x + 32 * b + 32, a1);
-		}
-		if (b < nb) a0 = q8_block16(row + 34 * b, x + 32 * b, a0);
-		dst[o] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-	}
-}
-
 typedef void matvec_fn(const uint8_t *w, int64_t rowbytes, int64_t rows, int64_t cols, const float *x, float *dst);
 static matvec_fn *const matvec_avx2[4] = {matvec_f32, matvec_f16, matvec_bf16, matvec_q8};
-static matvec_fn *const matvec_avx512[4] = {matvec_f32, matvec_f16, matvec_bf16, matvec_q8_avx512};
 
-static int cpu_has(int want) {
+static int have_avx2(void) {
 	__builtin_cpu_init();
-	int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-	if (want == MM_AVX2) return avx2;
-	return want == MM_AVX512 && avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-	       __builtin_cpu_supports("avx512vl");
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 #else
-static int cpu_has(int want) { return want == MM_SCALAR; }
+static int have_avx2(void) { return 0; }
 #endif
 
 // ---- dispatch ----
 
 static int isa;
 
-__attribute__((constructor)) static void pick_isa(void) {
-	isa = cpu_has(MM_AVX512) ? MM_AVX512 : cpu_has(MM_AVX2) ? MM_AVX2 : MM_SCALAR;
-}
+__attribute__((constructor)) static void pick_isa(void) { isa = have_avx2() ? MM_AVX2 : MM_SCALAR; }
 
 int mm_isa(void) { return isa; }
 
 // mm_set_isa selects an instruction set (for tests); it returns the one in
 // use, which stays unchanged if the CPU lacks the one asked for.
 int mm_set_isa(int want) {
-	if (want == MM_SCALAR || cpu_has(want)) isa = want;
+	if (want == MM_SCALAR || (want == MM_AVX2 && have_avx2())) isa = want;
 	return isa;
 }
 
 void mm_rows(int dt, const uint8_t *w, int64_t rowbytes, int64_t rows, int64_t cols, const float *x, int64_t n,
              float *dst, int64_t ldd) {
 #if defined(__x86_64__)
-	if (isa != MM_SCALAR) {
+	if (isa == MM_AVX2) {
 		if (n == 1)
-			(isa == MM_AVX512 ? matvec_avx512 : matvec_avx2)[dt](w, rowbytes, rows, cols, x, dst);
+			matvec_avx2[dt](w, rowbytes, rows, cols, x, dst);
 		else
 			mm_tiled(dt, w, rowbytes, rows, cols, x, n, dst, ldd, decode_avx2, micro_avx2);
 		return;
@@ -392,7 +354,7 @@ void mm_rows(int dt, const uint8_t *w, int64_t rowbytes, int64_t rows, int64_t c
 
 double mm_sum(const float *p, int64_t n) {
 #if defined(__x86_64__)
-	if (isa != MM_SCALAR) return sum_avx2(p, n);
+	if (isa == MM_AVX2) return sum_avx2(p, n);
 #endif
 	return sum_scalar(p, n);
 }

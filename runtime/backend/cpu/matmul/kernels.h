@@ -10,7 +10,7 @@
 enum { MM_F32 = 0, MM_F16 = 1, MM_BF16 = 2, MM_Q8_0 = 3 };
 
 // Instruction sets mm_rows may use.
-enum { MM_SCALAR = 0, MM_AVX2 = 1, MM_AVX512 = 2 };
+enum { MM_SCALAR = 0, MM_AVX2 = 1 };
 
 void mm_rows(int dtype, const uint8_t *w, int64_t rowbytes, int64_t rows, int64_t cols,
              const float *x, int64_t n, float *dst, int64_t ldd);

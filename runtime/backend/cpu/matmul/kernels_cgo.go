@@ -32,11 +32,10 @@ func sum(p []float32) float64 {
 	return float64(C.mm_sum((*C.float)(unsafe.Pointer(&p[0])), C.int64_t(len(p))))
 }
 
-// ISA names the instruction set the kernels use: "avx512" (AVX2 plus
-// AVX-512 where it helps), "avx2" or "scalar".
+// ISA names the instruction set the kernels use: "avx2" or "scalar".
 func ISA() string { return isaNames[C.mm_isa()] }
 
-var isaNames = [...]string{C.MM_SCALAR: "scalar", C.MM_AVX2: "avx2", C.MM_AVX512: "avx512"}
+var isaNames = [...]string{C.MM_SCALAR: "scalar", C.MM_AVX2: "avx2"}
 
 // setISA selects the kernels by name for tests; it returns the name in
 // use, which differs when the CPU lacks the one asked for.

@@ -19,7 +19,7 @@ func isas(t *testing.T) []string {
 	def := ISA()
 	t.Cleanup(func() { setISA(def) })
 	var out []string
-	for _, name := range []string{"avx512", "avx2", "scalar", "go"} {
+	for _, name := range []string{"avx2", "scalar", "go"} {
 		if setISA(name) == name {
 			out = append(out, name)
 		}
