@@ -1,0 +1,113 @@
+package plan
+
+import (
+	"bytes"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/acttail/acttail-gpu/runtime/model"
+)
+
+func testModel(seed byte) *model.Model {
+	c := model.Config{Arch: "llama", Dim: 16, HiddenDim: 24, NLayers: 2, NHeads: 2, NKVHeads: 1, HeadDim: 8, VocabSize: 10, SeqLen: 8, NormEps: 1e-5, RopeTheta: 1e4, Name: "t"}
+	m := model.New(c)
+	for _, s := range c.Shapes() {
+		b := bytes.Repeat([]byte{seed}, 4*model.Elems(s.Shape))
+		m.Add(&model.Tensor{Name: s.Name, DType: model.F32, Shape: s.Shape, Data: b})
+	}
+	return m
+}
+
+func testPlan(m *model.Model) *Plan {
+	p := &Plan{Version: Version, Model: Identify(m), Method: "uniform", Mode: ModeTopK, Target: 0.5, Sites: Sites(&m.Config)}
+	for i := range p.Sites {
+		p.Sites[i].Sparsity = 0.5
+		p.Sites[i].K = KeepFor(0.5, p.Sites[i].DIn)
+	}
+	p.Realized = WeightedSparsity(p.Sites, true)
+	return p
+}
+
+func TestSaveLoadCheck(t *testing.T) {
+	m := testModel(1)
+	p := testPlan(m)
+	path := filepath.Join(t.TempDir(), "p.json")
+	if err := p.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	q, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Check(m); err != nil {
+		t.Fatal(err)
+	}
+	if q.Realized != 0.5 || len(q.Sites) != 14 || q.Sites[13].Proj != "down" || q.Sites[13].DIn != 24 {
+		t.Fatalf("%+v", q)
+	}
+	// another model's weights are refused
+	if err := q.Check(testModel(2)); err == nil || !strings.Contains(err.Error(), "weights differ") {
+		t.Fatalf("other weights: %v", err)
+	}
+}
+
+func TestKeepFor(t *testing.T) {
+	for _, tc := range []struct {
+		s    float64
+		d, k int
+	}{{0, 10, 10}, {0.5, 10, 5}, {0.55, 10, 5}, {0.54, 10, 5}, {0.8, 4096, 820}, {0.999, 10, 1}, {0.9, 172, 18}} {
+		if got := KeepFor(tc.s, tc.d); got != tc.k {
+			t.Errorf("KeepFor(%g, %d) = %d, want %d", tc.s, tc.d, got, tc.k)
+		}
+	}
+}
+
+func TestMalformed(t *testing.T) {
+	m := testModel(1)
+	good := testPlan(m)
+	for name, mut := range map[string]func(*Plan){
+		"version":   func(p *Plan) { p.Version = 9 },
+		"mode":      func(p *Plan) { p.Mode = "random" },
+		"target":    func(p *Plan) { p.Target = 1 },
+		"sites":     func(p *Plan) { p.Sites = p.Sites[:3] },
+		"order":     func(p *Plan) { p.Sites[0], p.Sites[1] = p.Sites[1], p.Sites[0] },
+		"k zero":    func(p *Plan) { p.Sites[2].K = 0 },
+		"k big":     func(p *Plan) { p.Sites[2].K = 17 },
+		"sparsity":  func(p *Plan) { p.Sites[4].Sparsity = -0.1 },
+		"threshold": func(p *Plan) { p.Sites[4].Threshold = -1 },
+	} {
+		p := *good
+		p.Sites = append([]Site(nil), good.Sites...)
+		mut(&p)
+		if err := p.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	for _, s := range []string{"", "{", "[]", `{"version":1,"bogus":2}`, `{"version":1} {}`, "null"} {
+		if _, err := Decode(strings.NewReader(s)); err == nil {
+			t.Errorf("%q accepted", s)
+		}
+	}
+	other := testModel(1)
+	other.Config.HiddenDim = 32
+	if err := good.Check(other); err == nil {
+		t.Error("plan for another shape accepted")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	good, err := json.Marshal(testPlan(testModel(1)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add([]byte(`{"version":1,"mode":"topk","target":0.5,"model":{"layers":0},"sites":[]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := Decode(bytes.NewReader(data))
+		if err == nil && p.Validate() != nil {
+			t.Fatal("Decode returned an invalid plan")
+		}
+	})
+}
