@@ -63,4 +63,34 @@ type Backend interface {
 	SwiGLU(gate, up Buffer, n int)
 	// Add: dst[i] += x[i] for n values.
 	Add(dst, x Buffer, n int)
+
+	// UploadSparse uploads a (out, in) projection for SparseMatMul, stored
+	// input-channel-major so that dropping input j skips one contiguous row.
+	UploadSparse(t *model.Tensor) (Weight, error)
+	// SparseMatMul: dst[r] = W · mask(x[r]) for a weight from UploadSparse,
+	// where mask keeps the inputs site s selects, reading only their weight
+	// rows. A site that keeps every input is a dense product.
+	SparseMatMul(dst Buffer, w Weight, x Buffer, rows int, s Site)
+	// SparseStats returns, per site ID, the inputs kept and the inputs seen
+	// by SparseMatMul since the last call, and resets the counts.
+	SparseStats() (kept, seen []int64)
+}
+
+// Site is one projection's activation budget at run time.
+type Site struct {
+	// ID indexes the plan's sites (layer·7 + projection), for statistics.
+	ID int
+	// TopK: keep exactly K inputs of largest |x| per token. Otherwise keep
+	// the inputs with |x| > Threshold.
+	TopK      bool
+	K         int
+	Threshold float32
+}
+
+// Dense reports whether the site keeps every one of din inputs.
+func (s Site) Dense(din int) bool {
+	if s.TopK {
+		return s.K >= din
+	}
+	return s.Threshold <= 0
 }

@@ -21,6 +21,17 @@ type Model struct {
 	output  backend.Weight // the embedding when tied
 	layers  []layer
 	freqs   []float32 // RoPE frequency of each pair, scaling applied
+	// sparse: projections were uploaded for SparseMatMul; sites are their
+	// budgets in plan order (nil: every projection dense).
+	sparse bool
+	sites  []backend.Site
+}
+
+// Options control Load.
+type Options struct {
+	// Sparse uploads the projections input-channel-major so that a plan
+	// can be applied (SetPlan). Without it the model runs dense only.
+	Sparse bool
 }
 
 type layer struct {
@@ -31,13 +42,22 @@ type layer struct {
 // Load uploads every tensor of m to b. m must stay open while the Model is
 // used (a CPU backend reads the memory-mapped file directly).
 func Load(b backend.Backend, m *model.Model) (*Model, error) {
+	return LoadWith(b, m, Options{})
+}
+
+// LoadWith is Load with options.
+func LoadWith(b backend.Backend, m *model.Model, o Options) (*Model, error) {
 	if err := m.Check(); err != nil {
 		return nil, err
 	}
 	cfg := m.Config
-	e := &Model{Config: cfg, Backend: b, layers: make([]layer, cfg.NLayers), freqs: RopeFreqs(&cfg)}
+	e := &Model{Config: cfg, Backend: b, layers: make([]layer, cfg.NLayers), freqs: RopeFreqs(&cfg), sparse: o.Sparse}
 	up := func(name string) (backend.Weight, error) {
-		w, err := b.Upload(m.Tensors[name])
+		upload := b.Upload
+		if o.Sparse && len(m.Tensors[name].Shape) == 2 && name != model.NameEmbed && name != model.NameOutput {
+			upload = b.UploadSparse
+		}
+		w, err := upload(m.Tensors[name])
 		if err != nil {
 			return nil, fmt.Errorf("load %s on %s: %w", m.Source, b.Name(), err)
 		}
@@ -108,6 +128,16 @@ type State struct {
 	kc, vc  []backend.Buffer
 	// scratch, each maxRows rows
 	x, xb, q, k, v, att, xb2, hb, hb2, logits backend.Buffer
+	// SparseFrom is the first position whose activations the plan
+	// sparsifies; earlier positions (a prompt, the first half of a
+	// perplexity window) run dense.
+	SparseFrom int
+	// Observe, if set, sees a host copy of the input of every projection
+	// site before it is used: rows × width values. It is called once per
+	// distinct input: for q (whose input k and v share), o, gate (shared
+	// with up) and down.
+	Observe func(layer int, p model.Projection, x []float32, rows, width int)
+	host    []float32
 }
 
 // ErrContextFull is returned when a forward pass would pass the context.
@@ -168,6 +198,9 @@ func (s *State) Forward(tokens []int, logits []float32, all bool) error {
 	}
 	for done := 0; done < len(tokens); {
 		n := min(s.maxRows, len(tokens)-done)
+		if s.Pos < s.SparseFrom {
+			n = min(n, s.SparseFrom-s.Pos) // a chunk is all dense or all sparse
+		}
 		last := done+n == len(tokens)
 		s.forward(tokens[done : done+n])
 		if all {
@@ -194,25 +227,58 @@ func (s *State) forward(tokens []int) {
 		L := &m.layers[l]
 		// attention: x += Wo · attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x))
 		b.RMSNorm(s.xb, s.x, L.attnNorm, rows, eps)
-		b.MatMul(s.q, L.w[model.ProjQ], s.xb, rows)
-		b.MatMul(s.k, L.w[model.ProjK], s.xb, rows)
-		b.MatMul(s.v, L.w[model.ProjV], s.xb, rows)
+		s.observe(l, model.ProjQ, s.xb, rows, c.Dim)
+		s.linear(s.q, l, model.ProjQ, s.xb, rows)
+		s.linear(s.k, l, model.ProjK, s.xb, rows)
+		s.linear(s.v, l, model.ProjV, s.xb, rows)
 		b.RoPE(s.q, rows, c.NHeads, c.HeadDim, pos, m.freqs)
 		b.RoPE(s.k, rows, c.NKVHeads, c.HeadDim, pos, m.freqs)
 		b.Copy(s.kc[l], pos*kvDim, s.k, 0, rows*kvDim)
 		b.Copy(s.vc[l], pos*kvDim, s.v, 0, rows*kvDim)
 		b.Attention(s.att, s.q, s.kc[l], s.vc[l], rows, c.NHeads, c.NKVHeads, c.HeadDim, pos)
-		b.MatMul(s.xb2, L.w[model.ProjO], s.att, rows)
+		s.observe(l, model.ProjO, s.att, rows, c.QDim())
+		s.linear(s.xb2, l, model.ProjO, s.att, rows)
 		b.Add(s.x, s.xb2, rows*c.Dim)
 		// MLP: x += Wdown · (silu(Wgate·n(x)) ⊙ Wup·n(x))
 		b.RMSNorm(s.xb, s.x, L.ffnNorm, rows, eps)
-		b.MatMul(s.hb, L.w[model.ProjGate], s.xb, rows)
-		b.MatMul(s.hb2, L.w[model.ProjUp], s.xb, rows)
+		s.observe(l, model.ProjGate, s.xb, rows, c.Dim)
+		s.linear(s.hb, l, model.ProjGate, s.xb, rows)
+		s.linear(s.hb2, l, model.ProjUp, s.xb, rows)
 		b.SwiGLU(s.hb, s.hb2, rows*c.HiddenDim)
-		b.MatMul(s.xb2, L.w[model.ProjDown], s.hb, rows)
+		s.observe(l, model.ProjDown, s.hb, rows, c.HiddenDim)
+		s.linear(s.xb2, l, model.ProjDown, s.hb, rows)
 		b.Add(s.x, s.xb2, rows*c.Dim)
 	}
 	s.Pos += rows
+}
+
+// linear runs projection p of layer l on rows rows of x: sparse by the
+// plan at positions from SparseFrom on, dense otherwise.
+func (s *State) linear(dst backend.Buffer, l int, p model.Projection, x backend.Buffer, rows int) {
+	m := s.m
+	w := m.layers[l].w[p]
+	if !m.sparse {
+		m.Backend.MatMul(dst, w, x, rows)
+		return
+	}
+	id := l*int(model.NumProjections) + int(p)
+	site := backend.Site{ID: id, TopK: true, K: w.Shape()[1]} // dense
+	if m.sites != nil && s.Pos >= s.SparseFrom {
+		site = m.sites[id]
+	}
+	m.Backend.SparseMatMul(dst, w, x, rows, site)
+}
+
+func (s *State) observe(l int, p model.Projection, x backend.Buffer, rows, width int) {
+	if s.Observe == nil {
+		return
+	}
+	if len(s.host) < rows*width {
+		s.host = make([]float32, rows*width)
+	}
+	h := s.host[:rows*width]
+	s.m.Backend.Read(h, x, 0)
+	s.Observe(l, p, h, rows, width)
 }
 
 // classify puts the logits of rows rows starting at row first of s.x into

@@ -16,6 +16,16 @@ type refModel struct {
 	freqs   []float64
 	pos     int
 	outName string
+	// mask, if set, zeroes inputs of projection p in layer l before it is
+	// applied (sparsity); it must not modify x.
+	mask func(l int, p model.Projection, x []float64) []float64
+}
+
+func (r *refModel) proj(l int, p model.Projection, x []float64, out int) []float64 {
+	if r.mask != nil {
+		x = r.mask(l, p, x)
+	}
+	return matvec(r.w[model.ProjName(l, p)], x, out)
 }
 
 func newRef(m *model.Model) *refModel {
@@ -104,9 +114,9 @@ func (r *refModel) step(tok int) []float64 {
 	hd, kvDim := c.HeadDim, c.KVDim()
 	for l := 0; l < c.NLayers; l++ {
 		h := rmsnorm(x, r.w[model.AttnNormName(l)], c.NormEps)
-		q := matvec(r.w[model.ProjName(l, model.ProjQ)], h, c.QDim())
-		k := matvec(r.w[model.ProjName(l, model.ProjK)], h, kvDim)
-		v := matvec(r.w[model.ProjName(l, model.ProjV)], h, kvDim)
+		q := r.proj(l, model.ProjQ, h, c.QDim())
+		k := r.proj(l, model.ProjK, h, kvDim)
+		v := r.proj(l, model.ProjV, h, kvDim)
 		r.rope(q, c.NHeads)
 		r.rope(k, c.NKVHeads)
 		r.kc[l] = append(r.kc[l], k...)
@@ -135,17 +145,17 @@ func (r *refModel) step(tok int) []float64 {
 				}
 			}
 		}
-		o := matvec(r.w[model.ProjName(l, model.ProjO)], att, c.Dim)
+		o := r.proj(l, model.ProjO, att, c.Dim)
 		for i := range x {
 			x[i] += o[i]
 		}
 		h = rmsnorm(x, r.w[model.FFNNormName(l)], c.NormEps)
-		g := matvec(r.w[model.ProjName(l, model.ProjGate)], h, c.HiddenDim)
-		u := matvec(r.w[model.ProjName(l, model.ProjUp)], h, c.HiddenDim)
+		g := r.proj(l, model.ProjGate, h, c.HiddenDim)
+		u := r.proj(l, model.ProjUp, h, c.HiddenDim)
 		for i := range g {
 			g[i] = g[i] / (1 + math.Exp(-g[i])) * u[i]
 		}
-		dn := matvec(r.w[model.ProjName(l, model.ProjDown)], g, c.Dim)
+		dn := r.proj(l, model.ProjDown, g, c.Dim)
 		for i := range x {
 			x[i] += dn[i]
 		}

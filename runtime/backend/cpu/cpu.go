@@ -18,6 +18,7 @@ import (
 // Backend is the CPU backend. The zero value is not usable; call New.
 type Backend struct {
 	threads int
+	stats   stats
 }
 
 // New returns a CPU backend using threads threads (0: all cores).

@@ -217,9 +217,6 @@ AVX2_INLINE __m256 q8_block(const uint8_t *blk, const float *x, __m256 acc) {
 	return _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(load_u16(blk))), s, acc);
 }
 
-#ifndef Q8PF
-#define Q8PF 0
-#endif
 // matvec_q8 is matvec_elem for Q8_0, two blocks a step in two accumulators.
 AVX2 static void matvec_q8(const uint8_t *w, int64_t rowbytes, int64_t rows, int64_t cols, const float *x,
                            float *dst) {
@@ -229,7 +226,6 @@ AVX2 static void matvec_q8(const uint8_t *w, int64_t rowbytes, int64_t rows, int
 		__m256 a0 = _mm256_setzero_ps(), a1 = a0;
 		int64_t b = 0;
 		for (; b + 2 <= nb; b += 2) {
-			if (Q8PF) _mm_prefetch((const char *)row + 34 * b + Q8PF, _MM_HINT_T0);
 			a0 = q8_block(row + 34 * b, x + 32 * b, a0);
 			a1 = q8_block(row + 34 * b + 34, x + 32 * b + 32, a1);
 		}
