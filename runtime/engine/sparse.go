@@ -81,3 +81,6 @@ func (m *Model) Realized() (perSite []float64, weighted float64) {
 	}
 	return perSite, num / den
 }
+
+// Sites returns the run-time budgets in force (nil: dense).
+func (m *Model) Sites() []backend.Site { return m.sites }

@@ -1,0 +1,199 @@
+// Package calib records the magnitudes of the activations that enter each
+// projection while calibration text runs through the model, and turns them
+// into per-projection thresholds: t_i is the s_i-quantile of |x| at the
+// input of projection i, so zeroing |x| ≤ t_i drops a fraction s_i of the
+// inputs on text like the calibration text (TEAL's threshold mode).
+//
+// Magnitudes go into log-spaced histograms (TEAL uses about 10k bins): 64
+// bins per octave from 2^-40 to 2^24, which bounds the quantile's relative
+// error by about 1%, with exact zeros counted apart.
+package calib
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/acttail/acttail-gpu/runtime/backend"
+	"github.com/acttail/acttail-gpu/runtime/engine"
+	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/plan"
+)
+
+const (
+	binsPerOctave = 64
+	minExp        = -40
+	maxExp        = 24
+	nbins         = (maxExp - minExp) * binsPerOctave
+)
+
+// Hist is a histogram of |x|.
+type Hist struct {
+	Zeros  int64
+	Counts [nbins]int64
+	Total  int64
+}
+
+func bin(a float32) int {
+	e := math.Log2(float64(a))
+	b := int(math.Floor((e - minExp) * binsPerOctave))
+	return max(0, min(nbins-1, b))
+}
+
+// Add counts the magnitudes of xs. NaN entries are counted as above every bin.
+func (h *Hist) Add(xs []float32) {
+	for _, v := range xs {
+		a := float32(math.Abs(float64(v)))
+		h.Total++
+		if a == 0 {
+			h.Zeros++
+			continue
+		}
+		h.Counts[bin(a)]++
+	}
+}
+
+// Quantile returns t such that a fraction q of the recorded magnitudes is
+// ≤ t: the upper edge of the bin where the cumulative count reaches q·Total
+// (0 when the zeros alone reach it).
+func (h *Hist) Quantile(q float64) float32 {
+	if h.Total == 0 || q <= 0 {
+		return 0
+	}
+	need := int64(math.Ceil(q * float64(h.Total)))
+	c := h.Zeros
+	if c >= need {
+		return 0
+	}
+	for b := range h.Counts {
+		c += h.Counts[b]
+		if c >= need {
+			return float32(math.Exp2(minExp + float64(b+1)/binsPerOctave))
+		}
+	}
+	return float32(math.Exp2(maxExp))
+}
+
+// Recorder collects one histogram per input site: for each layer the
+// attention input (shared by q, k, v), the o input, the MLP input (gate,
+// up) and the down input.
+type Recorder struct {
+	layers int
+	hists  [][4]Hist
+	Tokens int
+}
+
+// inputOf maps a projection to its input site.
+func inputOf(p model.Projection) int {
+	switch p {
+	case model.ProjQ, model.ProjK, model.ProjV:
+		return 0
+	case model.ProjO:
+		return 1
+	case model.ProjGate, model.ProjUp:
+		return 2
+	}
+	return 3
+}
+
+// NewRecorder returns an empty recorder for a model with layers blocks.
+func NewRecorder(layers int) *Recorder {
+	return &Recorder{layers: layers, hists: make([][4]Hist, layers)}
+}
+
+// Observe is an engine.State.Observe hook.
+func (r *Recorder) Observe(layer int, p model.Projection, x []float32, rows, width int) {
+	r.hists[layer][inputOf(p)].Add(x[:rows*width])
+	if layer == 0 && p == model.ProjQ {
+		r.Tokens += rows
+	}
+}
+
+// Hist returns the histogram at the input of projection p in layer l.
+func (r *Recorder) Hist(l int, p model.Projection) *Hist { return &r.hists[l][inputOf(p)] }
+
+// Thresholds sets Threshold on every site from its Sparsity.
+func (r *Recorder) Thresholds(sites []plan.Site) error {
+	if len(sites) != r.layers*int(model.NumProjections) {
+		return fmt.Errorf("calibration has %d layers, plan has %d sites", r.layers, len(sites))
+	}
+	for i := range sites {
+		p := model.Projection(i % int(model.NumProjections))
+		sites[i].Threshold = r.Hist(sites[i].Layer, p).Quantile(sites[i].Sparsity)
+	}
+	return nil
+}
+
+// Run feeds tokens through s in windows of s.Context() tokens and records
+// every projection input. With sparse false every token runs dense; with
+// it true every token runs under the model's current budgets.
+func Run(ctx context.Context, s *engine.State, tokens []int, sparse bool) (*Recorder, error) {
+	if len(tokens) < 2 {
+		return nil, errors.New("calibration text is shorter than two tokens")
+	}
+	m := s.Model()
+	r := NewRecorder(m.Config.NLayers)
+	prev, prevFrom := s.Observe, s.SparseFrom
+	defer func() { s.Observe, s.SparseFrom = prev, prevFrom }()
+	s.Observe = r.Observe
+	logits := make([]float32, m.Config.VocabSize)
+	for at := 0; at < len(tokens); at += s.Context() {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		s.Reset()
+		s.SparseFrom = math.MaxInt
+		if sparse {
+			s.SparseFrom = 0
+		}
+		n := min(s.Context(), len(tokens)-at)
+		if err := s.Forward(tokens[at:at+n], logits, false); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Calibrate sets the Threshold of every site so that, on tokens, the
+// threshold plan realizes each site's Sparsity. The input of a site
+// depends on the sparsity of every site before it, so thresholds from the
+// dense model overshoot downstream (the o and down inputs most); Calibrate
+// therefore iterates: thresholds from the dense run, then passes more
+// runs with the current thresholds applied, each recomputing them from the
+// inputs the sparse model really produces. Two or three passes settle on
+// calibration text. The model must be loaded sparse; its budgets are
+// restored afterwards.
+func Calibrate(ctx context.Context, s *engine.State, tokens []int, sites []plan.Site, passes int) (*Recorder, error) {
+	m := s.Model()
+	rec, err := Run(ctx, s, tokens, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := rec.Thresholds(sites); err != nil {
+		return nil, err
+	}
+	prev := m.Sites()
+	defer m.SetSites(prev)
+	for range passes {
+		if err := m.SetSites(ThresholdSites(sites)); err != nil {
+			return nil, err
+		}
+		if rec, err = Run(ctx, s, tokens, true); err != nil {
+			return nil, err
+		}
+		if err := rec.Thresholds(sites); err != nil {
+			return nil, err
+		}
+	}
+	return rec, nil
+}
+
+// ThresholdSites turns plan sites into run-time threshold budgets.
+func ThresholdSites(sites []plan.Site) []backend.Site {
+	out := make([]backend.Site, len(sites))
+	for i, s := range sites {
+		out[i] = backend.Site{ID: i, K: s.K, Threshold: s.Threshold}
+	}
+	return out
+}
