@@ -19,10 +19,21 @@ import (
 type Options struct {
 	Ctx    int // window length in tokens (0: the model's context)
 	Stride int // tokens between window starts (0: Ctx/2)
+	// Sparse says which tokens of each window run under the model's plan:
+	// SparseAll, SparseSecondHalf (TEAL's protocol: the first half is a
+	// dense prompt) or SparseNone. Ignored when no plan is applied.
+	Sparse string
 	// Progress, if set, is called after each window with tokens scored so
 	// far and the total to score.
 	Progress func(done, total int)
 }
+
+// Which tokens of a window are sparsified.
+const (
+	SparseAll        = "all"
+	SparseSecondHalf = "second-half"
+	SparseNone       = "none"
+)
 
 // Result is the summary of one run.
 type Result struct {
@@ -68,6 +79,13 @@ func Perplexity(ctx context.Context, s *engine.State, tokens []int, o Options) (
 	if o.Stride > o.Ctx {
 		return Result{}, fmt.Errorf("stride %d is longer than the window %d: tokens between windows would not be scored", o.Stride, o.Ctx)
 	}
+	switch o.Sparse {
+	case "":
+		o.Sparse = SparseSecondHalf
+	case SparseAll, SparseSecondHalf, SparseNone:
+	default:
+		return Result{}, fmt.Errorf("sparse tokens %q: want %s, %s or %s", o.Sparse, SparseAll, SparseSecondHalf, SparseNone)
+	}
 	if len(tokens) < 2 {
 		return Result{}, errors.New("perplexity needs at least two tokens of text")
 	}
@@ -87,6 +105,14 @@ func Perplexity(ctx context.Context, s *engine.State, tokens []int, o Options) (
 			return res, err
 		}
 		s.Reset()
+		switch o.Sparse {
+		case SparseAll:
+			s.SparseFrom = 0
+		case SparseSecondHalf:
+			s.SparseFrom = (w.End - w.Begin) / 2
+		default:
+			s.SparseFrom = math.MaxInt
+		}
 		firstScored := w.End - w.Score // index of the first scored token
 		for at := w.Begin; at < w.End; at += chunk {
 			n := min(chunk, w.End-at)

@@ -1,0 +1,91 @@
+// Package profile turns a model, its heavy-tail fits and calibration text
+// into a sparsity plan: the ActTail pipeline. The pieces live below it:
+// htsr fits the weight spectra, alloc turns alphas into budgets, calib
+// turns budgets into thresholds, and greedy.go searches budgets on data.
+package profile
+
+import (
+	"fmt"
+
+	"github.com/acttail/acttail-gpu/profile/alloc"
+	"github.com/acttail/acttail-gpu/profile/htsr"
+	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/plan"
+)
+
+// Allocation methods.
+const (
+	MethodUniform = "uniform"
+	MethodActTail = "acttail"
+	MethodGreedy  = "greedy"
+)
+
+// Options choose an allocation.
+type Options struct {
+	Method string
+	alloc.Options
+	Xmin htsr.XminMethod
+	Mode string // plan.ModeTopK or plan.ModeThreshold
+}
+
+// Sites returns the plan sites of m with the heavy-tail fits filled in
+// (fits may be nil).
+func Sites(m *model.Model, fits []htsr.Fit) ([]plan.Site, error) {
+	sites := plan.Sites(&m.Config)
+	if fits == nil {
+		return sites, nil
+	}
+	if len(fits) != len(sites) {
+		return nil, fmt.Errorf("%d heavy-tail fits for %d projections", len(fits), len(sites))
+	}
+	for i, f := range fits {
+		s := &sites[i]
+		s.Alpha, s.Xmin, s.NTail, s.KS, s.Sigma, s.LambdaMax = f.Alpha, f.Xmin, f.NTail, f.KS, f.Sigma, f.LambdaMax
+	}
+	return sites, nil
+}
+
+// Budgets returns the real-valued sparsity of every site under o.Method
+// (uniform or acttail; greedy plans come from Greedy).
+func Budgets(sites []plan.Site, o Options) ([]float64, error) {
+	switch o.Method {
+	case MethodUniform:
+		return alloc.Uniform(sites, o.Target)
+	case MethodActTail:
+		return alloc.ActTail(sites, o.Options)
+	}
+	return nil, fmt.Errorf("allocation method %q: want %s or %s (or %s through the greedy search)", o.Method, MethodUniform, MethodActTail, MethodGreedy)
+}
+
+// NewPlan rounds budgets s to integer K with alloc.Round (so that every
+// method realizes the same weighted sparsity at a target) and returns the
+// plan. Thresholds are left zero: calib.Calibrate fills them.
+func NewPlan(m *model.Model, sites []plan.Site, s []float64, o Options) (*plan.Plan, error) {
+	if err := o.Options.Validate(); err != nil {
+		return nil, err
+	}
+	k, err := alloc.Round(sites, s, o.Target)
+	if err != nil {
+		return nil, err
+	}
+	sites = append([]plan.Site(nil), sites...)
+	alloc.Apply(sites, s, k)
+	mode := o.Mode
+	if mode == "" {
+		mode = plan.ModeTopK
+	}
+	p := &plan.Plan{
+		Version: plan.Version,
+		Model:   plan.Identify(m),
+		Method:  o.Method,
+		Mode:    mode,
+		Target:  o.Target,
+		Sites:   sites,
+		Params:  plan.Params{SMin: o.SMin, SMax: o.SMax},
+	}
+	if o.Method == MethodActTail {
+		p.Params.Eps, p.Params.Direction, p.Params.Xmin, p.Params.BlockAverage = o.Eps, string(o.Direction), string(o.Xmin), o.BlockAverage
+	}
+	p.Realized = plan.WeightedSparsity(p.Sites, true)
+	return p, p.Validate()
+}
