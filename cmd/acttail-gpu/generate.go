@@ -23,6 +23,9 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	seed := fs.Int64("seed", -1, "random seed (-1: from the clock; printed)")
 	ctxLen := fs.Int("ctx", 0, "context length (0: the model's)")
 	noStop := fs.Bool("ignore-eos", false, "keep generating after an end-of-sequence token")
+	fs.StringVar(&mf.plan, "plan", "", "sparsity plan to apply (from `acttail-gpu profile`)")
+	mode := fs.String("mode", "", "with --plan: topk or threshold (default: the plan's)")
+	sparsePrefill := fs.Bool("sparse-prefill", false, "with --plan: sparsify the prompt too, not only generated tokens")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -45,7 +48,16 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if len(ids) == 0 {
 		return fmt.Errorf("the prompt encodes to no tokens and the model has no BOS token")
 	}
+	if mf.plan != "" {
+		if _, err := loadPlan(l, mf.plan, *mode); err != nil {
+			return err
+		}
+	}
 	s := l.engine.NewState(*ctxLen, 64)
+	s.SparseFrom = len(ids)
+	if *sparsePrefill {
+		s.SparseFrom = 0
+	}
 	fmt.Fprint(stdout, *prompt)
 	stream := l.tok.NewStream()
 	// Prime the stream with the prompt so the first generated piece keeps
@@ -65,7 +77,12 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "prompt: %d tokens, %.1f tok/s; decode: %d tokens, %.1f tok/s; stopped: %s; seed %d; %s\n",
+	fmt.Fprintf(stderr, "prompt: %d tokens, %.1f tok/s; decode: %d tokens, %.1f tok/s; stopped: %s; seed %d; %s",
 		st.PromptTokens, st.PromptTPS(), st.GenTokens, st.DecodeTPS(), st.Reason, o.Seed, l.engine.Backend.Describe())
+	if l.engine.Sparse() {
+		_, w := l.engine.Realized()
+		fmt.Fprintf(stderr, "; realized sparsity %.3f", w)
+	}
+	fmt.Fprintln(stderr)
 	return nil
 }

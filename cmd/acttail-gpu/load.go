@@ -21,6 +21,8 @@ type modelFlags struct {
 	path    string
 	threads int
 	device  string
+	plan    string // --plan, for commands that take one
+	sparse  bool   // load the projections for sparse products
 }
 
 func (f *modelFlags) register(fs *pflag.FlagSet) {
@@ -89,7 +91,7 @@ func (f *modelFlags) load(ctx context.Context, stderr io.Writer) (*loaded, error
 		m.Close()
 		return nil, err
 	}
-	e, err := engine.Load(b, m)
+	e, err := engine.LoadWith(b, m, engine.Options{Sparse: f.sparse || f.plan != ""})
 	if err != nil {
 		b.Close()
 		m.Close()

@@ -78,7 +78,8 @@ type Backend interface {
 
 // Site is one projection's activation budget at run time.
 type Site struct {
-	// ID indexes the plan's sites (layer·7 + projection), for statistics.
+	// ID indexes the plan's sites (layer·7 + projection), for statistics;
+	// a negative ID is not counted.
 	ID int
 	// TopK: keep exactly K inputs of largest |x| per token. Otherwise keep
 	// the inputs with |x| > Threshold.
@@ -93,4 +94,12 @@ func (s Site) Dense(din int) bool {
 		return s.K >= din
 	}
 	return s.Threshold <= 0
+}
+
+// ModeName is "topk" or "threshold".
+func (s Site) ModeName() string {
+	if s.TopK {
+		return "topk"
+	}
+	return "threshold"
 }

@@ -262,7 +262,7 @@ func (s *State) linear(dst backend.Buffer, l int, p model.Projection, x backend.
 		return
 	}
 	id := l*int(model.NumProjections) + int(p)
-	site := backend.Site{ID: id, TopK: true, K: w.Shape()[1]} // dense
+	site := backend.Site{ID: -1, TopK: true, K: w.Shape()[1]} // dense, not counted
 	if m.sites != nil && s.Pos >= s.SparseFrom {
 		site = m.sites[id]
 	}

@@ -60,8 +60,8 @@ func (m *Model) SetSites(sites []backend.Site) error {
 func (m *Model) Sparse() bool { return m.sites != nil }
 
 // Realized returns, per plan site, the fraction of inputs the backend
-// dropped since the last call (NaN where the site ran no tokens), and the
-// parameter-weighted mean over the sites that ran.
+// dropped on sparse tokens since the last call (NaN where the site ran no
+// sparse token), and the parameter-weighted mean over the sites that ran.
 func (m *Model) Realized() (perSite []float64, weighted float64) {
 	kept, seen := m.Backend.SparseStats()
 	sites := plan.Sites(&m.Config)

@@ -107,10 +107,9 @@ func TestSparseMatchesMaskedReference(t *testing.T) {
 			}
 			if mode == plan.ModeTopK {
 				for i, r := range per {
-					// dense positions count as kept; sparse ones drop exactly d−K
+					// sparse positions drop exactly d−K; dense ones are not counted
 					st := p.Sites[i]
-					n := float64(len(tokens))
-					want := (n - from) / n * (1 - float64(st.K)/float64(st.DIn))
+					want := 1 - float64(st.K)/float64(st.DIn)
 					if math.Abs(r-want) > 1e-12 {
 						t.Fatalf("site %d realized %g, want %g", i, r, want)
 					}

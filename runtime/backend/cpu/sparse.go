@@ -45,6 +45,9 @@ type stats struct {
 }
 
 func (s *stats) add(id int, kept, seen int) {
+	if id < 0 {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if id >= len(s.kept) {

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+
+	"github.com/spf13/pflag"
+
+	"github.com/acttail/acttail-gpu/internal/chart"
+	"github.com/acttail/acttail-gpu/profile"
+	"github.com/acttail/acttail-gpu/profile/alloc"
+	"github.com/acttail/acttail-gpu/profile/calib"
+	"github.com/acttail/acttail-gpu/profile/htsr"
+	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/plan"
+)
+
+// planFlags are the allocation flags `profile` and `bench` share.
+type planFlags struct {
+	method, direction, xmin, mode string
+	eps, sMin, sMax               float64
+	blockAverage                  bool
+	ctx, calibTokens              int
+	fitsCache                     string
+}
+
+func (f *planFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.method, "method", "acttail", "allocation: uniform, acttail or greedy (data-aware search on the calibration text)")
+	fs.Float64Var(&f.eps, "eps", 0.3, "ActTail's ε: the spread of per-projection budgets around the target")
+	fs.StringVar(&f.direction, "direction", string(alloc.LargerAlphaSparser), "which projections get more sparsity: larger-alpha-sparser or smaller-alpha-sparser")
+	fs.BoolVar(&f.blockAverage, "block-average", false, "use each block's mean alpha for all its projections")
+	fs.StringVar(&f.xmin, "xmin", string(htsr.XminKS), "power-law xmin rule: ks, mid or peak")
+	fs.Float64Var(&f.sMin, "s-min", 0, "lowest sparsity of one projection")
+	fs.Float64Var(&f.sMax, "s-max", alloc.DefaultSMax, "highest sparsity of one projection")
+	fs.StringVar(&f.mode, "mode", plan.ModeTopK, "run-time masking: topk (exact k per token) or threshold (calibrated |x| cut)")
+	fs.IntVar(&f.ctx, "calib-ctx", 256, "calibration window length in tokens")
+	fs.IntVar(&f.calibTokens, "calib-tokens", 0, "use only the first N calibration tokens (0: all)")
+	fs.StringVar(&f.fitsCache, "fits", "", "cache file for the heavy-tail fits (reused when the weights match)")
+}
+
+func (f *planFlags) options(target float64) (profile.Options, error) {
+	xm, err := htsr.ParseXmin(f.xmin)
+	if err != nil {
+		return profile.Options{}, err
+	}
+	if f.mode != plan.ModeTopK && f.mode != plan.ModeThreshold {
+		return profile.Options{}, fmt.Errorf("--mode %q: want topk or threshold", f.mode)
+	}
+	switch f.method {
+	case profile.MethodUniform, profile.MethodActTail, profile.MethodGreedy:
+	default:
+		return profile.Options{}, fmt.Errorf("--method %q: want uniform, acttail or greedy", f.method)
+	}
+	o := profile.Options{Method: f.method, Xmin: xm, Mode: f.mode, Options: alloc.Options{
+		Target: target, Eps: f.eps, Direction: alloc.Direction(f.direction), BlockAverage: f.blockAverage, SMin: f.sMin, SMax: f.sMax}}
+	return o, o.Options.Validate()
+}
+
+// calibTokens reads and encodes the calibration text.
+func (f *planFlags) tokens(l *loaded, path string) ([]int, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	ids := l.tok.Encode(string(raw), true)
+	if f.calibTokens > 0 && len(ids) > f.calibTokens {
+		ids = ids[:f.calibTokens]
+	}
+	if f.ctx <= 0 {
+		return nil, fmt.Errorf("--calib-ctx %d must be positive", f.ctx)
+	}
+	if len(ids) < min(f.ctx, l.engine.Config.SeqLen) {
+		return nil, fmt.Errorf("calibration text %s is %d tokens, shorter than one window of %d", path, len(ids), min(f.ctx, l.engine.Config.SeqLen))
+	}
+	return ids, nil
+}
+
+func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "show" {
+		return runProfileShow(args[1:], stdout, stderr)
+	}
+	fs := newFlags("profile", "[--model PATH] --calib FILE --target S --out plan.json [flags]\n       acttail-gpu profile show plan.json [--plot FILE.png|svg]", stderr)
+	var mf modelFlags
+	mf.register(fs)
+	var pf planFlags
+	pf.register(fs)
+	calibPath := fs.String("calib", "", "calibration text (required)")
+	target := fs.Float64("target", 0.5, "global parameter-weighted sparsity, in [0, 1)")
+	out := fs.String("out", "", "plan file to write (required)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *calibPath == "" || *out == "" {
+		fs.Usage()
+		return errUsage
+	}
+	o, err := pf.options(*target)
+	if err != nil {
+		return err
+	}
+	mf.sparse = true
+	l, err := mf.load(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	ids, err := pf.tokens(l, *calibPath)
+	if err != nil {
+		return err
+	}
+	fits, err := profile.Fits(ctx, l.file, o.Xmin, pf.fitsCache, stderr)
+	if err != nil {
+		return err
+	}
+	sites, err := profile.Sites(l.file, fits)
+	if err != nil {
+		return err
+	}
+	s := l.engine.NewState(pf.ctx, 128)
+	var budgets []float64
+	if o.Method == profile.MethodGreedy {
+		fmt.Fprintf(stderr, "greedy search on %d calibration tokens...\n", len(ids))
+		all, err := profile.Greedy(ctx, s, ids, sites, profile.GreedyOptions{Levels: []float64{*target}, Start: *target * 0.6,
+			Candidates: actTailCandidates(sites, o.Options)})
+		if err != nil {
+			return err
+		}
+		budgets = all[0]
+	} else if budgets, err = profile.Budgets(sites, o); err != nil {
+		return err
+	}
+	p, err := profile.NewPlan(l.file, sites, budgets, o)
+	if err != nil {
+		return err
+	}
+	p.Calibration = &plan.Calibration{File: *calibPath, Tokens: len(ids)}
+	if _, err := calib.Calibrate(ctx, s, ids, p.Sites, 3); err != nil {
+		return err
+	}
+	if err := p.Save(*out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s: %s, target %.3f, realized %.4f over %d projections (%s mode)\n", *out, p.Method, p.Target, p.Realized, len(p.Sites), p.Mode)
+	return nil
+}
+
+// actTailCandidates offers the greedy search the ActTail allocations of
+// both directions at each level, so that it starts from the best of them.
+func actTailCandidates(sites []plan.Site, base alloc.Options) func(float64) ([][]float64, error) {
+	return func(level float64) ([][]float64, error) {
+		var out [][]float64
+		for _, d := range []alloc.Direction{alloc.LargerAlphaSparser, alloc.SmallerAlphaSparser} {
+			o := base
+			o.Target, o.Direction = level, d
+			if o.Eps == 0 {
+				continue
+			}
+			s, err := alloc.ActTail(sites, o)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+}
+
+func runProfileShow(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("profile", "show plan.json [--plot FILE.png|svg]", stderr)
+	plot := fs.String("plot", "", "also draw alpha and sparsity per layer into this PNG or SVG file")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	p, err := plan.Load(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "plan      %s\nmodel     %s (%d layers, fingerprint %.16s…)\nmethod    %s", fs.Arg(0), p.Model.Name, p.Model.Layers, p.Model.Fingerprint, p.Method)
+	if p.Params.Eps != 0 {
+		fmt.Fprintf(stdout, " (ε %g, %s, xmin %s)", p.Params.Eps, p.Params.Direction, p.Params.Xmin)
+	}
+	fmt.Fprintf(stdout, "\nmode      %s\nsparsity  target %.4f, realized %.4f (parameter-weighted, integer k)\n\n", p.Mode, p.Target, p.Realized)
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "layer\tproj\td_in\td_out\talpha\tsparsity\tk\tthreshold\t")
+	for _, s := range p.Sites {
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%.3f\t%.4f\t%d\t%.4g\t\n", s.Layer, s.Proj, s.DIn, s.DOut, s.Alpha, s.Sparsity, s.K, s.Threshold)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if *plot == "" {
+		return nil
+	}
+	return plotPlan(p, *plot)
+}
+
+// plotPlan draws alpha per layer, one line per projection, into path, and
+// the planned sparsity the same way into path with a "-sparsity" suffix.
+func plotPlan(p *plan.Plan, path string) error {
+	alpha, sparsity := make([]chart.Series, model.NumProjections), make([]chart.Series, model.NumProjections)
+	for pr := range model.NumProjections {
+		alpha[pr].Name, sparsity[pr].Name = pr.String(), pr.String()
+	}
+	for _, s := range p.Sites {
+		pr, _ := model.ParseProjection(s.Proj)
+		alpha[pr].X = append(alpha[pr].X, float64(s.Layer))
+		alpha[pr].Y = append(alpha[pr].Y, s.Alpha)
+		sparsity[pr].X = append(sparsity[pr].X, float64(s.Layer))
+		sparsity[pr].Y = append(sparsity[pr].Y, s.Sparsity)
+	}
+	if err := chart.Lines(path, chart.Options{Title: "heavy-tail exponent per projection: " + p.Model.Name, XLabel: "layer", YLabel: "alpha"}, alpha); err != nil {
+		return err
+	}
+	ext := path[len(path)-4:]
+	return chart.Lines(path[:len(path)-4]+"-sparsity"+ext, chart.Options{Title: fmt.Sprintf("%s budgets (target %.2f): %s", p.Method, p.Target, p.Model.Name), XLabel: "layer", YLabel: "sparsity"}, sparsity)
+}
+
+// loadPlan reads a plan, checks it against the model and applies it.
+func loadPlan(l *loaded, path, mode string) (*plan.Plan, error) {
+	p, err := plan.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Check(l.file); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := l.engine.SetPlan(p, mode); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
