@@ -236,4 +236,3 @@ func loadPlan(l *loaded, path, mode string) (*plan.Plan, error) {
 	}
 	return p, nil
 }
-

@@ -12,7 +12,7 @@
 // Two paths: n == 1 (decode) streams each weight row once through a fused
 // convert-and-FMA loop, which is memory-bound. n > 1 (prefill) decodes a
 // block of RB weight rows × KB columns to float32 once into an L1-sized
-// buffer and multiplies it against every activation row in 2×4 register
+// buffer and multiplies it against every activation row in 3×4 register
 // tiles, so weights come from memory once and the loop is compute-bound.
 //
 // One binary runs on any x86-64: the AVX2+FMA+F16C functions carry a target
@@ -28,8 +28,10 @@
 #endif
 
 enum {
-	RB = 8,   // weight rows decoded together for n > 1
+	RB = 6,   // weight rows decoded together for n > 1; a multiple of MR
 	KB = 512, // columns decoded together; a multiple of the Q8_0 block (32)
+	MR = 3,   // weight rows a register tile
+	NR = 4,   // activation rows a register tile
 };
 
 // ---- portable scalar path ----
@@ -80,32 +82,31 @@ static void decode_scalar(int dt, const uint8_t *row, int64_t k0, int64_t len, f
 	}
 }
 
-// micro_scalar computes out[i*4+j] = w_i · x_j for i < 2, j < nx over len
-// elements. Eight partial sums per dot keep the float32 rounding error of
-// long rows small and let the compiler vectorise.
-static void micro_scalar(const float *w0, const float *w1, const float *const xs[4], int nx, int64_t len,
-                         float out[8]) {
-	for (int i = 0; i < 2; i++) {
-		const float *w = i ? w1 : w0;
+// micro_scalar computes out[i*NR+j] = ws[i] · xs[j] for i < MR, j < nx
+// over len elements. Eight partial sums per dot keep the float32 rounding
+// error of long rows small and let the compiler vectorise.
+static void micro_scalar(const float *const ws[MR], const float *const xs[NR], int nx, int64_t len,
+                         float out[MR * NR]) {
+	for (int i = 0; i < MR; i++) {
 		for (int j = 0; j < nx; j++) {
-			const float *x = xs[j];
+			const float *w = ws[i], *x = xs[j];
 			float s[8] = {0};
 			int64_t k = 0;
 			for (; k + 8 <= len; k += 8)
 				for (int l = 0; l < 8; l++) s[l] += w[k + l] * x[k + l];
 			float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 			for (; k < len; k++) t += w[k] * x[k];
-			out[i * 4 + j] = t;
+			out[i * NR + j] = t;
 		}
 	}
 }
 
 typedef void decode_fn(int dt, const uint8_t *row, int64_t k0, int64_t len, float *out);
-typedef void micro_fn(const float *w0, const float *w1, const float *const xs[4], int nx, int64_t len, float out[8]);
+typedef void micro_fn(const float *const ws[MR], const float *const xs[NR], int nx, int64_t len, float out[MR * NR]);
 
 // mm_tiled is the blocked product for any n: decode RB×KB of W, then run it
-// against all activation rows, 2 weight rows × 4 activation rows a tile.
-// Tiles past the last row reuse the last row and drop the result.
+// against all activation rows, MR weight rows × NR activation rows a tile.
+// Tiles past the last row repeat the last row and drop the result.
 static void mm_tiled(int dt, const uint8_t *w, int64_t rowbytes, int64_t rows, int64_t cols,
                      const float *x, int64_t n, float *dst, int64_t ldd, decode_fn *decode, micro_fn *micro) {
 	float buf[RB * KB];
@@ -114,18 +115,19 @@ static void mm_tiled(int dt, const uint8_t *w, int64_t rowbytes, int64_t rows, i
 		for (int64_t kb = 0; kb < cols; kb += KB) {
 			int64_t kl = cols - kb < KB ? cols - kb : KB;
 			for (int64_t i = 0; i < rb; i++) decode(dt, w + (ob + i) * rowbytes, kb, kl, buf + i * KB);
-			for (int64_t r = 0; r < n; r += 4) {
-				const float *xs[4];
-				for (int j = 0; j < 4; j++) xs[j] = x + (r + j < n ? r + j : n - 1) * cols + kb;
-				int nj = n - r < 4 ? (int)(n - r) : 4;
-				for (int64_t i = 0; i < rb; i += 2) {
-					float out[8];
-					const float *w0 = buf + i * KB, *w1 = i + 1 < rb ? w0 + KB : w0;
-					micro(w0, w1, xs, nj, kl, out);
-					int ni = i + 1 < rb ? 2 : 1;
+			for (int64_t r = 0; r < n; r += NR) {
+				const float *xs[NR];
+				for (int j = 0; j < NR; j++) xs[j] = x + (r + j < n ? r + j : n - 1) * cols + kb;
+				int nj = n - r < NR ? (int)(n - r) : NR;
+				for (int64_t i = 0; i < rb; i += MR) {
+					const float *ws[MR];
+					for (int ii = 0; ii < MR; ii++) ws[ii] = buf + (i + ii < rb ? i + ii : rb - 1) * KB;
+					float out[MR * NR];
+					micro(ws, xs, nj, kl, out);
+					int ni = rb - i < MR ? (int)(rb - i) : MR;
 					for (int j = 0; j < nj; j++) {
 						float *d = dst + (r + j) * ldd + ob + i;
-						for (int ii = 0; ii < ni; ii++) d[ii] = (kb ? d[ii] : 0) + out[ii * 4 + j];
+						for (int ii = 0; ii < ni; ii++) d[ii] = (kb ? d[ii] : 0) + out[ii * NR + j];
 					}
 				}
 			}
@@ -267,36 +269,37 @@ AVX2 static void decode_avx2(int dt, const uint8_t *row, int64_t k0, int64_t len
 	if (i < len) decode_scalar(dt, row, k0 + i, len - i, out + i);
 }
 
-// micro_avx2 is micro_scalar with eight accumulators in registers: each
-// step loads two weight vectors and four activation vectors for 8 FMAs.
-AVX2 static void micro_avx2(const float *w0, const float *w1, const float *const xs[4], int nx, int64_t len,
-                            float out[8]) {
-	(void)nx; // always four; the caller repeats the last activation row
+// micro_avx2 is micro_scalar with its MR×NR = 12 accumulators in
+// registers: each step of 8 loads three weight vectors and four activation
+// vectors for 12 FMAs. It always computes all NR activation rows.
+AVX2 static void micro_avx2(const float *const ws[MR], const float *const xs[NR], int nx, int64_t len,
+                            float out[MR * NR]) {
+	(void)nx;
+	const float *w0 = ws[0], *w1 = ws[1], *w2 = ws[2];
 	const float *x0 = xs[0], *x1 = xs[1], *x2 = xs[2], *x3 = xs[3];
-	__m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+	__m256 c[MR][NR];
+	for (int i = 0; i < MR; i++)
+		for (int j = 0; j < NR; j++) c[i][j] = _mm256_setzero_ps();
 	int64_t k = 0;
 	for (; k + 8 <= len; k += 8) {
-		__m256 a = _mm256_loadu_ps(w0 + k), b = _mm256_loadu_ps(w1 + k), v;
-		v = _mm256_loadu_ps(x0 + k);
-		c00 = _mm256_fmadd_ps(a, v, c00);
-		c10 = _mm256_fmadd_ps(b, v, c10);
-		v = _mm256_loadu_ps(x1 + k);
-		c01 = _mm256_fmadd_ps(a, v, c01);
-		c11 = _mm256_fmadd_ps(b, v, c11);
-		v = _mm256_loadu_ps(x2 + k);
-		c02 = _mm256_fmadd_ps(a, v, c02);
-		c12 = _mm256_fmadd_ps(b, v, c12);
-		v = _mm256_loadu_ps(x3 + k);
-		c03 = _mm256_fmadd_ps(a, v, c03);
-		c13 = _mm256_fmadd_ps(b, v, c13);
+		__m256 a = _mm256_loadu_ps(w0 + k), b = _mm256_loadu_ps(w1 + k), e = _mm256_loadu_ps(w2 + k), v;
+#define MICRO_COL(j, xp)                              \
+	v = _mm256_loadu_ps(xp + k);                      \
+	c[0][j] = _mm256_fmadd_ps(a, v, c[0][j]);         \
+	c[1][j] = _mm256_fmadd_ps(b, v, c[1][j]);         \
+	c[2][j] = _mm256_fmadd_ps(e, v, c[2][j]);
+		MICRO_COL(0, x0)
+		MICRO_COL(1, x1)
+		MICRO_COL(2, x2)
+		MICRO_COL(3, x3)
+#undef MICRO_COL
 	}
-	__m256 c[8] = {c00, c01, c02, c03, c10, c11, c12, c13};
-	for (int t = 0; t < 8; t++) {
-		const float *w = t < 4 ? w0 : w1, *x = xs[t % 4];
-		float s = hsum8(c[t]);
-		for (int64_t kk = k; kk < len; kk++) s += w[kk] * x[kk];
-		out[t] = s;
-	}
+	for (int i = 0; i < MR; i++)
+		for (int j = 0; j < NR; j++) {
+			float s = hsum8(c[i][j]);
+			for (int64_t kk = k; kk < len; kk++) s += ws[i][kk] * xs[j][kk];
+			out[i * NR + j] = s;
+		}
 }
 
 AVX2 static double sum_avx2(const float *p, int64_t n) {

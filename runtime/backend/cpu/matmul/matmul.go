@@ -84,15 +84,15 @@ func MatMulRange(dst []float32, m *Matrix, x []float32, n, o0, o1 int) {
 }
 
 // chunkRows is how many output rows one parallel task takes: a multiple of
-// 16 (whole kernel tiles), about four tasks a thread so that a thread slowed
-// by other work is covered by the rest. It returns rows or more when the
-// product is too small to split.
+// 24 (whole row blocks of the n > 1 kernel), about four tasks a thread so
+// that a thread slowed by other work is covered by the rest. It returns
+// rows or more when the product is too small to split.
 func chunkRows(rows, cols, n, threads int) int {
-	if threads <= 1 || rows*cols*n < minParallel || rows < 32 {
+	if threads <= 1 || rows*cols*n < minParallel || rows < 48 {
 		return rows
 	}
 	c := (rows + 4*threads - 1) / (4 * threads)
-	return (c + 15) &^ 15
+	return (c + 23) / 24 * 24
 }
 
 // check panics on shapes that are a programming error.
