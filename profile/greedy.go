@@ -22,7 +22,7 @@ type GreedyOptions struct {
 	// from, Seed that allocation per site (nil: uniform at Start; an
 	// ActTail allocation at Start seeds the search with alpha).
 	Start float64
-	Seed  []float64
+	Seed  []float64 `json:"-"`
 	// Step is how much one move raises one site's sparsity (default 0.05).
 	Step float64
 	// SMax caps every site (default 0.99).
@@ -37,9 +37,9 @@ type GreedyOptions struct {
 	// (an ActTail allocation, say): the search refines whichever of the
 	// greedy path, uniform and these has the lowest calibration loss, so
 	// its result is never worse on the calibration text than any of them.
-	Candidates func(level float64) ([][]float64, error)
+	Candidates func(level float64) ([][]float64, error) `json:"-"`
 	// Progress, if set, hears each finished level.
-	Progress func(level, loss float64)
+	Progress func(level, loss float64) `json:"-"`
 }
 
 // Greedy searches budgets on calibration tokens: from the seed, it

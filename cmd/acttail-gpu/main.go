@@ -36,6 +36,7 @@ func init() {
 		"info":     {"config, tensors and size of a checkpoint", runInfo},
 		"convert":  {"write a checkpoint as a Hugging Face directory or GGUF file", runConvert},
 		"synth":    {"write a random-weight model of a named shape (speed tests only)", runSynth},
+		"bench":    {"measure accuracy over sparsity levels and allocation methods (--sparsity-sweep)", runBench},
 		"profile":  {"fit heavy-tail exponents, allocate sparsity budgets, calibrate, write a plan", runProfile},
 	}
 }
