@@ -1,0 +1,115 @@
+package engine
+
+import (
+	"fmt"
+
+	"github.com/acttail/acttail-gpu/runtime/backend"
+	"github.com/acttail/acttail-gpu/runtime/model"
+)
+
+// Batch runs one decode step for several sequences at once: the
+// projections (the weight reads that dominate decode) run once over all
+// rows, attention runs per sequence against its own cache. A server uses
+// it so that concurrent requests share each pass over the weights.
+type Batch struct {
+	m   *Model
+	max int
+	x, xb, q, k, v, att, xb2, hb, hb2, logits backend.Buffer
+}
+
+// NewBatch allocates scratch for up to maxSeqs sequences a step.
+func (m *Model) NewBatch(maxSeqs int) *Batch {
+	c, b := &m.Config, m.Backend
+	n := max(1, maxSeqs)
+	return &Batch{m: m, max: n,
+		x: b.Alloc(n * c.Dim), xb: b.Alloc(n * max(c.Dim, c.QDim())), xb2: b.Alloc(n * c.Dim),
+		q: b.Alloc(n * c.QDim()), k: b.Alloc(n * c.KVDim()), v: b.Alloc(n * c.KVDim()), att: b.Alloc(n * c.QDim()),
+		hb: b.Alloc(n * c.HiddenDim), hb2: b.Alloc(n * c.HiddenDim), logits: b.Alloc(n * c.VocabSize)}
+}
+
+// Step feeds tokens[i] to states[i] at its current position, advances
+// every state, and writes the logits of sequence i to logits[i·vocab:].
+// Each state must belong to the batch's model and have room for one more
+// token; a sequence is sparse if its position is at or past its SparseFrom.
+// Rows share one sparse/dense decision per projection: if any sequence
+// of the batch is still dense, the whole step runs dense (Step reports
+// that as dense=true so a server can count it).
+func (bt *Batch) Step(states []*State, tokens []int, logits []float32) (dense bool, err error) {
+	m, b, c := bt.m, bt.m.Backend, &bt.m.Config
+	n := len(states)
+	switch {
+	case n == 0:
+		return false, nil
+	case n > bt.max:
+		return false, fmt.Errorf("batch of %d sequences, room for %d", n, bt.max)
+	case len(tokens) != n:
+		return false, fmt.Errorf("%d tokens for %d sequences", len(tokens), n)
+	case len(logits) < n*c.VocabSize:
+		return false, fmt.Errorf("logits buffer holds %d values, need %d", len(logits), n*c.VocabSize)
+	}
+	sparse := m.sites != nil
+	for i, s := range states {
+		if s.m != m {
+			return false, fmt.Errorf("sequence %d belongs to another model", i)
+		}
+		if s.Pos >= s.ctx {
+			return false, fmt.Errorf("sequence %d: %w", i, ErrContextFull)
+		}
+		if tokens[i] < 0 || tokens[i] >= c.VocabSize {
+			return false, fmt.Errorf("sequence %d: token id %d outside the vocabulary (%d)", i, tokens[i], c.VocabSize)
+		}
+		if s.Pos < s.SparseFrom {
+			sparse = false
+		}
+	}
+	dense = m.sites != nil && !sparse
+	eps := float32(c.NormEps)
+	kvDim, qDim := c.KVDim(), c.QDim()
+	linear := func(dst backend.Buffer, l int, p model.Projection, x backend.Buffer) {
+		w := m.layers[l].w[p]
+		if !m.sparse {
+			b.MatMul(dst, w, x, n)
+			return
+		}
+		site := backend.Site{ID: -1, TopK: true, K: w.Shape()[1]}
+		if sparse {
+			site = m.sites[l*int(model.NumProjections)+int(p)]
+		}
+		b.SparseMatMul(dst, w, x, n, site)
+	}
+	b.Embed(bt.x, m.embed, tokens)
+	for l := range m.layers {
+		L := &m.layers[l]
+		b.RMSNorm(bt.xb, bt.x, L.attnNorm, n, eps)
+		linear(bt.q, l, model.ProjQ, bt.xb)
+		linear(bt.k, l, model.ProjK, bt.xb)
+		linear(bt.v, l, model.ProjV, bt.xb)
+		for i, s := range states {
+			// Each sequence's row goes through its own state's scratch:
+			// RoPE at its position, into its cache, attention over it.
+			b.Copy(s.q, 0, bt.q, i*qDim, qDim)
+			b.Copy(s.k, 0, bt.k, i*kvDim, kvDim)
+			b.RoPE(s.q, 1, c.NHeads, c.HeadDim, s.Pos, m.freqs)
+			b.RoPE(s.k, 1, c.NKVHeads, c.HeadDim, s.Pos, m.freqs)
+			b.Copy(s.kc[l], s.Pos*kvDim, s.k, 0, kvDim)
+			b.Copy(s.vc[l], s.Pos*kvDim, bt.v, i*kvDim, kvDim)
+			b.Attention(s.att, s.q, s.kc[l], s.vc[l], 1, c.NHeads, c.NKVHeads, c.HeadDim, s.Pos)
+			b.Copy(bt.att, i*qDim, s.att, 0, qDim)
+		}
+		linear(bt.xb2, l, model.ProjO, bt.att)
+		b.Add(bt.x, bt.xb2, n*c.Dim)
+		b.RMSNorm(bt.xb, bt.x, L.ffnNorm, n, eps)
+		linear(bt.hb, l, model.ProjGate, bt.xb)
+		linear(bt.hb2, l, model.ProjUp, bt.xb)
+		b.SwiGLU(bt.hb, bt.hb2, n*c.HiddenDim)
+		linear(bt.xb2, l, model.ProjDown, bt.hb)
+		b.Add(bt.x, bt.xb2, n*c.Dim)
+	}
+	for _, s := range states {
+		s.Pos++
+	}
+	b.RMSNorm(bt.xb, bt.x, m.outNorm, n, eps)
+	b.MatMul(bt.logits, m.output, bt.xb, n)
+	b.Read(logits[:n*c.VocabSize], bt.logits, 0)
+	return dense, nil
+}
