@@ -12,8 +12,8 @@ import (
 // rows, attention runs per sequence against its own cache. A server uses
 // it so that concurrent requests share each pass over the weights.
 type Batch struct {
-	m   *Model
-	max int
+	m                                         *Model
+	max                                       int
 	x, xb, q, k, v, att, xb2, hb, hb2, logits backend.Buffer
 }
 
