@@ -86,6 +86,6 @@ func NewPlan(m *model.Model, sites []plan.Site, s []float64, o Options) (*plan.P
 	if o.Method == MethodActTail {
 		p.Params.Eps, p.Params.Direction, p.Params.Xmin, p.Params.BlockAverage = o.Eps, string(o.Direction), string(o.Xmin), o.BlockAverage
 	}
-	p.Realized = plan.WeightedSparsity(p.Sites, true)
+	p.Realized = alloc.Realized(sites, k) // integer arithmetic: bit-identical across methods
 	return p, p.Validate()
 }
