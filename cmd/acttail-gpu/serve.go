@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/server"
+)
+
+// runServe serves the model over an OpenAI-compatible HTTP API until
+// SIGINT or SIGTERM, then stops accepting, lets running requests finish
+// (for up to --grace) and exits.
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", "[--model PATH] [--plan NAME=plan.json ...] [flags]", stderr)
+	var mf modelFlags
+	mf.register(fs)
+	plans := fs.StringArray("plan", nil, "serve a sparsity plan as model NAME (NAME=plan.json; repeatable); \"dense\" is always served")
+	mode := fs.String("mode", "", "with --plan: topk or threshold (default: each plan's)")
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
+	apiKey := fs.String("api-key", "", "bearer token every /v1/ request must carry (default: $ACTTAIL_API_KEY; empty: none)")
+	var cfg server.Config
+	fs.IntVar(&cfg.MaxBatch, "max-batch", 8, "most sequences generating at once")
+	fs.IntVar(&cfg.Queue, "queue", 64, "most requests waiting for a slot (more get 429)")
+	fs.IntVar(&cfg.Context, "ctx", 0, "context length of each sequence (0: the model's)")
+	maxBody := byteSize(1 << 20)
+	fs.Var(&maxBody, "max-body", "largest request body (bytes, or with KiB/MiB)")
+	fs.IntVar(&cfg.MaxTokensLimit, "max-tokens-limit", 0, "largest max_tokens a request may ask for (0: the context length)")
+	fs.IntVar(&cfg.DefaultMaxTokens, "max-tokens", 256, "max_tokens when a request does not say")
+	defModel := fs.String("default-model", "", "model for requests that name none (default: the first plan, else dense)")
+	grace := fs.Duration("grace", 30*time.Second, "on shutdown, how long running requests may take to finish")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	for name, v := range map[string]int{"--max-batch": cfg.MaxBatch, "--queue": cfg.Queue, "--max-tokens": cfg.DefaultMaxTokens} {
+		if v < 1 {
+			return fmt.Errorf("%s %d: must be ≥ 1", name, v)
+		}
+	}
+	if cfg.Context < 0 || cfg.MaxTokensLimit < 0 {
+		return errors.New("--ctx and --max-tokens-limit must be ≥ 0")
+	}
+	cfg.MaxBody = int64(maxBody)
+	cfg.APIKey = *apiKey
+	if cfg.APIKey == "" {
+		cfg.APIKey = os.Getenv("ACTTAIL_API_KEY")
+	}
+	cfg.Default = *defModel
+	type spec struct{ name, path string }
+	var specs []spec
+	for _, p := range *plans {
+		name, path, ok := strings.Cut(p, "=")
+		if !ok || name == "" || path == "" {
+			return fmt.Errorf("--plan %q: want NAME=plan.json", p)
+		}
+		specs = append(specs, spec{name, path})
+	}
+	mf.sparse = len(specs) > 0
+
+	l, err := mf.load(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	for _, sp := range specs {
+		p, err := plan.Load(sp.path)
+		if err != nil {
+			return err
+		}
+		if err := p.Check(l.file); err != nil {
+			return fmt.Errorf("%s: %w", sp.path, err)
+		}
+		cfg.Plans = append(cfg.Plans, server.Plan{Name: sp.name, Plan: p, Mode: *mode})
+	}
+	cfg.Model, cfg.Tokenizer = l.engine, l.tok
+	cfg.Log = slog.New(slog.NewTextHandler(stderr, nil))
+	srv, err := server.New(cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		srv.Shutdown(context.Background())
+		return err
+	}
+	names := []string{server.DenseModel}
+	for _, p := range cfg.Plans {
+		names = append(names, p.Name)
+	}
+	fmt.Fprintf(stderr, "serving %s as %s on http://%s/v1 (%s)\n", l.file.Source, strings.Join(names, ", "), ln.Addr(), l.engine.Backend.Describe())
+	return srv.Run(ctx, ln, *grace)
+}
+
+// byteSize is a flag value in bytes, with an optional KiB, MiB or GiB
+// suffix.
+type byteSize int64
+
+func (b *byteSize) String() string {
+	switch v := int64(*b); {
+	case v > 0 && v%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", v>>30)
+	case v > 0 && v%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", v>>20)
+	case v > 0 && v%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", v>>10)
+	default:
+		return strconv.FormatInt(v, 10)
+	}
+}
+
+func (b *byteSize) Set(s string) error {
+	num, mult := s, int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			num, mult = n, u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil || v < 1 || v > (1<<62)/mult {
+		return fmt.Errorf("%q: want a positive size such as 1048576, 512KiB or 1MiB", s)
+	}
+	*b = byteSize(v * mult)
+	return nil
+}
+
+func (b *byteSize) Type() string { return "size" }

@@ -1,0 +1,408 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+func (s *Server) routes() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/completions", s.generation(false))
+	mux.HandleFunc("/v1/chat/completions", s.generation(true))
+	mux.HandleFunc("/v1/models", s.endpoint(http.MethodGet, true, s.listModels))
+	mux.HandleFunc("/v1/models/", s.endpoint(http.MethodGet, true, s.getModel))
+	mux.HandleFunc("/healthz", s.endpoint(http.MethodGet, false, s.healthz))
+	mux.HandleFunc("/metrics", s.endpoint(http.MethodGet, false, s.serveMetrics))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &apiError{status: http.StatusNotFound, typ: "invalid_request_error", code: "not_found",
+			message: fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)})
+	})
+	s.mux = mux
+}
+
+// endpoint wraps h with a method check and, for the API, the bearer token
+// check.
+func (s *Server) endpoint(method string, auth bool, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if auth && !s.authorized(r) {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			writeError(w, &apiError{status: http.StatusUnauthorized, typ: "invalid_request_error", code: "invalid_api_key",
+				message: "missing or invalid API key: send Authorization: Bearer <key>"})
+			return
+		}
+		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+			w.Header().Set("Allow", method)
+			writeError(w, &apiError{status: http.StatusMethodNotAllowed, typ: "invalid_request_error", code: "method_not_allowed",
+				message: fmt.Sprintf("%s %s: use %s", r.Method, r.URL.Path, method)})
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	if s.cfg.APIKey == "" {
+		return true
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.APIKey)) == 1
+}
+
+// writeError answers e as OpenAI's error JSON.
+func writeError(w http.ResponseWriter, e *apiError) {
+	writeJSON(w, e.status, e.body())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// modelInfo is one entry of /v1/models.
+type modelInfo struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+func (s *Server) info(v variant) modelInfo {
+	return modelInfo{ID: v.name, Object: "model", Created: s.created, OwnedBy: "acttail"}
+}
+
+func (s *Server) listModels(w http.ResponseWriter, r *http.Request) {
+	list := struct {
+		Object string      `json:"object"`
+		Data   []modelInfo `json:"data"`
+	}{Object: "list"}
+	for _, v := range s.variants {
+		list.Data = append(list.Data, s.info(v))
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (s *Server) getModel(w http.ResponseWriter, r *http.Request) {
+	i, err := s.variantFor(strings.TrimPrefix(r.URL.Path, "/v1/models/"))
+	if err != nil {
+		writeError(w, asAPIError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.info(s.variants[i]))
+}
+
+// variantFor resolves a request's model name ("": the default).
+func (s *Server) variantFor(name string) (int, error) {
+	if name == "" {
+		return s.def, nil
+	}
+	i, ok := s.byName[name]
+	if !ok {
+		return 0, &apiError{status: http.StatusNotFound, typ: "invalid_request_error", param: "model", code: "model_not_found",
+			message: fmt.Sprintf("the model %q does not exist; GET /v1/models lists them", name)}
+	}
+	return i, nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if s.queue.isClosed() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting down"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	s.metrics.write(w, s.queue.len(), s.cfg.PowerFunc)
+}
+
+// recorder remembers the status and model of a generation request for
+// the request counter.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	model  string
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (to flush).
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// statusGone is the status counted for a request whose client went away.
+const statusGone = 499
+
+// generation is the handler of /v1/completions (chat false) and
+// /v1/chat/completions.
+func (s *Server) generation(chat bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &recorder{ResponseWriter: w, model: "none"}
+		var u usage
+		s.endpoint(http.MethodPost, true, func(w http.ResponseWriter, r *http.Request) {
+			u = s.generate(rec, r, chat, start)
+		})(rec, r)
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		s.metrics.request(rec.model, rec.status)
+		s.log.Info("request", "path", r.URL.Path, "model", rec.model, "status", rec.status,
+			"prompt_tokens", u.PromptTokens, "completion_tokens", u.CompletionTokens, "seconds", time.Since(start).Seconds())
+	}
+}
+
+// generate runs one generation request and returns its token counts.
+func (s *Server) generate(w *recorder, r *http.Request, chat bool, arrived time.Time) usage {
+	var req request
+	fail := func(err error) usage {
+		writeError(w, asAPIError(err))
+		return usage{}
+	}
+	if err := decodeBody(w, r, s.cfg.MaxBody, &req); err != nil {
+		return fail(err)
+	}
+	vi, err := s.variantFor(req.Model)
+	if err != nil {
+		return fail(err)
+	}
+	w.model = s.variants[vi].name
+	p, err := req.params(s.cfg.MaxTokensLimit, s.cfg.DefaultMaxTokens)
+	if err != nil {
+		return fail(err)
+	}
+	prompt, param, err := s.prompt(&req, chat)
+	if err != nil {
+		return fail(err)
+	}
+	if len(prompt) > s.ctx {
+		return fail(&apiError{status: http.StatusBadRequest, typ: "invalid_request_error", param: param, code: "context_length_exceeded",
+			message: fmt.Sprintf("the prompt is %d tokens; the context holds %d", len(prompt), s.ctx)})
+	}
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel() // also drops the job if it still runs (a stop string)
+	defer context.AfterFunc(s.abort, cancel)()
+	j := newJob(ctx, vi, prompt, p.sample, p.maxTokens)
+	switch err := s.queue.push(j); err {
+	case errQueueFull:
+		return fail(&apiError{status: http.StatusTooManyRequests, typ: "rate_limit_error", code: "queue_full",
+			message: fmt.Sprintf("%d requests are already waiting; retry later", s.cfg.Queue)})
+	case errClosed:
+		return fail(&apiError{status: http.StatusServiceUnavailable, typ: "server_error", code: "shutting_down",
+			message: "the server is shutting down"})
+	}
+
+	rp := &reply{w: w, chat: chat, stream: req.Stream, model: w.model, created: time.Now().Unix(),
+		usageChunk: req.StreamOpts != nil && req.StreamOpts.IncludeUsage, id: newID(chat)}
+	u := usage{PromptTokens: len(prompt)}
+	dec := s.cfg.Tokenizer.NewStream()
+	if !chat {
+		// Prime the decoder with the prompt so that the first piece keeps
+		// the space that joins it to the prompt (as `generate` does).
+		for _, id := range prompt {
+			dec.Next(id)
+		}
+	}
+	filter := stopFilter{stops: p.stops}
+	for {
+		select {
+		case <-ctx.Done():
+			if r.Context().Err() != nil {
+				w.status = statusGone
+				return u
+			}
+			return rp.fail(&apiError{status: http.StatusServiceUnavailable, typ: "server_error", code: "shutting_down",
+				message: "the server shut down before the request finished"}, u)
+		case ev := <-j.events:
+			if ev.err != nil {
+				s.log.Error("generation", "model", w.model, "err", ev.err)
+				return rp.fail(asAPIError(ev.err), u)
+			}
+			if !ev.done {
+				u.CompletionTokens++
+				if u.CompletionTokens == 1 {
+					s.metrics.firstToken(time.Since(arrived))
+				}
+				text, stopped := filter.push(dec.Next(ev.token))
+				rp.send(text)
+				if stopped {
+					return rp.finish("stop", u)
+				}
+				continue
+			}
+			text, stopped := filter.push(dec.Flush())
+			if !stopped {
+				text += filter.end()
+			}
+			rp.send(text)
+			if stopped {
+				ev.reason = "stop"
+			}
+			return rp.finish(ev.reason, u)
+		}
+	}
+}
+
+// prompt encodes the prompt or messages of req; param names the field.
+func (s *Server) prompt(req *request, chat bool) (ids []int, param string, err error) {
+	tok := s.cfg.Tokenizer
+	if chat {
+		if req.Messages == nil {
+			return nil, "messages", badParam("messages", "messages is required")
+		}
+		ids, err = chatPrompt(tok, req.Messages)
+		return ids, "messages", err
+	}
+	texts, ok, err := stringOrList(req.Prompt, "prompt")
+	switch {
+	case err != nil:
+		return nil, "prompt", err
+	case !ok:
+		return nil, "prompt", badParam("prompt", "prompt is required")
+	case len(texts) != 1:
+		return nil, "prompt", badParam("prompt", "exactly one prompt is supported")
+	}
+	ids = tok.Encode(texts[0], true)
+	if len(ids) == 0 {
+		return nil, "prompt", badParam("prompt", "the prompt encodes to no tokens and the model has no BOS token")
+	}
+	return ids, "prompt", nil
+}
+
+func newID(chat bool) string {
+	var b [12]byte
+	rand.Read(b[:])
+	if chat {
+		return "chatcmpl-" + hex.EncodeToString(b[:])
+	}
+	return "cmpl-" + hex.EncodeToString(b[:])
+}
+
+// reply writes a generation's answer: one JSON object, or server-sent
+// events in OpenAI's chunk shape followed by "data: [DONE]".
+type reply struct {
+	w                        *recorder
+	chat, stream, usageChunk bool
+	id, model                string
+	created                  int64
+	started                  bool // stream: headers (and chat's role chunk) written
+	text                     strings.Builder
+}
+
+// send passes on generated text.
+func (rp *reply) send(text string) {
+	if !rp.stream {
+		rp.text.WriteString(text)
+		return
+	}
+	rp.start()
+	if text != "" {
+		rp.event(rp.chunk(text, nil))
+	}
+}
+
+// start writes the stream's headers and, for chat, the chunk that names
+// the role.
+func (rp *reply) start() {
+	if rp.started {
+		return
+	}
+	rp.started = true
+	h := rp.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	rp.w.WriteHeader(http.StatusOK)
+	if rp.chat {
+		empty := ""
+		c := rp.chunk("", nil)
+		c.Choices[0].Delta = &chatMsg{Role: "assistant", Content: &empty}
+		rp.event(c)
+	}
+}
+
+// chunk is a stream chunk carrying text, or (finish set) the last one.
+func (rp *reply) chunk(text string, finish *string) completion {
+	c := completion{ID: rp.id, Object: "text_completion", Created: rp.created, Model: rp.model,
+		Choices: []choice{{FinishReason: finish}}}
+	if rp.chat {
+		c.Object = "chat.completion.chunk"
+		d := &chatMsg{}
+		if text != "" {
+			d.Content = &text
+		}
+		c.Choices[0].Delta = d
+	} else {
+		c.Choices[0].Text = &text
+	}
+	return c
+}
+
+// event writes one server-sent event and flushes it to the client.
+func (rp *reply) event(v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // the reply types always marshal
+	}
+	fmt.Fprintf(rp.w, "data: %s\n\n", b)
+	http.NewResponseController(rp.w).Flush()
+}
+
+// finish ends a successful generation.
+func (rp *reply) finish(reason string, u usage) usage {
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	if rp.stream {
+		rp.start()
+		rp.event(rp.chunk("", &reason))
+		if rp.usageChunk {
+			rp.event(completion{ID: rp.id, Object: rp.chunk("", nil).Object, Created: rp.created, Model: rp.model,
+				Choices: []choice{}, Usage: &u})
+		}
+		fmt.Fprint(rp.w, "data: [DONE]\n\n")
+		http.NewResponseController(rp.w).Flush()
+		return u
+	}
+	text := rp.text.String()
+	c := completion{ID: rp.id, Object: "text_completion", Created: rp.created, Model: rp.model,
+		Choices: []choice{{FinishReason: &reason}}, Usage: &u}
+	if rp.chat {
+		c.Object = "chat.completion"
+		c.Choices[0].Message = &chatMsg{Role: "assistant", Content: &text}
+	} else {
+		c.Choices[0].Text = &text
+	}
+	writeJSON(rp.w, http.StatusOK, c)
+	return u
+}
+
+// fail ends a generation with an error: an error reply, or an error event
+// when the stream has begun (OpenAI's clients raise it).
+func (rp *reply) fail(e *apiError, u usage) usage {
+	if !rp.started {
+		writeError(rp.w, e)
+		return u
+	}
+	rp.w.status = e.status
+	rp.event(e.body())
+	return u
+}

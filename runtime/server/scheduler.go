@@ -1,0 +1,306 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/acttail/acttail-gpu/runtime/engine"
+	"github.com/acttail/acttail-gpu/runtime/sample"
+)
+
+// prefillRows is the longest prompt chunk one pass of prefill runs.
+const prefillRows = 64
+
+// job is one generation request. The handler fills the first fields and
+// then only reads events; the scheduler owns the rest.
+type job struct {
+	ctx       context.Context // the request's; cancelled: drop the job
+	variant   int
+	prompt    []int
+	sample    sample.Options
+	maxTokens int
+	// events gets each generated token, then one final event, unless the
+	// job is dropped. Its buffer holds a whole generation.
+	events chan event
+
+	state     *engine.State
+	smp       *sample.Sampler
+	next      int // the token the next step feeds
+	generated int
+}
+
+// event is a generated token, or the end of a job (done) with why it ended.
+type event struct {
+	token  int
+	done   bool
+	reason string // done: "stop" (end token) or "length"
+	err    error  // done: the engine failed
+}
+
+func newJob(ctx context.Context, variant int, prompt []int, o sample.Options, maxTokens int) *job {
+	return &job{ctx: ctx, variant: variant, prompt: prompt, sample: o, maxTokens: maxTokens,
+		events: make(chan event, maxTokens+1)}
+}
+
+// queue holds jobs waiting for a slot, first come first served.
+type queue struct {
+	mu     sync.Mutex
+	jobs   []*job
+	max    int
+	closed bool
+	wake   chan struct{} // a token when a job arrives
+}
+
+func newQueue(max int) *queue { return &queue{max: max, wake: make(chan struct{}, 1)} }
+
+// errQueueFull and errClosed are push's refusals.
+var (
+	errQueueFull = errors.New("queue full")
+	errClosed    = errors.New("shutting down")
+)
+
+func (q *queue) push(j *job) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.closed:
+		return errClosed
+	case len(q.jobs) >= q.max:
+		return errQueueFull
+	}
+	q.jobs = append(q.jobs, j)
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// pop returns the oldest job whose request is still live, or nil,
+// discarding cancelled ones.
+func (q *queue) pop() *job {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.jobs) > 0 {
+		j := q.jobs[0]
+		q.jobs[0] = nil
+		q.jobs = q.jobs[1:]
+		if j.ctx.Err() == nil {
+			return j
+		}
+	}
+	return nil
+}
+
+// prune discards waiting jobs whose request was cancelled.
+func (q *queue) prune() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	live := q.jobs[:0]
+	for _, j := range q.jobs {
+		if j.ctx.Err() == nil {
+			live = append(live, j)
+		}
+	}
+	clear(q.jobs[len(live):])
+	q.jobs = live
+}
+
+func (q *queue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.jobs)
+}
+
+func (q *queue) isClosed() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.closed
+}
+
+func (q *queue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+}
+
+// scheduler is the one goroutine that runs the model.
+type scheduler struct {
+	s       *Server
+	m       *engine.Model
+	batch   *engine.Batch
+	logits  []float32
+	pool    []*engine.State
+	active  []*job
+	applied int // the variant whose sites are installed
+	group   []*job
+	states  []*engine.State
+	tokens  []int
+}
+
+func newScheduler(s *Server) *scheduler {
+	m := s.cfg.Model
+	return &scheduler{s: s, m: m, batch: m.NewBatch(s.cfg.MaxBatch),
+		logits: make([]float32, s.cfg.MaxBatch*m.Config.VocabSize)}
+}
+
+// run is the scheduler loop; it returns after Shutdown once no job is
+// left.
+func (sc *scheduler) run() {
+	s := sc.s
+	defer close(s.done)
+	for {
+		sc.dropCancelled()
+		s.queue.prune()
+		for len(sc.active) < s.cfg.MaxBatch {
+			j := s.queue.pop()
+			if j == nil {
+				break
+			}
+			sc.admit(j)
+		}
+		s.metrics.setActive(len(sc.active))
+		if len(sc.active) == 0 {
+			// Nothing runs, so the queue is empty: wait for a job.
+			select {
+			case <-s.queue.wake:
+			case <-s.stop:
+				if s.queue.len() == 0 {
+					return
+				}
+			}
+			continue
+		}
+		if s.cfg.beforeStep != nil {
+			s.cfg.beforeStep()
+		}
+		sc.tick()
+	}
+}
+
+// dropCancelled frees the slots of jobs whose request was cancelled.
+func (sc *scheduler) dropCancelled() {
+	live := sc.active[:0]
+	for _, j := range sc.active {
+		if j.ctx.Err() != nil {
+			sc.release(j)
+			continue
+		}
+		live = append(live, j)
+	}
+	clear(sc.active[len(live):])
+	sc.active = live
+}
+
+// admit prefills j's prompt densely and emits its first token.
+func (sc *scheduler) admit(j *job) {
+	var st *engine.State
+	if n := len(sc.pool); n > 0 {
+		st, sc.pool = sc.pool[n-1], sc.pool[:n-1]
+		st.Reset()
+	} else {
+		st = sc.m.NewState(sc.s.ctx, prefillRows)
+	}
+	st.SparseFrom = len(j.prompt)
+	j.state = st
+	sc.apply(j.variant)
+	V := sc.m.Config.VocabSize
+	if err := st.Forward(j.prompt, sc.logits[:V], false); err != nil {
+		sc.finish(j, event{err: fmt.Errorf("prefill: %w", err)})
+		return
+	}
+	sc.s.metrics.addPrompt(len(j.prompt))
+	j.smp = sample.New(j.sample)
+	if sc.emit(j, j.smp.Next(sc.logits[:V])) {
+		sc.active = append(sc.active, j)
+	}
+}
+
+// tick runs one decode step for each plan group of the active jobs.
+func (sc *scheduler) tick() {
+	V := sc.m.Config.VocabSize
+	live := sc.active[:0]
+	for v := range sc.s.variants {
+		sc.group, sc.states, sc.tokens = sc.group[:0], sc.states[:0], sc.tokens[:0]
+		for _, j := range sc.active {
+			if j.variant == v {
+				sc.group = append(sc.group, j)
+				sc.states = append(sc.states, j.state)
+				sc.tokens = append(sc.tokens, j.next)
+			}
+		}
+		if len(sc.group) == 0 {
+			continue
+		}
+		sc.apply(v)
+		t0 := time.Now()
+		dense, err := sc.batch.Step(sc.states, sc.tokens, sc.logits)
+		if err != nil {
+			sc.s.log.Error("decode step", "model", sc.s.variants[v].name, "err", err)
+			for _, j := range sc.group {
+				sc.finish(j, event{err: fmt.Errorf("decode: %w", err)})
+			}
+			continue
+		}
+		realized := -1.0
+		if sc.s.variants[v].sites != nil {
+			if _, w := sc.m.Realized(); !math.IsNaN(w) {
+				realized = w
+			}
+		}
+		sc.s.metrics.step(v, len(sc.group), time.Since(t0), dense, realized)
+		for i, j := range sc.group {
+			if sc.emit(j, j.smp.Next(sc.logits[i*V:(i+1)*V])) {
+				live = append(live, j)
+			}
+		}
+	}
+	clear(sc.active[len(live):])
+	sc.active = live
+}
+
+// apply installs variant v's sites unless they are in force.
+func (sc *scheduler) apply(v int) {
+	if v == sc.applied {
+		return
+	}
+	if err := sc.m.SetSites(sc.s.variants[v].sites); err != nil {
+		panic(err) // New checked that the model takes plans
+	}
+	sc.applied = v
+}
+
+// emit delivers token tok of j and reports whether j goes on.
+func (sc *scheduler) emit(j *job, tok int) bool {
+	if sc.s.cfg.Tokenizer.IsEnd(tok) {
+		sc.finish(j, event{done: true, reason: "stop"})
+		return false
+	}
+	j.generated++
+	sc.s.metrics.addGenerated(1)
+	j.events <- event{token: tok}
+	if j.generated >= j.maxTokens || j.state.Pos >= j.state.Context() {
+		sc.finish(j, event{done: true, reason: "length"})
+		return false
+	}
+	j.next = tok
+	return true
+}
+
+// finish sends j's final event and frees its state.
+func (sc *scheduler) finish(j *job, ev event) {
+	ev.done = true
+	j.events <- ev
+	sc.release(j)
+}
+
+func (sc *scheduler) release(j *job) {
+	if j.state != nil {
+		sc.pool = append(sc.pool, j.state)
+		j.state = nil
+	}
+}

@@ -1,0 +1,333 @@
+// Package server is an OpenAI-compatible HTTP server for one model:
+// POST /v1/completions and /v1/chat/completions (with server-sent-event
+// streaming), GET /v1/models, /healthz and /metrics (Prometheus text).
+//
+// # API
+//
+//   - POST /v1/completions: prompt (a string, or a list of one), and the
+//     parameters below; the reply's choices[0].text is the completion
+//     (without the prompt).
+//   - POST /v1/chat/completions: messages (role system, developer, user or
+//     assistant; content a string or a list of text parts); the reply's
+//     choices[0].message.content.
+//   - Both take model (a name from GET /v1/models; absent: Config.Default),
+//     max_tokens (or max_completion_tokens; 1..MaxTokensLimit, default
+//     DefaultMaxTokens), temperature (0..2; 0 is greedy), top_p (0..1],
+//     seed, stop (a string or a list), n (1 only), stream and
+//     stream_options.include_usage. Other OpenAI fields (logprobs, echo,
+//     penalties, tools, ...) are ignored. Replies carry id, object,
+//     created, model, finish_reason ("stop" or "length") and usage.
+//   - stream: server-sent events "data: {chunk}", OpenAI's chunk shapes
+//     (chat: a first chunk with the role, then content deltas), a last
+//     chunk with finish_reason, then "data: [DONE]". An engine failure
+//     after the stream began is sent as an event holding the error JSON.
+//   - GET /v1/models, /v1/models/{id}; GET /healthz (503 while shutting
+//     down) and /metrics, which need no API key.
+//
+// Errors are OpenAI's {"error": {"message", "type", "param", "code"}}:
+// 400 (malformed JSON, bad parameter, context_length_exceeded), 401
+// (invalid_api_key), 404 (model_not_found, or no such endpoint), 405,
+// 413 (body over MaxBody), 429 (queue_full) and 503 (shutting_down).
+//
+// # Concurrency
+//
+// Backends are not safe for concurrent use, so one scheduler goroutine owns
+// the engine. HTTP handlers parse and tokenize a request, put a job on a
+// bounded queue (full: 429) and read the job's tokens from a channel; they
+// never touch the model. Each tick the scheduler drops jobs whose request
+// was cancelled (a client that went away frees its slot before the next
+// step), admits queued jobs while fewer than MaxBatch run (prefilling each
+// prompt densely with State.Forward), then runs one engine.Batch.Step per
+// plan group and samples each sequence's next token with its own sampler.
+// Token channels are buffered for a job's whole output, so a slow client
+// never stalls the scheduler. A long prompt's prefill does hold up the
+// decode steps of the running sequences (prefill is not interleaved).
+//
+// # Plans
+//
+// A plan is per-model state (engine.Model.SetPlan), so all variants share
+// one engine.Model: New resolves each plan to its run-time sites once, and
+// the scheduler switches sites (Model.SetSites) between plan groups, one
+// decode step per group per tick. The weights are uploaded once, in the
+// sparse layout when any plan is given; the cost of serving k plans is k
+// site tables, not k copies of the weights. Sequences of different plans
+// are never in one step, so a step over n sequences of a k-plan mix reads
+// the weights up to k times.
+//
+// # Memory
+//
+// Each running sequence holds an engine.State: a KV cache of
+// 2·layers·context·kv_dim float32 values plus prefill scratch. States are
+// pooled and reused, so the server allocates at most MaxBatch of them.
+//
+// # Generation
+//
+// A completion prompt is encoded with BOS. Chat messages are rendered with
+// the vocab's chat template when it has one that this package knows
+// (Llama-2 [INST]/<<SYS>>, including Mistral's system-less variant, or
+// Llama-3 headers; see chat.go) and encoded with special tokens
+// recognized, as llama.cpp does (so special-token text inside a message is
+// a token too); otherwise as plain "role: content" lines ending in
+// "assistant:". Generation ends at an end token of the vocab, at a stop
+// string (not returned; streamed text that could begin one is held back
+// until it cannot), at max_tokens, or when the context is full. A prompt
+// may fill the context but not pass it.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/acttail/acttail-gpu/runtime/backend"
+	"github.com/acttail/acttail-gpu/runtime/engine"
+	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/tokenizer"
+)
+
+// DenseModel is the model name that runs without a plan; it is always
+// served.
+const DenseModel = "dense"
+
+// Config describes what a Server serves and its limits. Zero limits take
+// the defaults in their comments.
+type Config struct {
+	Model     *engine.Model
+	Tokenizer *tokenizer.Tokenizer
+	// Plans are the named sparsity plans, each served as a model of that
+	// name beside DenseModel. They must have been checked against the
+	// model (plan.Check) and the model loaded with engine.Options.Sparse.
+	Plans []Plan
+	// Default is the model a request that names none gets ("": the first
+	// plan, or DenseModel when there is none).
+	Default string
+	// APIKey, if set, is the bearer token every /v1/ request must carry.
+	APIKey string
+	// MaxBatch is the most sequences generating at once (8).
+	MaxBatch int
+	// Queue is the most requests waiting for a slot; more get 429 (64).
+	Queue int
+	// Context is each sequence's context length (0 or more than the
+	// model's: the model's).
+	Context int
+	// MaxBody is the largest request body in bytes; larger get 413 (1 MiB).
+	MaxBody int64
+	// MaxTokensLimit is the largest max_tokens a request may ask for (the
+	// context length).
+	MaxTokensLimit int
+	// DefaultMaxTokens is max_tokens when a request does not say (256, at
+	// most MaxTokensLimit).
+	DefaultMaxTokens int
+	// PowerFunc, if set, reports the accelerator's power draw for
+	// /metrics (acttail_gpu_power_watts, exported when ok). It is called
+	// on the scraping request's goroutine, so it must not use the backend.
+	PowerFunc func() (watts float64, ok bool)
+	// Log receives one line per request and the scheduler's errors (nil:
+	// discarded).
+	Log *slog.Logger
+
+	// beforeStep, if set, runs on the scheduler goroutine before each
+	// decode tick (tests use it to hold or slow the scheduler).
+	beforeStep func()
+}
+
+// Plan is a sparsity plan served under a model name.
+type Plan struct {
+	Name string
+	Plan *plan.Plan
+	Mode string // plan.ModeTopK or plan.ModeThreshold; "": the plan's own
+}
+
+// variant is one servable model name and the sites it runs with.
+type variant struct {
+	name  string
+	sites []backend.Site // nil: dense
+}
+
+// Server serves one engine.Model over HTTP.
+type Server struct {
+	cfg      Config
+	ctx      int // context length of every sequence
+	variants []variant
+	byName   map[string]int
+	def      int // index of the default variant
+	created  int64
+	queue    *queue
+	metrics  *metrics
+	log      *slog.Logger
+	mux      *http.ServeMux
+
+	// abort cancels every job when a shutdown runs out of time.
+	abort     context.Context
+	abortFunc context.CancelFunc
+	stop      chan struct{} // closed by Shutdown: the scheduler exits once idle
+	done      chan struct{} // closed when the scheduler has exited
+	stopOnce  sync.Once
+
+	mu       sync.Mutex
+	http     *http.Server // set by Serve
+	shutdown bool         // Shutdown has begun: Serve returns at once
+}
+
+// New checks cfg, resolves the plans and starts the scheduler goroutine,
+// which runs until Shutdown. From then on the model belongs to the server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Model == nil || cfg.Tokenizer == nil {
+		return nil, errors.New("server: a model and a tokenizer are required")
+	}
+	if cfg.Tokenizer.VocabSize() != cfg.Model.Config.VocabSize {
+		return nil, fmt.Errorf("server: tokenizer has %d tokens, model %d", cfg.Tokenizer.VocabSize(), cfg.Model.Config.VocabSize)
+	}
+	setDefault(&cfg.MaxBatch, 8)
+	setDefault(&cfg.Queue, 64)
+	setDefault(&cfg.MaxBody, 1<<20)
+	setDefault(&cfg.DefaultMaxTokens, 256)
+	if cfg.MaxBatch < 0 || cfg.Queue < 0 || cfg.MaxBody < 0 || cfg.MaxTokensLimit < 0 || cfg.DefaultMaxTokens < 0 || cfg.Context < 0 {
+		return nil, errors.New("server: negative limit")
+	}
+	ctxLen := cfg.Model.Config.SeqLen
+	if cfg.Context > 0 && cfg.Context < ctxLen {
+		ctxLen = cfg.Context
+	}
+	if cfg.MaxTokensLimit == 0 || cfg.MaxTokensLimit > ctxLen {
+		cfg.MaxTokensLimit = ctxLen
+	}
+	cfg.DefaultMaxTokens = min(cfg.DefaultMaxTokens, cfg.MaxTokensLimit)
+	s := &Server{cfg: cfg, ctx: ctxLen, byName: map[string]int{}, created: time.Now().Unix(),
+		queue: newQueue(cfg.Queue), log: cfg.Log, stop: make(chan struct{}), done: make(chan struct{})}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if err := s.resolvePlans(); err != nil {
+		return nil, err
+	}
+	names := make([]string, len(s.variants))
+	for i, v := range s.variants {
+		names[i] = v.name
+	}
+	s.metrics = newMetrics(names)
+	s.abort, s.abortFunc = context.WithCancel(context.Background())
+	s.routes()
+	sch := newScheduler(s)
+	go sch.run()
+	return s, nil
+}
+
+func setDefault[T int | int64](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+// resolvePlans turns each plan into its sites and picks the default.
+func (s *Server) resolvePlans() error {
+	m := s.cfg.Model
+	s.variants = []variant{{name: DenseModel}}
+	for _, p := range s.cfg.Plans {
+		if p.Name == "" || p.Name == DenseModel {
+			return fmt.Errorf("server: plan name %q is reserved or empty", p.Name)
+		}
+		if _, dup := s.byName[p.Name]; dup {
+			return fmt.Errorf("server: two plans named %q", p.Name)
+		}
+		if p.Plan == nil {
+			return fmt.Errorf("server: plan %q is nil", p.Name)
+		}
+		if err := m.SetPlan(p.Plan, p.Mode); err != nil {
+			return fmt.Errorf("server: plan %q: %w", p.Name, err)
+		}
+		s.byName[p.Name] = len(s.variants)
+		s.variants = append(s.variants, variant{name: p.Name, sites: m.Sites()})
+	}
+	s.byName[DenseModel] = 0
+	if len(s.cfg.Plans) > 0 {
+		if err := m.SetSites(nil); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+	}
+	switch def := s.cfg.Default; {
+	case def != "":
+		i, ok := s.byName[def]
+		if !ok {
+			return fmt.Errorf("server: default model %q is not served", def)
+		}
+		s.def = i
+	case len(s.variants) > 1:
+		s.def = 1
+	}
+	return nil
+}
+
+// Handler returns the HTTP handler of every endpoint.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Serve accepts connections on ln until Shutdown; it returns nil after a
+// shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		return nil
+	}
+	s.http = hs
+	s.mu.Unlock()
+	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Run serves on ln until ctx ends, then shuts down, giving running
+// requests up to grace to finish.
+func (s *Server) Run(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	select {
+	case err := <-served:
+		s.Shutdown(context.Background())
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down: finishing running requests", "grace", grace)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := s.Shutdown(sctx)
+	if e := <-served; err == nil {
+		err = e
+	}
+	return err
+}
+
+// Shutdown stops accepting requests, lets running and queued ones finish,
+// then stops the scheduler. If ctx ends first, the remaining requests are
+// cancelled (streams end, waiting requests get 503) and ctx's error is
+// returned once the scheduler has exited.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.queue.close()
+	s.mu.Lock()
+	s.shutdown = true
+	hs := s.http
+	s.mu.Unlock()
+	var err error
+	if hs != nil {
+		err = hs.Shutdown(ctx)
+	}
+	s.stopOnce.Do(func() { close(s.stop) })
+	select {
+	case <-s.done:
+		return err
+	case <-ctx.Done():
+	}
+	s.abortFunc()
+	if hs != nil {
+		hs.Close()
+	}
+	<-s.done
+	return ctx.Err()
+}
