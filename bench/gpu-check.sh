@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# gpu-check.sh: the one GPU run. On a CUDA host (nvcc, no Go, no network),
+# from the repository root:
+#
+#   bench/gpu-check.sh [CARRY [SHARED]]
+#
+# CARRY (default ./carry) holds test binaries built elsewhere (docs/cuda.md):
+#   cuda.test     go test -c ./runtime/backend/cuda
+#   cudadrv.test  go test -c ./cgo
+# SHARED (default $ACTTAIL_SHARED, else ../shared, else ./shared) holds
+# models/stories260K; the whole-model test skips without it.
+#
+# It (a) builds the kernels with this host's nvcc for sm_90, (b) runs the
+# correctness tests against the CPU backend with that fatbin and with the
+# embedded one, under compute-sanitizer when present, (c) runs the
+# benchmarks, and (d) prints a summary and writes docs/gpu-results.md.
+# It changes no GPU setting. Budget: under 8 minutes on an H200.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+carry=${1:-./carry}
+shared=${2:-${ACTTAIL_SHARED:-}}
+if [[ -z $shared ]]; then
+	for d in ../shared ./shared; do [[ -d $d/models ]] && shared=$d && break; done
+fi
+out=build/gpu-check
+mkdir -p "$out"
+results=docs/gpu-results.md
+status=()
+note() { echo "== $*"; }
+record() { status+=("$(printf '%-34s %s' "$1" "$2")"); }
+deadline=460 # seconds: every step is cut to fit, so the script ends within 8 minutes
+run() { # name, timeout seconds, command...
+	local name=$1 limit=$2
+	shift 2
+	((limit > deadline - SECONDS)) && limit=$((deadline - SECONDS))
+	if ((limit < 10)); then
+		record "$name" "skipped (out of time)"
+		return 1
+	fi
+	note "$name (limit $limit s): $*"
+	local t0=$SECONDS
+	timeout "$limit" "$@" >"$out/$name.log" 2>&1
+	local rc=$?
+	tail -n 40 "$out/$name.log"
+	if ((rc == 0)); then record "$name" "ok ($((SECONDS - t0)) s)"; else record "$name" "FAILED rc=$rc ($((SECONDS - t0)) s, $out/$name.log)"; fi
+	return $rc
+}
+
+note "host"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true; } | tee "$out/host.txt"
+{ nvcc --version | tail -n1 || echo "no nvcc"; } | tee -a "$out/host.txt"
+
+# (a) kernels with this host's nvcc: CMake (sm_80, sm_90, sm_90a, compute_90
+# PTX) when present, else nvcc for sm_90 with the flags of cuda/fatbin.flags.
+fatbin=
+major=$(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+sm90a=OFF
+((${major:-0} >= 12)) && sm90a=ON
+if command -v cmake >/dev/null; then
+	run cmake-configure 60 cmake -S . -B build/cmake -DACTTAIL_SM90A=$sm90a &&
+		run cmake-build 120 cmake --build build/cmake && fatbin=build/cmake/acttail.fatbin
+fi
+if [[ -z $fatbin ]]; then
+	read -r -a flags <cuda/fatbin.flags
+	sm90=()
+	for f in "${flags[@]}"; do [[ $f == -gencode=* ]] || sm90+=("$f"); done
+	sm90+=(-gencode=arch=compute_90,code=sm_90 -gencode=arch=compute_90,code=compute_90)
+	run nvcc-sm90 120 nvcc -fatbin "${sm90[@]}" -o "$out/acttail-sm90.fatbin" cuda/acttail.cu &&
+		fatbin=$out/acttail-sm90.fatbin
+fi
+
+export ACTTAIL_MODEL_DIR=""
+[[ -n $shared && -d $shared/models/stories260K ]] && export ACTTAIL_MODEL_DIR=$shared/models/stories260K
+echo "model dir: ${ACTTAIL_MODEL_DIR:-none (whole-model test skips)}"
+
+# (b) correctness: every op and whole-model logits against the CPU backend.
+run cgo-tests 30 "$carry/cudadrv.test" -test.v
+run tests-embedded 90 "$carry/cuda.test" -test.v -test.run 'GPU'
+if [[ -n $fatbin ]]; then
+	run tests-host-nvcc 90 env ACTTAIL_KERNELS="$fatbin" "$carry/cuda.test" -test.v -test.run 'GPU'
+fi
+if command -v compute-sanitizer >/dev/null; then
+	run sanitizer 60 compute-sanitizer --tool memcheck --error-exitcode 9 \
+		"$carry/cuda.test" -test.run 'GPU(Elementwise|RoPE|Embed|Attention|LoadSites|ArgmaxSample)'
+else
+	record sanitizer "skipped (no compute-sanitizer)"
+fi
+
+# (c) benchmarks, with the host-built kernels when they exist.
+[[ -n $fatbin ]] && export ACTTAIL_KERNELS=$fatbin
+run bench-kernels 60 "$carry/cuda.test" -test.run '^$' -test.bench 'Copy|MatVec|Sparse' -test.benchtime 200x
+run bench-decode7b 150 "$carry/cuda.test" -test.run '^$' -test.bench 'Decode7B' -test.benchtime 40x
+
+# (d) summary.
+{
+	echo "# GPU check results"
+	echo
+	echo "Written by bench/gpu-check.sh on $(date -u +%Y-%m-%dT%H:%MZ)."
+	echo
+	echo '```'
+	cat "$out/host.txt"
+	echo '```'
+	echo
+	echo "## Status"
+	echo
+	echo '```'
+	printf '%s\n' "${status[@]}"
+	echo '```'
+	echo
+	echo "## Benchmarks"
+	echo
+	echo '```'
+	grep -h '^Benchmark' "$out"/bench-*.log 2>/dev/null
+	echo '```'
+	echo
+	echo "## Failures"
+	echo
+	echo '```'
+	grep -h -E -- '--- FAIL|panic:|_test.go:[0-9]+:|ERROR SUMMARY' "$out"/*.log 2>/dev/null | head -n 200
+	echo '```'
+} >"$results"
+echo
+echo "================ summary (full: $results, logs: $out/) ================"
+printf '%s\n' "${status[@]}"
+grep -h '^Benchmark' "$out"/bench-*.log 2>/dev/null | awk '{$2=""; print}' | column -t

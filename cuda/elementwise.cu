@@ -1,0 +1,43 @@
+// elementwise.cu: RoPE, SwiGLU, residual add and embedding lookup.
+//
+// at_rope: grid (ceil(heads*headDim/2 / 256), rows), block 256; one thread a
+//   pair (2i, 2i+1) of one head, angle (pos0 + r) * freqs[i] in double so
+//   that long contexts keep the CPU reference's precision.
+// at_swiglu, at_add: grid-stride over n, block 256, grid from the host.
+// at_embed: grid (ceil(dim/256), rows), block 256; table row tokens[r] of
+//   any weight dtype (Q8_0 rows are whole blocks since dim % 32 == 0).
+#include "common.cuh"
+
+extern "C" __global__ void at_rope(float *x, const float *freqs, int rows, int heads, int headDim, int pos0) {
+  const int half = headDim / 2;
+  const int p = blockIdx.x * blockDim.x + threadIdx.x;
+  const int r = blockIdx.y;
+  if (p >= heads * half || r >= rows) return;
+  const int h = p / half, i = p % half;
+  double s, c;
+  sincos((double)(pos0 + r) * (double)freqs[i], &s, &c);
+  const float cf = (float)c, sf = (float)s;
+  float *v = x + ((size_t)r * heads + h) * headDim + 2 * i;
+  const float a = v[0], b = v[1];
+  v[0] = a * cf - b * sf;
+  v[1] = a * sf + b * cf;
+}
+
+extern "C" __global__ void at_swiglu(float *gate, const float *up, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    const float g = gate[i];
+    gate[i] = g / (1.f + expf(-g)) * up[i];
+  }
+}
+
+extern "C" __global__ void at_add(float *dst, const float *x, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    dst[i] += x[i];
+}
+
+extern "C" __global__ void at_embed(float *dst, const void *table, const int *tokens, int dim, int dtype) {
+  const int j = blockIdx.x * blockDim.x + threadIdx.x;
+  if (j >= dim) return;
+  const size_t r = blockIdx.y;
+  dst[r * dim + j] = at_ld_any(table, (size_t)tokens[r] * dim + j, dtype);
+}

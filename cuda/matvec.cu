@@ -1,0 +1,153 @@
+// matvec.cu: dense projections y[r] = W x[r], W (out, in) row-major in its
+// dtype, x and y float32, fp32 accumulation.
+//
+// at_gemv_{f32,f16,bf16,q8}: decode and small batches (rows <= AT_GEMV_ROWS).
+//   grid (ceil(out/8)), block 256: one warp per output row o; the warp
+//   streams row o of W once and dots it with every x[r] (x stays in L1).
+//   vec = 1: 16-byte loads (needs in % 8 == 0 for 16-bit dtypes, in % 4 == 0
+//   for f32; the host checks); vec = 0: one element a lane at a time (odd
+//   sizes). Q8_0: a lane takes one 32-value block at a time.
+// at_gemm_{f32,f16,bf16,q8}: prefill. Tiled, 64 rows x 64 outputs a block,
+//   k-steps of 16 through 2 x 16x64 float tiles of static shared memory,
+//   block 256 = 16x16 threads each owning 4x4 outputs. trans = 1 reads
+//   the weight input-channel-major, (in, out), as UploadSparse stores it.
+#include "common.cuh"
+
+#define AT_GEMV_ROWS 8
+
+template <int DT>
+__device__ __forceinline__ void gemv(float *y, const void *W, const float *x, int rows, int out, int in, int vec) {
+  const int lane = threadIdx.x & 31;
+  const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (o >= out) return;
+  float acc[AT_GEMV_ROWS];
+#pragma unroll
+  for (int r = 0; r < AT_GEMV_ROWS; r++) acc[r] = 0.f;
+  const size_t row = (size_t)o * in;
+  if (DT == AT_Q8_0) {
+    const uint8_t *base = (const uint8_t *)W + row / AT_Q8_BLOCK * AT_Q8_BYTES;
+    for (int b = lane; b < in / AT_Q8_BLOCK; b += 32) {
+      const uint8_t *blk = base + (size_t)b * AT_Q8_BYTES;
+      const float scale = at_f16(*(const uint16_t *)blk);
+      float w[AT_Q8_BLOCK];
+#pragma unroll
+      for (int k = 0; k < AT_Q8_BLOCK / 2; k++) {
+        const uint16_t two = *(const uint16_t *)(blk + 2 + 2 * k);
+        w[2 * k] = (float)(int8_t)(two & 0xff);
+        w[2 * k + 1] = (float)(int8_t)(two >> 8);
+      }
+#pragma unroll
+      for (int r = 0; r < AT_GEMV_ROWS; r++) {
+        if (r >= rows) break;
+        const float *xr = x + (size_t)r * in + b * AT_Q8_BLOCK;
+        float s = 0.f;
+#pragma unroll
+        for (int k = 0; k < AT_Q8_BLOCK; k++) s += w[k] * xr[k];
+        acc[r] += scale * s;
+      }
+    }
+  } else if (vec) {
+    const int V = at_vec<DT>::n;
+#pragma unroll 4
+    for (int i = lane * V; i < in; i += 32 * V) {
+      float w[at_vec<DT>::n];
+      at_ld16<DT>(W, row + i, w);
+#pragma unroll
+      for (int r = 0; r < AT_GEMV_ROWS; r++) {
+        if (r >= rows) break;
+        const float4 *xr = (const float4 *)(x + (size_t)r * in + i);
+#pragma unroll
+        for (int k = 0; k < V / 4; k++) {
+          const float4 xv = xr[k];
+          acc[r] += w[4 * k] * xv.x + w[4 * k + 1] * xv.y + w[4 * k + 2] * xv.z + w[4 * k + 3] * xv.w;
+        }
+      }
+    }
+  } else {
+    for (int i = lane; i < in; i += 32) {
+      const float w = at_ld<DT>(W, row + i);
+#pragma unroll
+      for (int r = 0; r < AT_GEMV_ROWS; r++) {
+        if (r >= rows) break;
+        acc[r] += w * x[(size_t)r * in + i];
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < AT_GEMV_ROWS; r++) {
+    if (r >= rows) break;
+    const float s = at_warp_sum(acc[r]);
+    if (lane == 0) y[(size_t)r * out + o] = s;
+  }
+}
+
+#define AT_TILE 64
+#define AT_TK 16
+
+template <int DT>
+__device__ __forceinline__ void gemm(float *y, const void *W, const float *x, int rows, int out, int in, int trans) {
+  __shared__ float xs[AT_TK][AT_TILE + 4];
+  __shared__ float ws[AT_TK][AT_TILE + 4];
+  const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+  const int r0 = blockIdx.y * AT_TILE, o0 = blockIdx.x * AT_TILE;
+  float acc[4][4] = {};
+  for (int k0 = 0; k0 < in; k0 += AT_TK) {
+    // 64x16 values of each operand, 4 a thread.
+    for (int e = threadIdx.x; e < AT_TILE * AT_TK; e += blockDim.x) {
+      const int m = e / AT_TK, k = e % AT_TK;  // consecutive threads walk k: x rows are contiguous in k
+      const int r = r0 + m, kk = k0 + k;
+      xs[k][m] = (r < rows && kk < in) ? x[(size_t)r * in + kk] : 0.f;
+      float w = 0.f;
+      if (trans) {
+        const int k2 = e / AT_TILE, o2 = e % AT_TILE;  // (in, out): contiguous in o
+        const int oo = o0 + o2, kk2 = k0 + k2;
+        if (oo < out && kk2 < in) w = at_ld<DT>(W, (size_t)kk2 * out + oo);
+        ws[k2][o2] = w;
+      } else {
+        const int oo = o0 + m;
+        if (oo < out && kk < in) w = at_ld<DT>(W, (size_t)oo * in + kk);
+        ws[k][m] = w;
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < AT_TK; k++) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        a[i] = xs[k][ty + 16 * i];
+        b[i] = ws[k][tx + 16 * i];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const int r = r0 + ty + 16 * i;
+    if (r >= rows) continue;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const int o = o0 + tx + 16 * j;
+      if (o < out) y[(size_t)r * out + o] = acc[i][j];
+    }
+  }
+}
+
+#define AT_DENSE(suffix, DT)                                                                                     \
+  extern "C" __global__ void __launch_bounds__(256) at_gemv_##suffix(float *y, const void *W, const float *x,   \
+                                                                     int rows, int out, int in, int vec) {      \
+    gemv<DT>(y, W, x, rows, out, in, vec);                                                                       \
+  }                                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256) at_gemm_##suffix(float *y, const void *W, const float *x,   \
+                                                                     int rows, int out, int in, int trans) {    \
+    gemm<DT>(y, W, x, rows, out, in, trans);                                                                     \
+  }
+
+AT_DENSE(f32, AT_F32)
+AT_DENSE(f16, AT_F16)
+AT_DENSE(bf16, AT_BF16)
+AT_DENSE(q8, AT_Q8_0)

@@ -1,0 +1,209 @@
+// sparse.cu: activation masking and gather products for sparse projections.
+//
+// Budgets live in c_sites, one at_site per slot, packed by the host at plan
+// load (cuModuleGetGlobal + copy); a kernel reads its site's budget by slot.
+//
+// at_select: grid (rows), block AT_SELECT_THREADS (1024), static shared
+//   memory only (histogram 256 words + scan scratch). One block per token:
+//   - topk (k < in): exact k-th largest |x| by a 4-pass radix select on the
+//     bits of |x| (8 bits a pass, histogram in shared memory); keep |x| above
+//     it and the first ties (lowest index) up to k;
+//   - threshold: keep |x| > t;
+//   then an order-preserving block compaction writes, for token r, the kept
+//   indices in increasing order to idx[r*in ...] and their number to
+//   count[r] (idx may be null), the masked input to xm[r] (null: skip), and
+//   zeroes y[r] (out values; null: skip) for the gather to accumulate into.
+//   stats[2*stat] += kept, stats[2*stat+1] += in (stat < 0: not counted).
+// at_gather_{f32,f16,bf16}: y[r] += sum over j in idx[r] of x[r][j] * Wt[j, :],
+//   Wt (in, out) input-channel-major. grid (ceil(out / (128*V)), splits,
+//   rows), block 128: a thread owns V adjacent outputs (vec = 1: V = 16 bytes
+//   of weights; vec = 0: V = 1), a block walks its split of the token's
+//   kept list and adds its partial sums with atomicAdd (y zeroed first).
+//   idx = null means every input (a dense product on the transposed layout).
+#include "common.cuh"
+
+struct at_site {
+  int k;            // topk: inputs kept per token
+  float threshold;  // threshold mode: keep |x| > threshold
+  int topk;         // 1: topk, 0: threshold
+  int reserved;
+};
+
+#define AT_MAX_SITES 2048
+__constant__ at_site c_sites[AT_MAX_SITES];
+
+#define AT_SELECT_THREADS 1024
+
+__device__ __forceinline__ uint32_t at_absbits(float v) { return __float_as_uint(v) & 0x7fffffffu; }
+
+// select_kth finds, among the bits of |x|, the k-th largest value t and how
+// many elements equal to t are kept (*need), so that count(> t) + need = k.
+__device__ void select_kth(const float *x, int n, int k, uint32_t *hist, uint32_t *t, int *need) {
+  __shared__ uint32_t s_prefix, s_mask;
+  __shared__ int s_k;
+  if (threadIdx.x == 0) {
+    s_prefix = 0;
+    s_mask = 0;
+    s_k = k;
+  }
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+    __syncthreads();
+    const uint32_t prefix = s_prefix, mask = s_mask;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+      const uint32_t b = at_absbits(x[j]);
+      if ((b & mask) == prefix) atomicAdd(&hist[(b >> shift) & 255], 1u);
+    }
+    __syncthreads();
+    // Warp 0 finds the digit, scanning bins from the top: lane l owns bins
+    // 255-8l ... 248-8l.
+    if (threadIdx.x < 32) {
+      const int lane = threadIdx.x;
+      uint32_t own = 0;
+      for (int q = 0; q < 8; q++) own += hist[255 - 8 * lane - q];
+      uint32_t inc = own;
+      for (int o = 1; o < 32; o <<= 1) {
+        const uint32_t v = __shfl_up_sync(AT_FULL, inc, o);
+        if (lane >= o) inc += v;
+      }
+      const int kk = s_k;
+      const unsigned hit = __ballot_sync(AT_FULL, inc >= (uint32_t)kk);
+      const int first = __ffs(hit) - 1;  // k <= n, so some lane reaches k
+      if (lane == first) {
+        uint32_t cum = inc - own;
+        for (int q = 0; q < 8; q++) {
+          const int bin = 255 - 8 * lane - q;
+          if (cum + hist[bin] >= (uint32_t)kk) {
+            s_prefix = prefix | ((uint32_t)bin << shift);
+            s_mask = mask | (255u << shift);
+            s_k = kk - (int)cum;
+            break;
+          }
+          cum += hist[bin];
+        }
+      }
+    }
+    __syncthreads();
+  }
+  *t = s_prefix;
+  *need = s_k;
+}
+
+extern "C" __global__ void __launch_bounds__(AT_SELECT_THREADS)
+    at_select(const float *x, int in, int slot, int stat, int *idx, int *count, float *xm, float *y, int out,
+              unsigned long long *stats) {
+  __shared__ uint32_t hist[256];
+  __shared__ int scan[33];
+  const size_t r = blockIdx.x;
+  const float *xr = x + r * in;
+  const at_site s = c_sites[slot];
+  const bool topk = s.topk != 0 && s.k < in;
+  const bool all = s.topk != 0 ? s.k >= in : !(s.threshold > 0.f);
+  uint32_t t = 0;
+  int need = 0;
+  if (topk) select_kth(xr, in, s.k, hist, &t, &need);
+  // Compaction in chunks of blockDim: above = |x| > t (or kept by the
+  // threshold rule), tie = |x| == t (topk only). The first need ties by
+  // index are kept.
+  int kept = 0, ties = 0;
+  for (int base = 0; base < in; base += blockDim.x) {
+    const int j = base + threadIdx.x;
+    int above = 0, tie = 0;
+    float v = 0.f;
+    if (j < in) {
+      v = xr[j];
+      const uint32_t b = at_absbits(v);
+      if (all) above = 1;
+      else if (topk) above = b > t, tie = b == t;
+      else above = fabsf(v) > s.threshold;
+    }
+    int total;
+    const int packed = at_block_scan(above | (tie << 16), scan, &total);
+    const int aBefore = packed & 0xffff, tBefore = packed >> 16;
+    const int tieRoom = max(0, need - ties);
+    const bool keep = above || (tie && tBefore < tieRoom);
+    if (j < in) {
+      if (keep && idx) idx[r * in + kept + aBefore + min(tBefore, tieRoom)] = j;
+      if (xm) xm[r * in + j] = keep ? v : 0.f;
+    }
+    kept += (total & 0xffff) + min(total >> 16, tieRoom);
+    ties += total >> 16;
+  }
+  if (threadIdx.x == 0) {
+    if (count) count[r] = kept;
+    if (stat >= 0) {
+      atomicAdd(&stats[2 * stat], (unsigned long long)kept);
+      atomicAdd(&stats[2 * stat + 1], (unsigned long long)in);
+    }
+  }
+  if (y)
+    for (int o = threadIdx.x; o < out; o += blockDim.x) y[r * out + o] = 0.f;
+}
+
+#define AT_GATHER_THREADS 128
+
+template <int DT>
+__device__ __forceinline__ void gather(float *y, const void *Wt, const float *x, const int *idx, const int *count,
+                                       int in, int out, int vec) {
+  const size_t r = blockIdx.z;
+  const int n = idx ? count[r] : in;
+  const int chunk = (n + gridDim.y - 1) / gridDim.y;
+  const int lo = blockIdx.y * chunk, hi = min(n, lo + chunk);
+  if (lo >= hi) return;
+  const float *xr = x + r * in;
+  const int *ir = idx ? idx + r * in : nullptr;
+  float *yr = y + r * out;
+  if (vec) {
+    const int V = at_vec<DT>::n;
+    const int o = (blockIdx.x * blockDim.x + threadIdx.x) * V;
+    if (o >= out) return;
+    float acc[at_vec<DT>::n] = {};
+    int j = lo;
+    // Four rows in flight a thread: independent 16-byte loads.
+    for (; j + 4 <= hi; j += 4) {
+      int rr[4];
+      float a[4], w[4][at_vec<DT>::n];
+#pragma unroll
+      for (int u = 0; u < 4; u++) rr[u] = ir ? ir[j + u] : j + u;
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        a[u] = xr[rr[u]];
+        at_ld16<DT>(Wt, (size_t)rr[u] * out + o, w[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < 4; u++)
+#pragma unroll
+        for (int v = 0; v < V; v++) acc[v] += a[u] * w[u][v];
+    }
+    for (; j < hi; j++) {
+      const int row = ir ? ir[j] : j;
+      float w[at_vec<DT>::n];
+      at_ld16<DT>(Wt, (size_t)row * out + o, w);
+      const float a = xr[row];
+#pragma unroll
+      for (int v = 0; v < V; v++) acc[v] += a * w[v];
+    }
+#pragma unroll
+    for (int v = 0; v < V; v++) atomicAdd(&yr[o + v], acc[v]);
+  } else {
+    const int o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o >= out) return;
+    float acc = 0.f;
+    for (int j = lo; j < hi; j++) {
+      const int row = ir ? ir[j] : j;
+      acc += xr[row] * at_ld<DT>(Wt, (size_t)row * out + o);
+    }
+    atomicAdd(&yr[o], acc);
+  }
+}
+
+#define AT_GATHER(suffix, DT)                                                                                 \
+  extern "C" __global__ void __launch_bounds__(AT_GATHER_THREADS)                                            \
+      at_gather_##suffix(float *y, const void *Wt, const float *x, const int *idx, const int *count, int in, \
+                         int out, int vec) {                                                                  \
+    gather<DT>(y, Wt, x, idx, count, in, out, vec);                                                           \
+  }
+
+AT_GATHER(f32, AT_F32)
+AT_GATHER(f16, AT_F16)
+AT_GATHER(bf16, AT_BF16)

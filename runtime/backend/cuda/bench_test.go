@@ -1,0 +1,233 @@
+package cuda
+
+// Benchmarks (go test -bench, or the test binary with -test.bench): each
+// reports its bandwidth against the device-to-device copy bandwidth
+// measured in the same run, never a timed assertion.
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/acttail/acttail-gpu/runtime/backend"
+	"github.com/acttail/acttail-gpu/runtime/engine"
+	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/synth"
+)
+
+var (
+	benchOnce sync.Once
+	benchGPU  *Backend
+	benchErr  error
+	copyBW    float64 // bytes read + written per second
+)
+
+// gpuBench opens one backend for every benchmark of the run (weights for a
+// 7B model are uploaded once) and measures the copy bandwidth.
+func gpuBench(b *testing.B) *Backend {
+	benchOnce.Do(func() {
+		if benchGPU, benchErr = New(Options{Kernels: os.Getenv("ACTTAIL_KERNELS")}); benchErr != nil {
+			return
+		}
+		const n = 256 << 20 // floats: 1 GiB
+		src, dst := benchGPU.Alloc(n), benchGPU.Alloc(n)
+		copyBW = timeIt(benchGPU, 20, func() { benchGPU.Copy(dst, 0, src, 0, n) }) // warm-up and measure
+		copyBW = 2 * 4 * n / copyBW
+	})
+	if benchErr != nil {
+		b.Skipf("needs a GPU: %v", benchErr)
+	}
+	return benchGPU
+}
+
+// timeIt runs fn reps times after one warm-up call and returns seconds a call.
+func timeIt(g *Backend, reps int, fn func()) float64 {
+	fn()
+	if err := g.Sync(); err != nil {
+		panic(err)
+	}
+	start := time.Now()
+	for range reps {
+		fn()
+	}
+	if err := g.Sync(); err != nil {
+		panic(err)
+	}
+	return time.Since(start).Seconds() / float64(reps)
+}
+
+func BenchmarkCopy(b *testing.B) {
+	gpuBench(b)
+	b.ReportMetric(copyBW/1e9, "GB/s")
+}
+
+func benchTensor(b *testing.B, d model.DType, out, in int) *model.Tensor {
+	r := rand.New(rand.NewPCG(1, 1))
+	v := make([]float32, out*in)
+	for i := range v {
+		v[i] = float32(r.NormFloat64()) * 0.02
+	}
+	data, err := model.Encode(v, d)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &model.Tensor{Name: "bench", DType: d, Shape: []int{out, in}, Data: data}
+}
+
+// BenchmarkMatVec is the dense decode product, one token, on the Llama-2-7B
+// MLP shapes: weight bytes per second and their share of copy bandwidth.
+func BenchmarkMatVec(b *testing.B) {
+	g := gpuBench(b)
+	for _, sh := range [][2]int{{4096, 11008}, {11008, 4096}} {
+		for _, d := range []model.DType{model.BF16, model.Q8_0} {
+			b.Run(fmt.Sprintf("%s_%dx%d", d, sh[0], sh[1]), func(b *testing.B) {
+				w, err := g.Upload(benchTensor(b, d, sh[0], sh[1]))
+				if err != nil {
+					b.Fatal(err)
+				}
+				x, y := g.Alloc(sh[1]), g.Alloc(sh[0])
+				g.MatMul(y, w, x, 1)
+				g.Sync()
+				b.ResetTimer()
+				for range b.N {
+					g.MatMul(y, w, x, 1)
+				}
+				g.Sync()
+				bw := float64(d.Bytes(sh[0]*sh[1])) * float64(b.N) / b.Elapsed().Seconds()
+				b.ReportMetric(bw/1e9, "GB/s")
+				b.ReportMetric(100*bw/copyBW, "%copy")
+			})
+		}
+	}
+}
+
+// BenchmarkSparse is the gather product on the transposed 4096×11008 bf16
+// down projection at sparsity s, top-k of random inputs: ratio is its time
+// over (1 − s) × the dense transposed product's time (1 is ideal).
+func BenchmarkSparse(b *testing.B) {
+	g := gpuBench(b)
+	const out, in = 4096, 11008
+	w, err := g.UploadSparse(benchTensor(b, model.BF16, out, in))
+	if err != nil {
+		b.Fatal(err)
+	}
+	x, y := g.Alloc(in), g.Alloc(out)
+	r := rand.New(rand.NewPCG(2, 2))
+	xv := make([]float32, in)
+	for i := range xv {
+		xv[i] = float32(r.NormFloat64())
+	}
+	g.Write(x, 0, xv)
+	dense := timeIt(g, 200, func() { g.SparseMatMul(y, w, x, 1, backend.Site{ID: -1, TopK: true, K: in}) })
+	b.Run("dense", func(b *testing.B) {
+		for range b.N {
+			g.SparseMatMul(y, w, x, 1, backend.Site{ID: -1, TopK: true, K: in})
+		}
+		g.Sync()
+		b.ReportMetric(float64(2*out*in)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+	})
+	for _, s := range []float64{0.5, 0.7, 0.8, 0.9} {
+		k := int(float64(in) * (1 - s))
+		site := backend.Site{ID: 0, TopK: true, K: k}
+		b.Run(fmt.Sprintf("s=%.1f", s), func(b *testing.B) {
+			g.SparseMatMul(y, w, x, 1, site)
+			g.Sync()
+			b.ResetTimer()
+			for range b.N {
+				g.SparseMatMul(y, w, x, 1, site)
+			}
+			g.Sync()
+			per := b.Elapsed().Seconds() / float64(b.N)
+			b.ReportMetric(per/((1-s)*dense), "ratio")
+			b.ReportMetric(float64(2*out*k)/per/1e9, "GB/s")
+		})
+	}
+	g.SparseStats()
+}
+
+var (
+	llamaOnce sync.Once
+	llama     *model.Model
+	llamaErr  error
+)
+
+// BenchmarkDecode7B is one-token decode on a synthetic Llama-2-7B-shaped
+// bf16 model (13.5 GB, made on the host): dense weights, and transposed
+// weights with no plan, 50% and 80% uniform top-k plans.
+func BenchmarkDecode7B(b *testing.B) {
+	gpuBench(b) // copy bandwidth
+	llamaOnce.Do(func() {
+		cfg, err := synth.Preset("llama-2-7b")
+		if err != nil {
+			llamaErr = err
+			return
+		}
+		llama, llamaErr = synth.New(cfg, model.BF16, 7)
+	})
+	if llamaErr != nil {
+		b.Fatal(llamaErr)
+	}
+	c := &llama.Config
+	var weights int64
+	for _, t := range llama.Tensors {
+		if len(t.Shape) == 2 && t.Name != model.NameEmbed {
+			weights += int64(len(t.Data))
+		}
+	}
+	for _, sparse := range []bool{false, true} {
+		// A backend per model, so that Close frees its 13.5 GB.
+		g, err := New(Options{Kernels: os.Getenv("ACTTAIL_KERNELS")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		e, err := engine.LoadWith(g, llama, engine.Options{Sparse: sparse})
+		if err != nil {
+			b.Fatal(err)
+		}
+		levels := []float64{0}
+		if sparse {
+			levels = []float64{0, 0.5, 0.8}
+		}
+		for _, s := range levels {
+			name := "dense"
+			if sparse {
+				name = fmt.Sprintf("transposed_s=%.1f", s)
+				p := uniformPlan(c, s)
+				if s == 0 {
+					p = nil
+				}
+				if err := e.SetPlan(p, ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.Run(name, func(b *testing.B) {
+				st := e.NewState(512, 1)
+				logits := make([]float32, c.VocabSize)
+				step := func(i int) {
+					if st.Pos == st.Context() {
+						st.Reset()
+					}
+					if err := st.Forward([]int{i % c.VocabSize}, logits, false); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for i := range 3 {
+					step(i)
+				}
+				b.ResetTimer()
+				for i := range b.N {
+					step(i)
+				}
+				sec := b.Elapsed().Seconds() / float64(b.N)
+				b.ReportMetric(1/sec, "tok/s")
+				b.ReportMetric(100*float64(weights)*(1-s)/sec/copyBW, "%copy")
+			})
+		}
+		if err := g.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,390 @@
+// Package cuda is the GPU backend: backend.Backend over the CUDA driver API
+// (package cgo, opened at run time) and the kernels of cuda/, built into one
+// fatbin that is embedded in the binary (kernels/acttail.fatbin) or loaded
+// from Options.Kernels.
+//
+// All work goes to one stream in program order. Ops queue their launches on
+// the device thread and return at once; Read, Alloc, Upload and
+// SparseStats wait. Buffers are float32 device memory; matrices keep their
+// dtype on the device (F32, F16, BF16 and Q8_0 natively for dense products
+// and embedding lookups), UploadSparse stores them input-channel-major
+// (Q8_0 widened to F32). A failed launch is sticky in CUDA: it is reported
+// by the next waiting op, which panics, since the Backend interface has no
+// error path for ops.
+//
+// TODO: capture the decode step in a CUDA graph (cgo has BeginCapture /
+// EndCapture / GraphLaunch); launch overhead is about 2 µs a kernel, some
+// 0.5 ms a token on a 32-layer model.
+package cuda
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"os"
+	"unsafe"
+
+	"github.com/acttail/acttail-gpu/cgo"
+	"github.com/acttail/acttail-gpu/runtime/backend"
+	"github.com/acttail/acttail-gpu/runtime/model"
+)
+
+//go:embed kernels/acttail.fatbin
+var fatbin []byte
+
+// Options configure New.
+type Options struct {
+	// Kernels is a fatbin to load instead of the embedded one (--kernels).
+	Kernels string
+	// Device is the CUDA device ordinal.
+	Device int
+}
+
+// Available describes device 0 (name, memory, driver), or returns the
+// cgo ErrNoDriver / ErrNoDevice error that says why there is none.
+func Available() (string, error) {
+	d, err := cudadrv.Open(0)
+	if err != nil {
+		return "", err
+	}
+	defer d.Close()
+	return d.Info().String(), nil
+}
+
+// Backend is the CUDA backend. Its methods are called from one goroutine
+// at a time (backend.Backend); the device work runs on the device thread.
+type Backend struct {
+	dev    *cudadrv.Device
+	info   cudadrv.Info
+	stream cudadrv.Stream
+	mod    cudadrv.Module
+	fn     map[string]cudadrv.Function
+	sites  cudadrv.DevicePtr // c_sites
+
+	// Caller-side state (the goroutine calling the ops).
+	mirror       [maxSites][siteBytes]byte // what c_sites holds
+	freqs        []float32                 // host copy of the RoPE frequencies on the device
+	statCap      int                       // sites the device counters hold
+	hostKept     []int64                   // dense sites, counted on the host
+	hostSeen     []int64
+	allocs       map[cudadrv.DevicePtr]int // every allocation, freed by Close
+	scratchBytes [numScratch]int
+
+	// Device-thread state: touched only inside Do/Go closures.
+	scratch [numScratch]cudadrv.DevicePtr
+	stats   cudadrv.DevicePtr // 2 uint64 per site: kept, seen
+	dFreqs  cudadrv.DevicePtr
+}
+
+// Scratch buffers, grown on demand.
+const (
+	scratchIdx    = iota // int32 kept indices, rows × in
+	scratchCount         // int32 kept count per row
+	scratchMasked        // float32 masked inputs, rows × in
+	scratchTokens        // int32 token ids
+	scratchResult        // int32 argmax / sample result
+	numScratch
+)
+
+var kernelNames = []string{
+	"at_rmsnorm", "at_rope", "at_swiglu", "at_add", "at_embed", "at_transpose", "at_select",
+	"at_attention", "at_argmax", "at_sample",
+	"at_gemv_f32", "at_gemv_f16", "at_gemv_bf16", "at_gemv_q8",
+	"at_gemm_f32", "at_gemm_f16", "at_gemm_bf16", "at_gemm_q8",
+	"at_gather_f32", "at_gather_f16", "at_gather_bf16",
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New opens device o.Device and loads the kernels. Without a driver or a
+// GPU it returns an error wrapping cudadrv.ErrNoDriver or ErrNoDevice.
+func New(o Options) (*Backend, error) {
+	image := fatbin
+	if o.Kernels != "" {
+		var err error
+		if image, err = os.ReadFile(o.Kernels); err != nil {
+			return nil, fmt.Errorf("cuda: kernels: %w", err)
+		}
+	}
+	dev, err := cudadrv.Open(o.Device)
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{dev: dev, info: dev.Info(), fn: map[string]cudadrv.Function{}, allocs: map[cudadrv.DevicePtr]int{}}
+	err = dev.Do(func(c *cudadrv.Ctx) error {
+		var err error
+		if b.stream, err = c.StreamCreate(); err != nil {
+			return err
+		}
+		if b.mod, err = c.ModuleLoadData(image); err != nil {
+			return fmt.Errorf("load kernels (%s): %w", kernelSource(o.Kernels), err)
+		}
+		for _, n := range kernelNames {
+			if b.fn[n], err = c.Function(b.mod, n); err != nil {
+				return fmt.Errorf("kernels (%s): %w", kernelSource(o.Kernels), err)
+			}
+		}
+		var size int
+		if b.sites, size, err = c.Global(b.mod, "c_sites"); err != nil {
+			return err
+		}
+		if size != maxSites*siteBytes {
+			return fmt.Errorf("kernels (%s): c_sites is %d bytes, want %d", kernelSource(o.Kernels), size, maxSites*siteBytes)
+		}
+		zero := make([]byte, size)
+		return c.CopyHtoD(b.sites, unsafe.Pointer(&zero[0]), size, b.stream)
+	})
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func kernelSource(path string) string {
+	if path == "" {
+		return "embedded fatbin"
+	}
+	return path
+}
+
+// Name implements backend.Backend.
+func (*Backend) Name() string { return "cuda" }
+
+// Describe implements backend.Backend.
+func (b *Backend) Describe() string { return b.info.String() }
+
+// Info describes the device.
+func (b *Backend) Info() cudadrv.Info { return b.info }
+
+// Close implements backend.Backend: it frees every buffer and weight.
+func (b *Backend) Close() error {
+	err := b.dev.Do(func(c *cudadrv.Ctx) error {
+		var errs []error
+		errs = append(errs, c.StreamSynchronize(b.stream))
+		for p := range b.allocs {
+			errs = append(errs, c.MemFree(p))
+		}
+		for _, p := range append(b.scratch[:], b.stats, b.dFreqs) {
+			if p != 0 {
+				errs = append(errs, c.MemFree(p))
+			}
+		}
+		errs = append(errs, c.ModuleUnload(b.mod), c.StreamDestroy(b.stream))
+		return errors.Join(errs...)
+	})
+	b.allocs = nil
+	return errors.Join(err, b.dev.Close())
+}
+
+// must panics on a device error: ops have no error return, and a sticky
+// CUDA error leaves every later result wrong.
+func must(err error) {
+	if err != nil {
+		panic(err)
+	}
+}
+
+// alloc returns bytes of zeroed device memory, tracked for Close.
+func (b *Backend) alloc(bytes int) (cudadrv.DevicePtr, error) {
+	var p cudadrv.DevicePtr
+	err := b.dev.Do(func(c *cudadrv.Ctx) error {
+		var err error
+		if p, err = c.MemAlloc(bytes); err != nil {
+			return err
+		}
+		return c.Memset(p, 0, bytes, b.stream)
+	})
+	if err != nil {
+		return 0, err
+	}
+	b.allocs[p] = bytes
+	return p, nil
+}
+
+// free releases an allocation after the work queued so far.
+func (b *Backend) free(p cudadrv.DevicePtr) error {
+	delete(b.allocs, p)
+	return b.dev.Do(func(c *cudadrv.Ctx) error {
+		if err := c.StreamSynchronize(b.stream); err != nil {
+			return err
+		}
+		return c.MemFree(p)
+	})
+}
+
+// ensure grows scratch buffer i to at least bytes; call it from the
+// caller's goroutine before queuing work that uses scratch i.
+func (b *Backend) ensure(i, bytes int) {
+	if bytes <= b.scratchBytes[i] {
+		return
+	}
+	bytes = max(bytes, 2*b.scratchBytes[i], 256)
+	b.scratchBytes[i] = bytes
+	must(b.dev.Do(func(c *cudadrv.Ctx) error {
+		if old := b.scratch[i]; old != 0 {
+			if err := c.StreamSynchronize(b.stream); err != nil {
+				return err
+			}
+			if err := c.MemFree(old); err != nil {
+				return err
+			}
+		}
+		var err error
+		b.scratch[i], err = c.MemAlloc(bytes)
+		return err
+	}))
+}
+
+// Buf is a device buffer of float32 values.
+type Buf struct {
+	p cudadrv.DevicePtr
+	n int
+}
+
+// Len implements backend.Buffer.
+func (x *Buf) Len() int { return x.n }
+
+// Ptr is the buffer's device address (for benchmarks and tests).
+func (x *Buf) Ptr() cudadrv.DevicePtr { return x.p }
+
+func (x *Buf) at(off int) cudadrv.DevicePtr { return x.p.Add(4 * off) }
+
+func buf(b backend.Buffer) *Buf { return b.(*Buf) }
+
+// Vec is a 1-D weight widened to float32.
+type Vec struct {
+	p cudadrv.DevicePtr
+	n int
+}
+
+// Shape implements backend.Weight.
+func (v *Vec) Shape() []int { return []int{v.n} }
+
+// Mat is a matrix in its dtype: (Out, In) row-major, or (In, Out) when
+// Trans (from UploadSparse).
+type Mat struct {
+	p       cudadrv.DevicePtr
+	DType   model.DType
+	Out, In int
+	Trans   bool
+}
+
+// Shape implements backend.Weight: the model's (out, in).
+func (m *Mat) Shape() []int { return []int{m.Out, m.In} }
+
+// Alloc implements backend.Backend.
+func (b *Backend) Alloc(n int) backend.Buffer {
+	p, err := b.alloc(4 * n)
+	must(err)
+	return &Buf{p, n}
+}
+
+// Write implements backend.Backend.
+func (b *Backend) Write(dst backend.Buffer, off int, src []float32) {
+	if len(src) == 0 {
+		return
+	}
+	d := buf(dst)
+	must(b.dev.Do(func(c *cudadrv.Ctx) error {
+		return c.CopyHtoD(d.at(off), unsafe.Pointer(&src[0]), 4*len(src), b.stream)
+	}))
+}
+
+// Read implements backend.Backend: it waits for the work queued so far.
+func (b *Backend) Read(dst []float32, src backend.Buffer, off int) {
+	s := buf(src)
+	must(b.dev.Do(func(c *cudadrv.Ctx) error {
+		if len(dst) == 0 {
+			return c.StreamSynchronize(b.stream)
+		}
+		return c.CopyDtoH(unsafe.Pointer(&dst[0]), s.at(off), 4*len(dst), b.stream)
+	}))
+}
+
+// Sync waits for the work queued so far and reports its first error.
+func (b *Backend) Sync() error {
+	return b.dev.Do(func(c *cudadrv.Ctx) error { return c.StreamSynchronize(b.stream) })
+}
+
+// Upload implements backend.Backend.
+func (b *Backend) Upload(t *model.Tensor) (backend.Weight, error) {
+	switch len(t.Shape) {
+	case 1:
+		f, err := t.Float32()
+		if err != nil {
+			return nil, err
+		}
+		p, err := b.upload(unsafe.Pointer(&f[0]), 4*len(f))
+		if err != nil {
+			return nil, fmt.Errorf("upload %s: %w", t.Name, err)
+		}
+		return &Vec{p, len(f)}, nil
+	case 2:
+		if err := checkMatrix(t); err != nil {
+			return nil, err
+		}
+		p, err := b.upload(unsafe.Pointer(&t.Data[0]), len(t.Data))
+		if err != nil {
+			return nil, fmt.Errorf("upload %s: %w", t.Name, err)
+		}
+		return &Mat{p: p, DType: t.DType, Out: t.Shape[0], In: t.Shape[1]}, nil
+	}
+	return nil, fmt.Errorf("upload %s: unsupported rank %d", t.Name, len(t.Shape))
+}
+
+func checkMatrix(t *model.Tensor) error {
+	if _, err := suffix(t.DType); err != nil {
+		return fmt.Errorf("upload %s: %w", t.Name, err)
+	}
+	if want := t.DType.Bytes(t.Elems()); want <= 0 || len(t.Data) != want {
+		return fmt.Errorf("upload %s: %d bytes for %v %s", t.Name, len(t.Data), t.Shape, t.DType)
+	}
+	return nil
+}
+
+// upload copies host bytes into a new allocation.
+func (b *Backend) upload(src unsafe.Pointer, bytes int) (cudadrv.DevicePtr, error) {
+	p, err := b.alloc(bytes)
+	if err != nil {
+		return 0, err
+	}
+	err = b.dev.Do(func(c *cudadrv.Ctx) error { return c.CopyHtoD(p, src, bytes, b.stream) })
+	return p, err
+}
+
+// UploadSparse implements backend.Backend: the matrix is uploaded as is and
+// transposed on the device.
+func (b *Backend) UploadSparse(t *model.Tensor) (backend.Weight, error) {
+	if len(t.Shape) != 2 {
+		return nil, fmt.Errorf("upload %s: sparse weights must be matrices", t.Name)
+	}
+	if err := checkMatrix(t); err != nil {
+		return nil, err
+	}
+	out, in := t.Shape[0], t.Shape[1]
+	src, err := b.upload(unsafe.Pointer(&t.Data[0]), len(t.Data))
+	if err != nil {
+		return nil, fmt.Errorf("upload %s: %w", t.Name, err)
+	}
+	dt := sparseDType(t.DType)
+	dst, err := b.alloc(dt.Bytes(out * in))
+	if err != nil {
+		b.free(src)
+		return nil, fmt.Errorf("upload %s: %w", t.Name, err)
+	}
+	l := transposeLaunch(out, in)
+	err = b.dev.Do(func(c *cudadrv.Ctx) error {
+		return c.Launch(b.fn["at_transpose"], l.grid, l.block, 0, b.stream, dst, src, out, in, int(t.DType))
+	})
+	if err := errors.Join(err, b.free(src)); err != nil {
+		return nil, fmt.Errorf("upload %s: %w", t.Name, err)
+	}
+	return &Mat{p: dst, DType: dt, Out: out, In: in, Trans: true}, nil
+}
+
+// launch queues a kernel; its error surfaces at the next waiting op.
+func (b *Backend) launch(name string, l launch, args ...any) {
+	f := b.fn[name]
+	b.dev.Go(func(c *cudadrv.Ctx) error { return c.Launch(f, l.grid, l.block, l.shared, b.stream, args...) })
+}

@@ -1,0 +1,358 @@
+package cuda
+
+// GPU tests: every op against the CPU backend (the reference semantics) on
+// fresh random inputs, odd sizes included. They skip without a GPU.
+// ACTTAIL_KERNELS selects a fatbin other than the embedded one.
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"testing"
+
+	"github.com/acttail/acttail-gpu/cgo"
+	"github.com/acttail/acttail-gpu/runtime/backend"
+	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
+	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/sample"
+)
+
+// newGPU opens the CUDA backend or skips the test.
+func newGPU(t testing.TB) *Backend {
+	t.Helper()
+	b, err := New(Options{Kernels: os.Getenv("ACTTAIL_KERNELS")})
+	if errors.Is(err, cudadrv.ErrNoDriver) || errors.Is(err, cudadrv.ErrNoDevice) {
+		t.Skipf("needs a GPU: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return b
+}
+
+var dtypes = []model.DType{model.F32, model.F16, model.BF16, model.Q8_0}
+
+// tolerance is the allowed error relative to the larger of |want| and the
+// rms of want: 1e-4 for fp32 weights, 2e-2 for 16-bit and Q8_0.
+func tolerance(d model.DType) float64 {
+	if d == model.F32 {
+		return 1e-4
+	}
+	return 2e-2
+}
+
+func compare(t *testing.T, what string, got, want []float32, tol float64) {
+	t.Helper()
+	var ss float64
+	for _, w := range want {
+		ss += float64(w) * float64(w)
+	}
+	rms := math.Sqrt(ss / float64(max(len(want), 1)))
+	bad := 0
+	for i := range want {
+		g, w := float64(got[i]), float64(want[i])
+		if !(math.Abs(g-w) <= tol*max(math.Abs(w), rms)) {
+			if bad < 5 {
+				t.Errorf("%s: [%d] = %g, want %g", what, i, g, w)
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%s: %d of %d values off (tolerance %g)", what, bad, len(want), tol)
+	}
+}
+
+func randVec(r *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return v
+}
+
+// randTensor is a random (out, in) matrix, or a vector when in == 0.
+func randTensor(t *testing.T, r *rand.Rand, d model.DType, out, in int) *model.Tensor {
+	shape := []int{out, in}
+	if in == 0 {
+		shape = []int{out}
+	}
+	v := randVec(r, model.Elems(shape))
+	for i := range v {
+		v[i] *= 0.1
+	}
+	data, err := model.Encode(v, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &model.Tensor{Name: fmt.Sprintf("w%dx%d", out, in), DType: d, Shape: shape, Data: data}
+}
+
+// pair holds the same buffer on both backends.
+type pair struct {
+	g, c backend.Buffer
+	n    int
+}
+
+func newPair(g *Backend, c *cpu.Backend, v []float32) pair {
+	p := pair{g.Alloc(len(v)), c.Alloc(len(v)), len(v)}
+	g.Write(p.g, 0, v)
+	c.Write(p.c, 0, v)
+	return p
+}
+
+func (p pair) check(t *testing.T, g *Backend, c *cpu.Backend, what string, tol float64) {
+	t.Helper()
+	got, want := make([]float32, p.n), make([]float32, p.n)
+	g.Read(got, p.g, 0)
+	c.Read(want, p.c, 0)
+	compare(t, what, got, want, tol)
+}
+
+func upload(t *testing.T, g *Backend, c *cpu.Backend, tn *model.Tensor, sparse bool) (backend.Weight, backend.Weight) {
+	t.Helper()
+	up := [2]func(*model.Tensor) (backend.Weight, error){g.Upload, c.Upload}
+	if sparse {
+		up = [2]func(*model.Tensor) (backend.Weight, error){g.UploadSparse, c.UploadSparse}
+	}
+	gw, err := up[0](tn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cw, err := up[1](tn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gw, cw
+}
+
+func TestGPUElementwise(t *testing.T) {
+	g, c := newGPU(t), cpu.New(0)
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{1, 64, 172, 4097} {
+		rows := 3
+		x := newPair(g, c, randVec(r, rows*n))
+		y := newPair(g, c, randVec(r, rows*n))
+		g.SwiGLU(x.g, y.g, rows*n)
+		c.SwiGLU(x.c, y.c, rows*n)
+		x.check(t, g, c, fmt.Sprintf("swiglu n=%d", n), 1e-5)
+		g.Add(x.g, y.g, rows*n-1)
+		c.Add(x.c, y.c, rows*n-1)
+		x.check(t, g, c, fmt.Sprintf("add n=%d", n), 1e-6)
+		g.Copy(y.g, 1, x.g, 0, rows*n-1)
+		c.Copy(y.c, 1, x.c, 0, rows*n-1)
+		y.check(t, g, c, fmt.Sprintf("copy n=%d", n), 0)
+
+		w := randTensor(t, r, model.F32, n, 0)
+		gw, cw := upload(t, g, c, w, false)
+		d := newPair(g, c, make([]float32, rows*n))
+		g.RMSNorm(d.g, x.g, gw, rows, 1e-5)
+		c.RMSNorm(d.c, x.c, cw, rows, 1e-5)
+		d.check(t, g, c, fmt.Sprintf("rmsnorm n=%d", n), 1e-4)
+		g.RMSNorm(x.g, x.g, gw, rows, 1e-5) // in place
+		c.RMSNorm(x.c, x.c, cw, rows, 1e-5)
+		x.check(t, g, c, fmt.Sprintf("rmsnorm in place n=%d", n), 1e-4)
+	}
+}
+
+func TestGPURoPE(t *testing.T) {
+	g, c := newGPU(t), cpu.New(0)
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, tc := range []struct{ rows, heads, hd, pos0 int }{{1, 8, 8, 0}, {5, 4, 8, 37}, {3, 32, 128, 4000}, {2, 2, 256, 100000}} {
+		freqs := make([]float32, tc.hd/2)
+		for i := range freqs {
+			freqs[i] = float32(math.Pow(10000, -float64(2*i)/float64(tc.hd)))
+		}
+		x := newPair(g, c, randVec(r, tc.rows*tc.heads*tc.hd))
+		g.RoPE(x.g, tc.rows, tc.heads, tc.hd, tc.pos0, freqs)
+		c.RoPE(x.c, tc.rows, tc.heads, tc.hd, tc.pos0, freqs)
+		x.check(t, g, c, fmt.Sprintf("rope %+v", tc), 1e-5)
+	}
+}
+
+func TestGPUEmbed(t *testing.T) {
+	g, c := newGPU(t), cpu.New(0)
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, d := range dtypes {
+		for _, dim := range []int{64, 96, 4096} {
+			tbl := randTensor(t, r, d, 37, dim)
+			gw, cw := upload(t, g, c, tbl, false)
+			tokens := []int{0, 36, 5, 5, 17}
+			x := newPair(g, c, make([]float32, len(tokens)*dim))
+			g.Embed(x.g, gw, tokens)
+			c.Embed(x.c, cw, tokens)
+			x.check(t, g, c, fmt.Sprintf("embed %s dim=%d", d, dim), 0)
+		}
+	}
+}
+
+func TestGPUMatMul(t *testing.T) {
+	g, c := newGPU(t), cpu.New(0)
+	r := rand.New(rand.NewPCG(7, 8))
+	shapes := [][2]int{{172, 64}, {64, 172}, {100, 96}, {512, 4096}, {33, 32}}
+	for _, d := range dtypes {
+		for _, sh := range shapes {
+			out, in := sh[0], sh[1]
+			if d == model.Q8_0 && in%model.Q8Block != 0 {
+				continue
+			}
+			w := randTensor(t, r, d, out, in)
+			for _, sparse := range []bool{false, true} {
+				gw, cw := upload(t, g, c, w, sparse)
+				for _, rows := range []int{1, 3, 8, 9, 70} {
+					x := newPair(g, c, randVec(r, rows*in))
+					y := newPair(g, c, randVec(r, rows*out))
+					if sparse { // dense site on the transposed layout
+						s := backend.Site{ID: -1, TopK: true, K: in}
+						g.SparseMatMul(y.g, gw, x.g, rows, s)
+						c.SparseMatMul(y.c, cw, x.c, rows, s)
+					} else {
+						g.MatMul(y.g, gw, x.g, rows)
+						c.MatMul(y.c, cw, x.c, rows)
+					}
+					y.check(t, g, c, fmt.Sprintf("matmul %s %dx%d rows=%d transposed=%v", d, out, in, rows, sparse), tolerance(d))
+				}
+			}
+		}
+	}
+}
+
+func TestGPUAttention(t *testing.T) {
+	g, c := newGPU(t), cpu.New(0)
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, tc := range []struct{ rows, heads, kv, hd, pos0 int }{
+		{1, 8, 4, 8, 0}, {1, 8, 4, 8, 40}, {7, 8, 4, 8, 3}, {1, 32, 8, 128, 1500}, {20, 4, 4, 64, 0}, {2, 4, 1, 256, 300}, {1, 2, 2, 96, 9},
+	} {
+		ctx := tc.pos0 + tc.rows
+		q := newPair(g, c, randVec(r, tc.rows*tc.heads*tc.hd))
+		kc := newPair(g, c, randVec(r, ctx*tc.kv*tc.hd))
+		vc := newPair(g, c, randVec(r, ctx*tc.kv*tc.hd))
+		out := newPair(g, c, make([]float32, tc.rows*tc.heads*tc.hd))
+		g.Attention(out.g, q.g, kc.g, vc.g, tc.rows, tc.heads, tc.kv, tc.hd, tc.pos0)
+		c.Attention(out.c, q.c, kc.c, vc.c, tc.rows, tc.heads, tc.kv, tc.hd, tc.pos0)
+		out.check(t, g, c, fmt.Sprintf("attention %+v", tc), 1e-4)
+	}
+}
+
+// tiedVec has many equal magnitudes (multiples of 1/4, both signs) so that
+// top-k must break ties exactly as the CPU does.
+func tiedVec(r *rand.Rand, n int) []float32 {
+	v := randVec(r, n)
+	for i := range v {
+		v[i] = float32(math.Round(float64(v[i])*4)) / 4
+	}
+	return v
+}
+
+func TestGPUSparseMatMul(t *testing.T) {
+	g, c := newGPU(t), cpu.New(0)
+	r := rand.New(rand.NewPCG(11, 12))
+	shapes := [][2]int{{64, 172}, {172, 64}, {4096, 4096}, {40, 33}}
+	for _, d := range dtypes {
+		for _, sh := range shapes {
+			out, in := sh[0], sh[1]
+			if d == model.Q8_0 && in%model.Q8Block != 0 {
+				continue
+			}
+			gw, cw := upload(t, g, c, randTensor(t, r, d, out, in), true)
+			sites := []backend.Site{
+				{ID: 0, TopK: true, K: 1},
+				{ID: 1, TopK: true, K: in / 2},
+				{ID: 2, TopK: true, K: in - 1},
+				{ID: 3, TopK: true, K: (in + 4) / 5},
+				{ID: 4, Threshold: 0.5},
+				{ID: 5, Threshold: 1.25},
+				{ID: maxSites + 3, TopK: true, K: in / 3},
+				{ID: -1, TopK: true, K: in / 4},
+				{ID: 6, TopK: true, K: in}, // dense, counted
+			}
+			for _, rows := range []int{1, 4, 12} {
+				for _, tied := range []bool{false, true} {
+					for _, s := range sites {
+						v := randVec(r, rows*in)
+						if tied {
+							v = tiedVec(r, rows*in)
+						}
+						x := newPair(g, c, v)
+						y := newPair(g, c, randVec(r, rows*out))
+						g.SparseMatMul(y.g, gw, x.g, rows, s)
+						c.SparseMatMul(y.c, cw, x.c, rows, s)
+						y.check(t, g, c, fmt.Sprintf("sparse %s %dx%d rows=%d tied=%v site=%+v", d, out, in, rows, tied, s), tolerance(d))
+					}
+				}
+			}
+			gk, gs := g.SparseStats()
+			ck, cs := c.SparseStats()
+			if fmt.Sprint(gk, gs) != fmt.Sprint(ck, cs) {
+				t.Errorf("sparse stats %s %dx%d: cuda kept %v seen %v, cpu kept %v seen %v", d, out, in, gk, gs, ck, cs)
+			}
+		}
+	}
+}
+
+func TestGPULoadSites(t *testing.T) {
+	g, c := newGPU(t), cpu.New(0)
+	r := rand.New(rand.NewPCG(13, 14))
+	gw, cw := upload(t, g, c, randTensor(t, r, model.BF16, 96, 128), true)
+	sites := []backend.Site{{ID: 0, TopK: true, K: 10}, {ID: 1, Threshold: 0.7}}
+	if err := g.LoadSites(sites); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sites {
+		x := newPair(g, c, randVec(r, 128))
+		y := newPair(g, c, make([]float32, 96))
+		g.SparseMatMul(y.g, gw, x.g, 1, s)
+		c.SparseMatMul(y.c, cw, x.c, 1, s)
+		y.check(t, g, c, fmt.Sprintf("after LoadSites %+v", s), 2e-2)
+	}
+}
+
+func TestGPUArgmaxSample(t *testing.T) {
+	g := newGPU(t)
+	r := rand.New(rand.NewPCG(15, 16))
+	for _, n := range []int{1, 172, 512, 32000, 128256} {
+		v := randVec(r, n)
+		v[n/3] = 9 // a unique maximum, then a tie below it
+		if n > 2 {
+			v[n/2], v[n-1] = 9, 9
+		}
+		b := g.Alloc(n)
+		g.Write(b, 0, v)
+		if got, want := g.Argmax(b, n), sample.Greedy(v); got != want {
+			t.Errorf("argmax n=%d: %d, want %d", n, got, want)
+		}
+		const temp = 0.8
+		for _, u := range []float32{0, 0.25, 0.5, 0.999} {
+			got := g.Sample(b, n, temp, u)
+			lo, hi := cdfInterval(v, temp, got)
+			if float64(u) < lo-1e-4 || float64(u) > hi+1e-4 {
+				t.Errorf("sample n=%d u=%g: index %d covers [%g, %g)", n, u, got, lo, hi)
+			}
+		}
+	}
+}
+
+// cdfInterval is the range of u that inverse-CDF sampling maps to index i.
+func cdfInterval(v []float32, temp float64, i int) (lo, hi float64) {
+	m := math.Inf(-1)
+	for _, x := range v {
+		m = max(m, float64(x))
+	}
+	var sum, before float64
+	for j, x := range v {
+		p := math.Exp((float64(x) - m) / temp)
+		if j < i {
+			before += p
+		}
+		sum += p
+	}
+	p := math.Exp((float64(v[i]) - m) / temp)
+	return before / sum, (before + p) / sum
+}

@@ -1,0 +1,180 @@
+package cuda
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/acttail/acttail-gpu/cgo"
+	"github.com/acttail/acttail-gpu/runtime/backend"
+	"github.com/acttail/acttail-gpu/runtime/model"
+)
+
+// Launch geometry shared with the kernels (cuda/*.cu); each constant names
+// the #define it mirrors.
+const (
+	eltThreads    = 256  // at_rope, at_swiglu, at_add, at_embed, at_rmsnorm
+	eltMaxBlocks  = 4096 // grid-stride kernels
+	gemvWarps     = 8    // at_gemv_*: 256 threads, one warp an output
+	gemvRows      = 8    // AT_GEMV_ROWS: larger batches take the GEMM
+	gemmTile      = 64   // AT_TILE
+	selectThreads = 1024 // AT_SELECT_THREADS
+	gatherThreads = 128  // AT_GATHER_THREADS
+	attWarps      = 8    // AT_ATT_WARPS
+	attMaxHeadDim = 256  // AT_ATT_MAXD
+	sampleThreads = 1024 // AT_SAMPLE_THREADS
+	maxSites      = 2048 // AT_MAX_SITES: slots of c_sites
+	siteBytes     = 16   // sizeof(at_site)
+	// gatherMinRows is the fewest kept rows worth a split of their own.
+	gatherMinRows = 32
+	// gatherWaves is the blocks a gather aims at per SM.
+	gatherWaves = 4
+)
+
+// launch is one kernel's grid, block and dynamic shared memory.
+type launch struct {
+	grid, block cudadrv.Dim3
+	shared      int
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// gridFor is the blocks of block threads that cover n items (at least 1).
+func gridFor(n, block int) int { return max(1, ceilDiv(n, block)) }
+
+// strideGrid is the grid of a grid-stride kernel over n items.
+func strideGrid(n int) launch {
+	return launch{grid: cudadrv.Dim3{X: min(gridFor(n, eltThreads), eltMaxBlocks)}, block: cudadrv.Dim3{X: eltThreads}}
+}
+
+// suffix names a dtype's kernel variant (at_gemv_bf16, ...).
+func suffix(d model.DType) (string, error) {
+	switch d {
+	case model.F32:
+		return "f32", nil
+	case model.F16:
+		return "f16", nil
+	case model.BF16:
+		return "bf16", nil
+	case model.Q8_0:
+		return "q8", nil
+	}
+	return "", fmt.Errorf("cuda: unsupported dtype %s", d)
+}
+
+// vecOK reports whether rows of n elements of d can be read with 16-byte
+// loads: n a multiple of the elements in 16 bytes (rows then stay aligned,
+// since allocations are 256-byte aligned). Q8_0 has its own block path.
+func vecOK(d model.DType, n int) bool {
+	switch d {
+	case model.F32:
+		return n%4 == 0
+	case model.F16, model.BF16:
+		return n%8 == 0
+	}
+	return false
+}
+
+// vecElems is the outputs one gather thread owns.
+func vecElems(d model.DType, vec bool) int {
+	switch {
+	case !vec:
+		return 1
+	case d == model.F32:
+		return 4
+	}
+	return 8
+}
+
+func gemvLaunch(out int) launch {
+	return launch{grid: cudadrv.Dim3{X: gridFor(out, gemvWarps)}, block: cudadrv.Dim3{X: 32 * gemvWarps}}
+}
+
+func gemmLaunch(rows, out int) launch {
+	return launch{grid: cudadrv.Dim3{X: gridFor(out, gemmTile), Y: gridFor(rows, gemmTile)}, block: cudadrv.Dim3{X: 256}}
+}
+
+func normLaunch(rows int) launch {
+	return launch{grid: cudadrv.Dim3{X: rows}, block: cudadrv.Dim3{X: eltThreads}}
+}
+
+func ropeLaunch(rows, heads, headDim int) launch {
+	return launch{grid: cudadrv.Dim3{X: gridFor(heads*headDim/2, eltThreads), Y: rows}, block: cudadrv.Dim3{X: eltThreads}}
+}
+
+func embedLaunch(rows, dim int) launch {
+	return launch{grid: cudadrv.Dim3{X: gridFor(dim, eltThreads), Y: rows}, block: cudadrv.Dim3{X: eltThreads}}
+}
+
+func transposeLaunch(out, in int) launch {
+	return launch{grid: cudadrv.Dim3{X: gridFor(in, 32), Y: gridFor(out, 32)}, block: cudadrv.Dim3{X: 32, Y: 8}}
+}
+
+func selectLaunch(rows int) launch {
+	return launch{grid: cudadrv.Dim3{X: rows}, block: cudadrv.Dim3{X: selectThreads}}
+}
+
+func attentionLaunch(rows, heads, kvHeads, headDim int) (launch, error) {
+	switch {
+	case headDim > attMaxHeadDim:
+		return launch{}, fmt.Errorf("cuda: attention: head_dim %d above the kernel's %d", headDim, attMaxHeadDim)
+	case kvHeads <= 0 || heads%kvHeads != 0:
+		return launch{}, fmt.Errorf("cuda: attention: %d heads is not a multiple of %d kv heads", heads, kvHeads)
+	}
+	return launch{grid: cudadrv.Dim3{X: heads, Y: rows}, block: cudadrv.Dim3{X: 32 * attWarps}}, nil
+}
+
+// gatherLaunch covers out outputs with threads of vecElems outputs each,
+// and splits each token's kept list (at most maxKept rows) so that about
+// gatherWaves blocks per SM run, with at least gatherMinRows rows a split.
+func gatherLaunch(rows, out, maxKept, sms, vecElems int) launch {
+	cols := gridFor(out, gatherThreads*vecElems)
+	splits := gridFor(gatherWaves*sms, cols*rows)
+	splits = max(1, min(splits, maxKept/gatherMinRows))
+	return launch{grid: cudadrv.Dim3{X: cols, Y: splits, Z: rows}, block: cudadrv.Dim3{X: gatherThreads}}
+}
+
+// siteSlot is the c_sites slot of a site ID: its own below maxSites-1,
+// otherwise the last slot, rewritten whenever such a site is used.
+func siteSlot(id int) int {
+	if id >= 0 && id < maxSites-1 {
+		return id
+	}
+	return maxSites - 1
+}
+
+// packSite encodes a site as the kernels' at_site: k, threshold, topk, 0.
+func packSite(s backend.Site) [siteBytes]byte {
+	var b [siteBytes]byte
+	k := min(max(s.K, 0), math.MaxInt32)
+	binary.LittleEndian.PutUint32(b[0:], uint32(int32(k)))
+	binary.LittleEndian.PutUint32(b[4:], math.Float32bits(s.Threshold))
+	if s.TopK {
+		binary.LittleEndian.PutUint32(b[8:], 1)
+	}
+	return b
+}
+
+// packSites lays sites out as c_sites: site i in slot siteSlot(sites[i].ID).
+// Sites whose slot is the shared last one are left to SparseMatMul.
+func packSites(sites []backend.Site) []byte {
+	out := make([]byte, maxSites*siteBytes)
+	for _, s := range sites {
+		slot := siteSlot(s.ID)
+		if slot == maxSites-1 {
+			continue
+		}
+		p := packSite(s)
+		copy(out[slot*siteBytes:], p[:])
+	}
+	return out
+}
+
+// sparseDType is the device dtype of an UploadSparse weight: Q8_0 is
+// widened to F32, since its blocks run along the input dimension.
+func sparseDType(d model.DType) model.DType {
+	if d == model.Q8_0 {
+		return model.F32
+	}
+	return d
+}

@@ -1,0 +1,126 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"testing"
+
+	"github.com/acttail/acttail-gpu/internal/testfiles"
+	"github.com/acttail/acttail-gpu/runtime/backend"
+	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
+	"github.com/acttail/acttail-gpu/runtime/engine"
+	"github.com/acttail/acttail-gpu/runtime/format"
+	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/synth"
+)
+
+// uniformPlan keeps ceil((1 − s)·d_in) inputs at every site.
+func uniformPlan(c *model.Config, s float64) *plan.Plan {
+	sites := plan.Sites(c)
+	for i := range sites {
+		sites[i].Sparsity = s
+		sites[i].K = plan.KeepFor(s, sites[i].DIn)
+	}
+	return &plan.Plan{Version: plan.Version, Method: "uniform", Mode: plan.ModeTopK, Target: s, Sites: sites,
+		Realized: plan.WeightedSparsity(sites, true)}
+}
+
+// compareModel runs a 20-token prompt (prefill in chunks of 16: GEMM and
+// small-batch paths) and 8 greedy decode steps on the CPU and the GPU,
+// dense and at 50% uniform top-k, and compares every logit.
+func compareModel(t *testing.T, g *Backend, m *model.Model, tol float64) {
+	c := &m.Config
+	for _, sparsity := range []float64{0, 0.5} {
+		name := fmt.Sprintf("%s sparsity %.1f", m.Source, sparsity)
+		opt := engine.Options{Sparse: sparsity > 0}
+		var engines [2]*engine.Model
+		for i, b := range []backend.Backend{g, cpu.New(0)} {
+			e, err := engine.LoadWith(b, m, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sparsity > 0 {
+				if err := e.SetPlan(uniformPlan(c, sparsity), ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			engines[i] = e
+		}
+		gs, cs := engines[0].NewState(64, 16), engines[1].NewState(64, 16)
+		prompt := make([]int, 20)
+		for i := range prompt {
+			prompt[i] = (7*i + 1) % c.VocabSize
+		}
+		gl, cl := make([]float32, len(prompt)*c.VocabSize), make([]float32, len(prompt)*c.VocabSize)
+		if err := gs.Forward(prompt, gl, true); err != nil {
+			t.Fatal(err)
+		}
+		if err := cs.Forward(prompt, cl, true); err != nil {
+			t.Fatal(err)
+		}
+		compare(t, name+" prefill", gl, cl, tol)
+		gl, cl = gl[:c.VocabSize], cl[:c.VocabSize]
+		tok := argmax(cl)
+		for step := range 8 {
+			if err := gs.Forward([]int{tok}, gl, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := cs.Forward([]int{tok}, cl, false); err != nil {
+				t.Fatal(err)
+			}
+			compare(t, fmt.Sprintf("%s decode step %d", name, step), gl, cl, tol)
+			tok = argmax(cl)
+		}
+		if sparsity > 0 {
+			_, gw := engines[0].Realized()
+			_, cw := engines[1].Realized()
+			if math.Abs(gw-cw) > 1e-9 {
+				t.Errorf("%s: realized sparsity %g on cuda, %g on cpu", name, gw, cw)
+			}
+		}
+	}
+}
+
+func argmax(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// TestGPUStories260K compares whole-model logits on the bundled model, found
+// through ACTTAIL_MODEL_DIR or the shared folder above the checkout.
+func TestGPUStories260K(t *testing.T) {
+	g := newGPU(t)
+	dir := os.Getenv("ACTTAIL_MODEL_DIR")
+	if dir == "" {
+		dir = testfiles.Stories260K(t)
+	}
+	m, err := format.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	compareModel(t, g, m, 1e-3)
+}
+
+// TestGPUSynthStories260K runs the same shapes in every weight dtype.
+func TestGPUSynthStories260K(t *testing.T) {
+	g := newGPU(t)
+	cfg, err := synth.Preset("stories260k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []model.DType{model.F32, model.BF16, model.F16} {
+		m, err := synth.New(cfg, d, 42)
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareModel(t, g, m, tolerance(d))
+	}
+}
