@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
 	"github.com/spf13/pflag"
 
+	"github.com/acttail/acttail-gpu/cgo"
 	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
+	"github.com/acttail/acttail-gpu/runtime/backend/cuda"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/fetch"
 	"github.com/acttail/acttail-gpu/runtime/format"
@@ -21,6 +24,7 @@ type modelFlags struct {
 	path    string
 	threads int
 	device  string
+	kernels string
 	plan    string // --plan, for commands that take one
 	sparse  bool   // load the projections for sparse products
 }
@@ -28,7 +32,8 @@ type modelFlags struct {
 func (f *modelFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.path, "model", "", "checkpoint: Hugging Face directory, .gguf file, or llama2.c .bin (default: stories260K)")
 	fs.IntVar(&f.threads, "threads", 0, "CPU threads (0: all cores)")
-	fs.StringVar(&f.device, "device", "cpu", "compute device: cpu")
+	fs.StringVar(&f.device, "device", "auto", "compute device: auto (CUDA when a GPU answers, else CPU), cpu or cuda")
+	fs.StringVar(&f.kernels, "kernels", "", "CUDA: load this fatbin instead of the embedded kernels")
 }
 
 // open loads the checkpoint named by the flags (or the default model).
@@ -44,16 +49,29 @@ func (f *modelFlags) open(ctx context.Context, stderr io.Writer) (*model.Model, 
 	return format.Load(path)
 }
 
-// backend returns the compute backend the flags ask for.
-func (f *modelFlags) backend() (backend.Backend, error) {
+// backend returns the compute backend the flags ask for. With auto, a
+// machine without a CUDA driver or GPU runs on the CPU and says why.
+func (f *modelFlags) backend(stderr io.Writer) (backend.Backend, error) {
 	if f.threads < 0 {
 		return nil, fmt.Errorf("--threads %d: must be ≥ 0", f.threads)
 	}
 	switch f.device {
-	case "cpu", "auto":
+	case "cpu":
+		return cpu.New(f.threads), nil
+	case "cuda", "auto":
+		b, err := cuda.New(cuda.Options{Kernels: f.kernels})
+		if err == nil {
+			return b, nil
+		}
+		if f.device == "cuda" {
+			return nil, fmt.Errorf("--device cuda: %w", err)
+		}
+		if !errors.Is(err, cudadrv.ErrNoDriver) && !errors.Is(err, cudadrv.ErrNoDevice) {
+			fmt.Fprintf(stderr, "warning: CUDA backend unavailable (%v); running on the CPU\n", err)
+		}
 		return cpu.New(f.threads), nil
 	}
-	return nil, fmt.Errorf("--device %q: want cpu or auto", f.device)
+	return nil, fmt.Errorf("--device %q: want auto, cpu or cuda", f.device)
 }
 
 // loaded is a model ready to run.
@@ -86,7 +104,7 @@ func (f *modelFlags) load(ctx context.Context, stderr io.Writer) (*loaded, error
 		m.Close()
 		return nil, fmt.Errorf("%s: tokenizer: %w", m.Source, err)
 	}
-	b, err := f.backend()
+	b, err := f.backend(stderr)
 	if err != nil {
 		m.Close()
 		return nil, err
