@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/acttail/acttail-gpu/runtime/backend"
+	"github.com/acttail/acttail-gpu/runtime/backend/cpu/gather"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu/matmul"
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
@@ -27,6 +28,7 @@ func New(threads int) *Backend {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	matmul.SetThreads(threads)
+	gather.SetThreads(threads)
 	return &Backend{threads: threads}
 }
 

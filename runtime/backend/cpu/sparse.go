@@ -35,7 +35,6 @@ func (c *Backend) UploadSparse(t *model.Tensor) (backend.Weight, error) {
 		}
 		dt = model.F16
 	}
-	gather.SetThreads(c.threads) // New sets only matmul's pool
 	m, err := gather.NewMatrix(dt, out, in, data)
 	if err != nil {
 		return nil, fmt.Errorf("upload %s: %w", t.Name, err)
