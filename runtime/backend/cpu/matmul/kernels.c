@@ -245,6 +245,7 @@ AVX2 static void matvec_f16(const uint8_t *w, int64_t rb, int64_t rows, int64_t 
 AVX2 static void matvec_bf16(const uint8_t *w, int64_t rb, int64_t rows, int64_t cols, const float *x, float *dst) {
 	matvec_elem(MM_BF16, w, rb, rows, cols, x, dst);
 }
+
 // decode_avx2 is decode_scalar, eight elements at a time.
 AVX2 static void decode_avx2(int dt, const uint8_t *row, int64_t k0, int64_t len, float *out) {
 	int64_t i = 0;
@@ -253,10 +254,8 @@ AVX2 static void decode_avx2(int dt, const uint8_t *row, int64_t k0, int64_t len
 		memcpy(out, row + 4 * k0, 4 * len);
 		return;
 	case MM_F16:
-		for (; i + 8 <= len; i += 8) _mm256_storeu_ps(out + i, load8(MM_F16, row, k0 + i));
-		break;
 	case MM_BF16:
-		for (; i + 8 <= len; i += 8) _mm256_storeu_ps(out + i, load8(MM_BF16, row, k0 + i));
+		for (; i + 8 <= len; i += 8) _mm256_storeu_ps(out + i, load8(dt, row, k0 + i));
 		break;
 	case MM_Q8_0:
 		for (int64_t b = 0; b < len / 32; b++) {

@@ -21,7 +21,8 @@ import (
 
 // Matrix is a row-major (Rows = out, Cols = in) weight of type DType. Data
 // holds DType.Bytes(Rows*Cols) bytes; it may be a read-only memory-mapped
-// window at any alignment and is never written or copied.
+// window at any alignment (the kernels use unaligned loads) and is never
+// written or copied. Make one with NewMatrix.
 type Matrix struct {
 	DType      model.DType
 	Rows, Cols int
@@ -33,6 +34,9 @@ type Matrix struct {
 // NewMatrix wraps data as a rows×cols weight of type d. Q8_0 needs cols to
 // be a multiple of 32 so that every row is whole blocks.
 func NewMatrix(d model.DType, rows, cols int, data []byte) (*Matrix, error) {
+	if d.Bytes(model.Q8Block) < 0 {
+		return nil, fmt.Errorf("matmul: unsupported dtype %s", d)
+	}
 	if rows <= 0 || cols <= 0 {
 		return nil, fmt.Errorf("matmul: %s matrix %d×%d: sizes must be positive", d, rows, cols)
 	}
@@ -98,6 +102,8 @@ func chunkRows(rows, cols, n, threads int) int {
 // check panics on shapes that are a programming error.
 func (m *Matrix) check(dst, x []float32, n, o0, o1 int) {
 	switch {
+	case m.rowBytes == 0:
+		panic("matmul: Matrix not made by NewMatrix")
 	case n < 0 || o0 < 0 || o1 > m.Rows || o0 > o1:
 		panic(fmt.Sprintf("matmul: n=%d rows [%d,%d) of a %d×%d matrix", n, o0, o1, m.Rows, m.Cols))
 	case len(x) < n*m.Cols:

@@ -18,8 +18,9 @@ func MemReadBandwidth(bytes int) float64 {
 }
 
 // readBandwidth is the best of passes parallel sums of buf, in bytes/s.
+// Each thread gets about eight tasks, as in MatMul.
 func readBandwidth(buf []float32, passes int) float64 {
-	const chunk = 256 << 10 // floats a task
+	chunk := max((len(buf)+8*Threads()-1)/(8*Threads()), 16<<10)
 	sums := make([]float64, (len(buf)+chunk-1)/chunk)
 	var best float64
 	for range passes {
