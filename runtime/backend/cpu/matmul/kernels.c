@@ -19,7 +19,7 @@
 // attribute and are picked at start-up by __builtin_cpu_supports; everything
 // else (and every other architecture) uses the portable C below. All
 // accumulation is float32.
-#include "kernels.h"
+#include "matmul_kernels.h"
 
 #include <string.h>
 

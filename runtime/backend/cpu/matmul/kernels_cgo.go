@@ -8,7 +8,7 @@ package matmul
 #cgo nocallback mm_rows
 #cgo noescape mm_sum
 #cgo nocallback mm_sum
-#include "kernels.h"
+#include "matmul_kernels.h"
 */
 import "C"
 
