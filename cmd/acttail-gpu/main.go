@@ -38,6 +38,8 @@ func init() {
 		"synth":    {"write a random-weight model of a named shape (speed tests only)", runSynth},
 		"bench":    {"measure accuracy over sparsity levels and allocation methods (--sparsity-sweep)", runBench},
 		"profile":  {"fit heavy-tail exponents, allocate sparsity budgets, calibrate, write a plan", runProfile},
+		"devices":  {"CPU and GPUs the runtime sees, and the backend --device auto picks", runDevices},
+		"serve":    {"OpenAI-compatible HTTP server with streaming", runServe},
 	}
 }
 
