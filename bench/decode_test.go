@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/acttail/acttail-gpu/internal/testfiles"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
@@ -10,6 +12,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
 	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/plan"
 	"github.com/acttail/acttail-gpu/runtime/synth"
 )
 
@@ -81,4 +84,58 @@ func BenchmarkDecode110M(b *testing.B) {
 	}
 	bw := matmul.MemReadBandwidth(512 << 20)
 	benchDecode(b, m, bw)
+}
+
+// BenchmarkDecodeSparse110M decodes the 110M synthetic model dense and
+// under uniform top-k plans, in one run, and reports each plan's speed-up
+// over the dense pass next to the ideal 1/(1 − s) for the projections'
+// bytes (the classifier and attention stay dense, so the whole-step ideal
+// is lower).
+func BenchmarkDecodeSparse110M(b *testing.B) {
+	c, err := synth.Preset("llama-110m")
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := synth.New(c, model.F32, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := engine.LoadWith(cpu.New(0), m, engine.Options{Sparse: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	logits := make([]float32, c.VocabSize)
+	rate := func(steps int) float64 {
+		s := e.NewState(256, 1)
+		start := time.Now()
+		for i := range steps {
+			if s.Pos == s.Context() {
+				s.Reset()
+			}
+			if err := s.Forward([]int{i % c.VocabSize}, logits, false); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return float64(steps) / time.Since(start).Seconds()
+	}
+	for _, sp := range []float64{0.5, 0.8, 0.9} {
+		b.Run(fmt.Sprintf("s=%.1f", sp), func(b *testing.B) {
+			p := &plan.Plan{Version: plan.Version, Model: plan.Identify(m), Method: "uniform", Mode: plan.ModeTopK, Target: sp, Sites: plan.Sites(&c)}
+			for i := range p.Sites {
+				p.Sites[i].Sparsity = sp
+				p.Sites[i].K = plan.KeepFor(sp, p.Sites[i].DIn)
+			}
+			e.SetPlan(nil, "")
+			dense := rate(20)
+			if err := e.SetPlan(p, ""); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			sparse := rate(b.N)
+			b.ReportMetric(sparse, "tok/s")
+			b.ReportMetric(dense, "dense-tok/s")
+			b.ReportMetric(sparse/dense, "speedup")
+			b.ReportMetric(1/(1-sp), "ideal-proj-speedup")
+		})
+	}
 }

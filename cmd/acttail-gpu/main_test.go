@@ -170,3 +170,49 @@ func TestBadInput(t *testing.T) {
 }
 
 func writeFile(p string, b []byte) error { return os.WriteFile(p, b, 0o644) }
+
+// profile writes a plan that eval and generate accept; impossible targets,
+// too-short calibration text and plans for another model are refused with
+// a message.
+func TestProfilePlanErrors(t *testing.T) {
+	dir := t.TempDir()
+	calib := testfiles.Shared(t, "data/tinystories-calib.txt")
+	p := filepath.Join(dir, "plan.json")
+	if code, out, errs := cli(t, "profile", "--model", stories(t), "--calib", calib, "--target", "0.5", "--method", "uniform", "--out", p); code != 0 {
+		t.Fatalf("profile: exit %d: %s %s", code, out, errs)
+	}
+	if code, out, errs := cli(t, "profile", "show", p); code != 0 || !strings.Contains(out, "down") {
+		t.Fatalf("show: exit %d: %s %s", code, out, errs)
+	}
+	short := filepath.Join(dir, "short.txt")
+	writeFile(short, []byte("Once upon a time."))
+	// a plan for another model: the same shapes, other weights
+	other := filepath.Join(dir, "other.gguf")
+	if code, _, errs := cli(t, "convert", "--model", stories(t), "--out", other, "--dtype", "f16"); code != 0 {
+		t.Fatal(errs)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	writeFile(bad, []byte(`{"version": 1, "mode": "topk"`))
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"profile", "--model", stories(t), "--calib", calib, "--target", "1.2", "--out", filepath.Join(dir, "x.json")}, "target"},
+		{[]string{"profile", "--model", stories(t), "--calib", calib, "--target", "-0.1", "--out", filepath.Join(dir, "x.json")}, "target"},
+		{[]string{"profile", "--model", stories(t), "--calib", short, "--target", "0.5", "--out", filepath.Join(dir, "x.json")}, "shorter than one window"},
+		{[]string{"profile", "--model", stories(t), "--calib", calib, "--method", "magic", "--out", filepath.Join(dir, "x.json")}, "method"},
+		{[]string{"eval", "--model", other, "--data", calib, "--plan", p}, "weights differ"},
+		{[]string{"eval", "--model", stories(t), "--data", calib, "--plan", bad}, "not a plan file"},
+		{[]string{"generate", "--model", stories(t), "--plan", filepath.Join(dir, "missing.json")}, "no such file"},
+		{[]string{"profile", "show", bad}, "not a plan file"},
+	} {
+		code, _, errs := cli(t, tc.args...)
+		if code == 0 || !strings.Contains(errs, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q (want %q)", tc.args[:2], code, errs, tc.want)
+		}
+	}
+	// the good plan runs
+	if code, out, errs := cli(t, "eval", "--model", stories(t), "--data", calib, "--plan", p, "--max-tokens", "300", "--ctx", "128"); code != 0 || !strings.Contains(out, "realized") {
+		t.Fatalf("eval with plan: exit %d: %s %s", code, out, errs)
+	}
+}
