@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/power"
 	"github.com/acttail/acttail-gpu/runtime/server"
 )
 
@@ -82,6 +83,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg.Model, cfg.Tokenizer = l.engine, l.tok
 	cfg.Log = slog.New(slog.NewTextHandler(stderr, nil))
+	if l.engine.Backend.Name() == "cuda" {
+		// GPU power for /metrics, where NVML answers.
+		if _, err := power.GPUPower(0); err == nil {
+			cfg.PowerFunc = func() (float64, bool) {
+				w, err := power.GPUPower(0)
+				return w, err == nil
+			}
+		} else {
+			fmt.Fprintf(stderr, "note: no GPU power in /metrics: %v\n", err)
+		}
+	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		return err
