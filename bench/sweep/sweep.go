@@ -1,12 +1,15 @@
-// Package sweep runs the accuracy side of `acttail-gpu bench
-// --sparsity-sweep`: for every sparsity level and allocation method it
-// builds a plan, applies it, and measures perplexity and realized sparsity
-// on each evaluation text, with the relative change against uniform
-// allocation at the same level as the headline.
+// Package sweep runs `acttail-gpu bench --sparsity-sweep`: for every
+// sparsity level and allocation method it builds a plan, applies it, and
+// measures perplexity and realized sparsity on each evaluation text, with
+// the relative change against uniform allocation at the same level as the
+// headline; and, on the same engine, prefill and batch-1 decode speed,
+// decode latency and energy per token, with the decode speed-up against
+// the dense row.
 package sweep
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -35,6 +38,23 @@ type Config struct {
 	Sparse       string // eval.SparseAll, SparseSecondHalf or SparseNone
 	CalibPasses  int
 	Greedy       profile.GreedyOptions // Levels, Seed and Candidates are set by the sweep
+	Speed        SpeedOptions
+}
+
+// NeedsCalib says why c needs calibration text, or "" when it does not:
+// threshold mode calibrates its cuts on it and the greedy method searches
+// on it; the dense row, uniform and ActTail in top-k mode need none.
+func (c Config) NeedsCalib() string {
+	if !slices.ContainsFunc(c.Levels, func(l float64) bool { return l > 0 }) {
+		return ""
+	}
+	switch {
+	case c.Mode == plan.ModeThreshold:
+		return "threshold mode calibrates its cuts on calibration text"
+	case slices.Contains(c.Methods, profile.MethodGreedy):
+		return "the greedy method searches budgets on calibration text"
+	}
+	return ""
 }
 
 // Data is one evaluation text, tokenized.
@@ -62,18 +82,42 @@ type Row struct {
 	Direction string     `json:"direction,omitempty"`
 	Planned   float64    `json:"planned_sparsity"` // parameter-weighted, integer k
 	Results   []Result   `json:"results"`
+	Speed     *Speed     `json:"speed,omitempty"` // nil when the sweep ran without speed
 	Plan      *plan.Plan `json:"-"`
 }
 
 // Run executes the sweep. e must be loaded sparse from m; calib are the
-// calibration tokens (threshold mode and the greedy search use them); fits
-// are the heavy-tail fits of m. log gets one line per finished row.
+// calibration tokens (threshold mode and the greedy search need them, the
+// rest of the sweep does not); fits are the heavy-tail fits of m. data may
+// be empty for a speed-only sweep. log gets one line per finished row.
+//
+// The speed runs take their prompt from the start of the first text (data,
+// then calibration) that is long enough, else fixed pseudo-random ids.
 func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int, data []Data, fits []htsr.Fit, c Config, log io.Writer) ([]Row, error) {
+	if why := c.NeedsCalib(); why != "" && len(calibTokens) == 0 {
+		return nil, fmt.Errorf("sweep: %s", why)
+	}
+	if len(data) == 0 && !c.Speed.On {
+		return nil, errors.New("sweep: nothing to measure: no evaluation text and speed off")
+	}
 	sites, err := profile.Sites(m, fits)
 	if err != nil {
 		return nil, err
 	}
 	s := e.NewState(c.Ctx, 128)
+	var speedState *engine.State
+	var prompt []int
+	if c.Speed.On {
+		if err := c.Speed.Check(e.Config.SeqLen); err != nil {
+			return nil, err
+		}
+		speedState = e.NewState(c.Speed.PrefillTokens+max(c.Speed.DecodeTokens, c.Speed.Warmup), c.Speed.PrefillTokens)
+		var texts [][]int
+		for _, d := range data {
+			texts = append(texts, d.Tokens)
+		}
+		prompt = speedPrompt(c.Speed.PrefillTokens, e.Config.VocabSize, append(texts, calibTokens)...)
+	}
 	levels := slices.Clone(c.Levels)
 	slices.Sort(levels)
 	var rows []Row
@@ -102,10 +146,20 @@ func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int
 			}
 			r.Results = append(r.Results, Result{Data: d.Name, Perplexity: res.Perplexity, MeanNLL: res.MeanNLL, Realized: w, VsUniform: math.NaN(), Seconds: res.Seconds})
 		}
+		if c.Speed.On {
+			sp, err := measureSpeed(ctx, speedState, prompt, c.Speed)
+			if err != nil {
+				return fmt.Errorf("%s: speed: %w", r.Label, err)
+			}
+			r.Speed = sp
+		}
 		if log != nil {
 			fmt.Fprintf(log, "level %.2f  %-28s", r.Level, r.Label)
 			for _, x := range r.Results {
 				fmt.Fprintf(log, "  %s ppl %.4f", x.Data, x.Perplexity)
+			}
+			if r.Speed != nil {
+				fmt.Fprintf(log, "  decode %.1f tok/s", r.Speed.DecodeTPS)
 			}
 			fmt.Fprintln(log)
 		}
@@ -211,6 +265,7 @@ func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int
 		compareToUniform(group)
 		rows = append(rows, group...)
 	}
+	compareToDense(rows)
 	return rows, nil
 }
 

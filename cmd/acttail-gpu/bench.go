@@ -14,18 +14,19 @@ import (
 	"github.com/acttail/acttail-gpu/profile/alloc"
 	"github.com/acttail/acttail-gpu/runtime/eval"
 	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/power"
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "--sparsity-sweep [--model PATH] --calib FILE --data FILE [--data FILE ...] [flags]", stderr)
+	fs := newFlags("bench", "--sparsity-sweep [--model PATH] [--data FILE ...] [--calib FILE] [flags]", stderr)
 	var mf modelFlags
 	mf.register(fs)
 	var pf planFlags
 	pf.register(fs)
 	fs.Lookup("method").Hidden = true
-	isSweep := fs.Bool("sparsity-sweep", false, "run the accuracy sweep over sparsity levels and allocation methods")
-	calibPath := fs.String("calib", "", "calibration text (required)")
-	data := fs.StringArray("data", nil, "evaluation text; repeat for several (required)")
+	isSweep := fs.Bool("sparsity-sweep", false, "run the accuracy and speed sweep over sparsity levels and allocation methods")
+	calibPath := fs.String("calib", "", "calibration text (required by --mode threshold and the greedy method)")
+	data := fs.StringArray("data", nil, "evaluation text; repeat for several (none: a speed-only sweep)")
 	levels := fs.Float64Slice("levels", []float64{0, 0.5, 0.6, 0.7, 0.8, 0.9}, "sparsity levels (0 is the dense baseline)")
 	methods := fs.StringSlice("methods", []string{"uniform", "acttail", "greedy"}, "allocation methods: uniform, acttail, greedy")
 	epsList := fs.Float64Slice("eps-list", []float64{0.1, 0.3, 0.5}, "ActTail ε values")
@@ -37,6 +38,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	greedyStep := fs.Float64("greedy-step", 0.05, "greedy search: sparsity added to one projection per move")
 	greedyRefine := fs.Int("greedy-refine", 4, "greedy search: transfer rounds at each level")
 	passes := fs.Int("calib-passes", 3, "threshold mode: calibration passes")
+	speed := fs.Bool("speed", true, "also time every row: prefill and batch-1 decode tokens/s, decode latency, joules per token")
+	prefillTokens := fs.Int("prefill-tokens", 128, "speed: prompt length (the prompt runs dense)")
+	decodeTokens := fs.Int("decode-tokens", 128, "speed: greedy decode steps after the prompt, sparse under each row's plan")
+	speedRepeats := fs.Int("speed-repeats", 3, "speed: timed runs per row; the median is reported")
 	outDir := fs.String("out-dir", "", "write sweep.csv, sweep.json and plots here")
 	plotExt := fs.String("plot-format", "png", "plot format: png or svg")
 	if err := parse(fs, args); err != nil {
@@ -47,9 +52,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return errUsage
 	}
-	if *calibPath == "" || len(*data) == 0 {
-		fs.Usage()
-		return errUsage
+	if len(*data) == 0 && !*speed {
+		return fmt.Errorf("nothing to measure: give --data, or leave --speed on for a speed-only sweep")
 	}
 	if *plotExt != "png" && *plotExt != "svg" {
 		return fmt.Errorf("--plot-format %q: want png or svg", *plotExt)
@@ -71,8 +75,23 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("--methods: %q: want uniform, acttail or greedy", m)
 		}
 	}
-	if _, err := pf.options(0); err != nil {
+	opts, err := pf.options(0)
+	if err != nil {
 		return err
+	}
+	cfg := sweep.Config{
+		Levels: *levels, Methods: *methods, Eps: *epsList, Directions: directions, BlockAverage: pf.blockAverage,
+		SMin: pf.sMin, SMax: pf.sMax, Mode: pf.mode, Ctx: *evalCtx, Stride: *stride, Sparse: *sparseTokens, CalibPasses: *passes,
+		Greedy: profile.GreedyOptions{Step: *greedyStep, Refine: *greedyRefine, SMax: pf.sMax},
+	}
+	if why := cfg.NeedsCalib(); why != "" && *calibPath == "" {
+		return fmt.Errorf("%s: give --calib", why)
+	}
+	if *speed {
+		cfg.Speed = sweep.SpeedOptions{On: true, PrefillTokens: *prefillTokens, DecodeTokens: *decodeTokens, Repeats: *speedRepeats}
+		if err := cfg.Speed.Check(0); err != nil {
+			return err
+		}
 	}
 	mf.sparse = true
 	l, err := mf.load(ctx, stderr)
@@ -80,9 +99,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer l.Close()
-	calibIDs, err := pf.tokens(l, *calibPath)
-	if err != nil {
-		return err
+	var calibIDs []int
+	if *calibPath != "" {
+		if calibIDs, err = pf.tokens(l, *calibPath); err != nil {
+			return err
+		}
 	}
 	var sets []sweep.Data
 	for _, d := range *data {
@@ -96,15 +117,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		sets = append(sets, sweep.Data{Name: filepath.Base(d), Tokens: ids})
 	}
-	opts, _ := pf.options(0)
 	fits, err := profile.Fits(ctx, l.file, opts.Xmin, pf.fitsCache, stderr)
 	if err != nil {
 		return err
 	}
-	cfg := sweep.Config{
-		Levels: *levels, Methods: *methods, Eps: *epsList, Directions: directions, BlockAverage: pf.blockAverage,
-		SMin: pf.sMin, SMax: pf.sMax, Mode: pf.mode, Ctx: *evalCtx, Stride: *stride, Sparse: *sparseTokens, CalibPasses: *passes,
-		Greedy: profile.GreedyOptions{Step: *greedyStep, Refine: *greedyRefine, SMax: pf.sMax},
+	var energy, noMeter string // the meter, or why there is none
+	if *speed {
+		cfg.Speed.Meter, noMeter = power.Auto(l.engine.Backend.Name() == "cuda")
+		energy = noMeter
+		if cfg.Speed.Meter != nil {
+			energy = cfg.Speed.Meter.Name()
+		}
 	}
 	start := time.Now()
 	rows, err := sweep.Run(ctx, l.engine, l.file, calibIDs, sets, fits, cfg, stderr)
@@ -113,6 +136,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if err := sweep.Table(stdout, rows); err != nil {
 		return err
+	}
+	if *speed {
+		fmt.Fprintf(stdout, "\nspeed on %s, dense prompt of %d tokens then %d sparse decode tokens, median of %d runs; energy: %s\n",
+			l.engine.Backend.Describe(), *prefillTokens, *decodeTokens, *speedRepeats, energy)
 	}
 	if *outDir == "" {
 		return nil
@@ -124,6 +151,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"command": "acttail-gpu bench " + strings.Join(args, " "), "model": l.file.Source, "model_id": plan.Identify(l.file),
 		"calib": *calibPath, "calib_tokens": len(calibIDs), "backend": l.engine.Backend.Describe(), "seconds": time.Since(start).Seconds(),
 		"config": cfg, "date": time.Now().UTC().Format(time.RFC3339),
+	}
+	switch {
+	case cfg.Speed.Meter != nil:
+		meta["energy_meter"] = energy
+	case *speed:
+		meta["no_energy"] = noMeter
 	}
 	if err := sweep.WriteCSV(filepath.Join(*outDir, "sweep.csv"), rows); err != nil {
 		return err

@@ -36,7 +36,7 @@ func init() {
 		"info":     {"config, tensors and size of a checkpoint", runInfo},
 		"convert":  {"write a checkpoint as a Hugging Face directory or GGUF file", runConvert},
 		"synth":    {"write a random-weight model of a named shape (speed tests only)", runSynth},
-		"bench":    {"measure accuracy over sparsity levels and allocation methods (--sparsity-sweep)", runBench},
+		"bench":    {"perplexity, speed and energy over sparsity levels and allocation methods (--sparsity-sweep)", runBench},
 		"profile":  {"fit heavy-tail exponents, allocate sparsity budgets, calibrate, write a plan", runProfile},
 		"devices":  {"CPU and GPUs the runtime sees, and the backend --device auto picks", runDevices},
 		"serve":    {"OpenAI-compatible HTTP server with streaming", runServe},
