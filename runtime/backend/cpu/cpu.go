@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"sync"
 
 	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu/gather"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu/matmul"
+	"github.com/acttail/acttail-gpu/runtime/backend/cpu/pool"
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
 
@@ -226,24 +226,14 @@ func (*Backend) Add(dst, x backend.Buffer, n int) {
 	}
 }
 
-// parallel runs fn over [0,n) in contiguous chunks on the backend's threads;
-// below about 64K multiply-adds of work the goroutine start-up costs more
-// than it saves, so small jobs run inline.
+// parallel runs fn over [0,n) in contiguous chunks on the shared worker
+// pool; below about 64K multiply-adds of work the hand-off costs more than
+// it saves, so small jobs run inline.
 func (c *Backend) parallel(n, work int, fn func(lo, hi int)) {
-	t := c.threads
-	if work < 1<<16 || t <= 1 || n <= 1 {
+	t := min(c.threads, n)
+	if work < 1<<16 || t <= 1 {
 		fn(0, n)
 		return
 	}
-	t = min(t, n)
-	var wg sync.WaitGroup
-	for i := range t {
-		lo, hi := i*n/t, (i+1)*n/t
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(lo, hi)
-		}()
-	}
-	wg.Wait()
+	pool.Run(t, pool.Func(func(i int) { fn(i*n/t, (i+1)*n/t) }))
 }

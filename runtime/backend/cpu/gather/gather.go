@@ -17,7 +17,9 @@ package gather
 
 import (
 	"fmt"
+	"sync"
 
+	"github.com/acttail/acttail-gpu/runtime/backend/cpu/pool"
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
 
@@ -78,6 +80,14 @@ func (m *Matrix) Bytes() int { return len(m.t) }
 // the calling goroutine alone: waking workers costs more than it saves.
 const minParallel = 64 << 10
 
+// Threads is the number of threads the products use: pool.Threads, shared
+// by all CPU kernels.
+func Threads() int { return pool.Threads() }
+
+// SetThreads sets the number of threads the products (and every other user
+// of package pool) use; n < 1 means 1.
+func SetThreads(n int) { pool.SetThreads(n) }
+
 // task is one product, split into column chunks for the pool.
 type task struct {
 	m      *Matrix
@@ -88,8 +98,8 @@ type task struct {
 	chunk  int // output columns a chunk
 }
 
-// do computes chunk c of the task.
-func (t *task) do(c int) {
+// Do computes chunk c of the task.
+func (t *task) Do(c int) {
 	o0 := c * t.chunk
 	o1 := min(o0+t.chunk, t.m.Out)
 	if t.n == 0 {
@@ -100,15 +110,22 @@ func (t *task) do(c int) {
 }
 
 // run splits t's columns into chunks and computes them. work is the number
-// of weights the product reads.
+// of weights the product reads. The pool gets a recycled copy of t, so
+// that a product allocates nothing.
 func run(t task, work int) {
 	t.chunk = chunkCols(t.m.Out, work, Threads())
 	if t.chunk >= t.m.Out {
-		t.do(0)
+		t.Do(0)
 		return
 	}
-	parallel((t.m.Out+t.chunk-1)/t.chunk, t)
+	p := tasks.Get().(*task)
+	*p = t
+	pool.Run((t.m.Out+t.chunk-1)/t.chunk, p)
+	*p = task{} // keep no caller's buffers alive
+	tasks.Put(p)
 }
+
+var tasks = sync.Pool{New: func() any { return new(task) }}
 
 // chunkCols is how many output columns one parallel task takes: one chunk
 // a thread, a multiple of 64 (whole Q8_0 blocks, whole cache lines), since

@@ -4,16 +4,16 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/acttail/acttail-gpu/runtime/backend/cpu/internal/cputest"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu/matmul"
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
 
 // Decode is memory-bound only if the weights come from memory, so the
-// benchmarks cut their matrices from one 512 MiB buffer (far beyond the
+// benchmarks cut their matrices from cputest.WeightBuffer (far beyond the
 // last-level cache) and move to the next window on every call.
 //
 // BenchmarkGather/<dtype>/<out>x<in>/s=<sparsity> times Gather with a
@@ -24,30 +24,12 @@ import (
 // median row-major time over the median gather time, the two timed call by
 // call in turn, and %ideal compares it with 1/(1−s).
 
-const poolBytes = 512 << 20
-
-var (
-	poolOnce sync.Once
-	poolBuf  []byte
-)
-
-// weightPool returns the shared buffer, filled with bytes 0x30-0x3f: read
-// as f32, f16, bf16 or Q8_0 every value is a normal number.
-func weightPool() []byte {
-	poolOnce.Do(func() {
-		poolBuf = alignedBytes(poolBytes)
-		for i := range poolBuf {
-			poolBuf[i] = byte(0x30 + i*7%16)
-		}
-	})
-	return poolBuf
-}
-
 // windows returns as many distinct out×in matrices of type d as fit in the
-// pool, both transposed (for this package) and row-major (for matmul).
+// weight buffer, both transposed (for this package) and row-major (for
+// matmul).
 func windows(b *testing.B, d model.DType, out, in int) ([]*Matrix, []*matmul.Matrix) {
 	size := d.Bytes(out * in)
-	buf := weightPool()
+	buf := cputest.WeightBuffer()
 	var ts []*Matrix
 	var rs []*matmul.Matrix
 	for off := 0; off+size <= len(buf); off += size {
@@ -83,7 +65,7 @@ func BenchmarkGather(b *testing.B) {
 			out, in := s[0], s[1]
 			name := fmt.Sprintf("%s/%dx%d", d, out, in)
 			rng := rand.New(rand.NewPCG(uint64(out), uint64(in)))
-			x := randVec(rng, in)
+			x := cputest.RandVec(rng, in)
 			dst := make([]float32, out)
 			b.Run(name+"/rowmajor", func(b *testing.B) {
 				_, rs := windows(b, d, out, in)
@@ -97,7 +79,7 @@ func BenchmarkGather(b *testing.B) {
 				b.Run(fmt.Sprintf("%s/s=%g", name, sp), func(b *testing.B) {
 					ts, rs := windows(b, d, out, in)
 					k := int(float64(in)*(1-sp) + 0.5)
-					idx := TopK(nil, randVec(rng, in), k) // a random kept set
+					idx := TopK(nil, cputest.RandVec(rng, in), k) // a random kept set
 					// Each call is timed next to a row-major product on
 					// another window, so both see the same machine load.
 					ds, rows := make([]time.Duration, b.N), make([]time.Duration, b.N)
@@ -126,7 +108,7 @@ func BenchmarkGather(b *testing.B) {
 // BenchmarkTopK selects 20% of a decode activation.
 func BenchmarkTopK(b *testing.B) {
 	for _, n := range []int{4096, 11008} {
-		x := randVec(rand.New(rand.NewPCG(1, uint64(n))), n)
+		x := cputest.RandVec(rand.New(rand.NewPCG(1, uint64(n))), n)
 		idx := make([]int32, 0, n)
 		b.Run(fmt.Sprintf("topk/%d", n), func(b *testing.B) {
 			for range b.N {
@@ -145,7 +127,7 @@ func BenchmarkTopK(b *testing.B) {
 func BenchmarkNewMatrix(b *testing.B) {
 	for _, d := range []model.DType{model.BF16, model.Q8_0} {
 		b.Run(d.String(), func(b *testing.B) {
-			data := weightPool()[:d.Bytes(4096*11008)]
+			data := cputest.WeightBuffer()[:d.Bytes(4096*11008)]
 			for range b.N {
 				if _, err := NewMatrix(d, 4096, 11008, data); err != nil {
 					b.Fatal(err)

@@ -9,50 +9,16 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/acttail/acttail-gpu/runtime/backend/cpu/internal/cputest"
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
-
-var dtypes = []model.DType{model.F32, model.F16, model.BF16, model.Q8_0}
-
-var raceEnabled bool // set by race_test.go
-
-// isas lists the kernel sets this build and CPU can run: the SIMD one and
-// the portable one both get checked on a machine that has SIMD.
-func isas(t *testing.T) []string {
-	t.Helper()
-	def := ISA()
-	t.Cleanup(func() { setISA(def) })
-	var out []string
-	for _, name := range []string{"avx2", "scalar", "go"} {
-		if setISA(name) == name {
-			out = append(out, name)
-		}
-	}
-	setISA(def)
-	return out
-}
-
-// withThreads runs f with SetThreads(n), restoring the old count after.
-func withThreads(n int, f func()) {
-	old := Threads()
-	SetThreads(n)
-	defer SetThreads(old)
-	f()
-}
 
 // randMatrix returns an out×in weight of type d built from file bytes that
 // start at byte offset off of their allocation, and T as the kernels see
 // it, decoded to float32 (in×out).
 func randMatrix(t *testing.T, rng *rand.Rand, d model.DType, out, in, off int) (*Matrix, []float32) {
 	t.Helper()
-	src := make([]float32, out*in)
-	for i := range src {
-		src[i] = float32(rng.NormFloat64())
-	}
-	enc, err := model.Encode(src, d)
-	if err != nil {
-		t.Fatal(err)
-	}
+	enc := cputest.RandWeights(t, rng, d, out*in)
 	if d == model.Q8_0 && in%model.Q8Block != 0 {
 		// No Q8_0 file holds such rows, but T (blocks along out) can:
 		// take src as T directly, so the kernels see odd In too.
@@ -99,39 +65,6 @@ func reference(tf []float32, in, out int, x []float32, n int, idx []int32) (ref,
 	return ref, abs
 }
 
-// checkClose requires |got-ref| <= 1e-5·Σ|w x| + 1e-6 for every output
-// and that the NaN guard past the outputs is untouched.
-func checkClose(t *testing.T, got []float32, ref, abs []float64) {
-	t.Helper()
-	for k := range ref {
-		if d := math.Abs(float64(got[k]) - ref[k]); !(d <= 1e-5*abs[k]+1e-6) {
-			t.Fatalf("output %d: got %g, want %g (Σ|wx| = %g)", k, got[k], ref[k], abs[k])
-		}
-	}
-	for _, v := range got[len(ref):] {
-		if !math.IsNaN(float64(v)) {
-			t.Fatal("wrote past dst")
-		}
-	}
-}
-
-// nanDst is n values of NaN plus a guard of five.
-func nanDst(n int) []float32 {
-	d := make([]float32, n+5)
-	for i := range d {
-		d[i] = float32(math.NaN())
-	}
-	return d
-}
-
-func randVec(rng *rand.Rand, n int) []float32 {
-	x := make([]float32, n)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
-	return x
-}
-
 func allRows(in int) []int32 {
 	idx := make([]int32, in)
 	for j := range idx {
@@ -171,20 +104,20 @@ func TestGather(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	for _, isa := range isas(t) {
+	for _, isa := range cputest.ISAs(t, ISA, setISA) {
 		setISA(isa)
-		for _, d := range dtypes {
+		for _, d := range cputest.DTypes {
 			for _, s := range shapes(d) {
 				out, in := s[0], s[1]
 				m, tf := randMatrix(t, rng, d, out, in, rng.IntN(3))
-				x := randVec(rng, in)
+				x := cputest.RandVec(rng, in)
 				for name, idx := range idxCases(rng, in) {
 					ref, abs := reference(tf, in, out, x, 1, idx)
 					for _, th := range []int{1, 2} {
-						dst := nanDst(out)
-						withThreads(th, func() { Gather(dst[:out], m, x, idx) })
+						dst := cputest.NaNDst(out)
+						cputest.WithThreads(th, func() { Gather(dst[:out], m, x, idx) })
 						t.Run(fmt.Sprintf("%s/%s/%dx%d/%s/threads=%d", isa, d, out, in, name, th), func(t *testing.T) {
-							checkClose(t, dst, ref, abs)
+							cputest.CheckClose(t, dst, ref, abs)
 						})
 					}
 				}
@@ -197,20 +130,20 @@ func TestDense(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 2))
-	for _, isa := range isas(t) {
+	for _, isa := range cputest.ISAs(t, ISA, setISA) {
 		setISA(isa)
-		for _, d := range dtypes {
+		for _, d := range cputest.DTypes {
 			for _, s := range append(shapes(d), [2]int{96, 300}) { // 300 crosses a block of rows
 				out, in := s[0], s[1]
 				m, tf := randMatrix(t, rng, d, out, in, 1)
 				for _, n := range []int{1, 2, 5, 17} {
-					x := randVec(rng, n*in)
+					x := cputest.RandVec(rng, n*in)
 					ref, abs := reference(tf, in, out, x, n, allRows(in))
 					for _, th := range []int{1, 2} {
-						dst := nanDst(n * out)
-						withThreads(th, func() { Dense(dst[:n*out], m, x, n) })
+						dst := cputest.NaNDst(n * out)
+						cputest.WithThreads(th, func() { Dense(dst[:n*out], m, x, n) })
 						t.Run(fmt.Sprintf("%s/%s/%dx%d/n=%d/threads=%d", isa, d, out, in, n, th), func(t *testing.T) {
-							checkClose(t, dst, ref, abs)
+							cputest.CheckClose(t, dst, ref, abs)
 						})
 					}
 				}
@@ -224,8 +157,8 @@ func TestDense(t *testing.T) {
 func TestNewMatrixTransposes(t *testing.T) {
 	rng := rand.New(rand.NewPCG(rand.Uint64(), 3))
 	const out, in = 96, 70 * 32
-	for _, d := range dtypes {
-		src := randVec(rng, out*in)
+	for _, d := range cputest.DTypes {
+		src := cputest.RandVec(rng, out*in)
 		enc, err := model.Encode(src, d)
 		if err != nil {
 			t.Fatal(err)
@@ -314,7 +247,7 @@ func topKInputs(rng *rand.Rand, n int) map[string][]float32 {
 		u := math.Float32bits(1.5) + uint32(rng.IntN(40))
 		ulps[i] = math.Float32frombits(u | uint32(rng.IntN(2))<<31)
 	}
-	return map[string][]float32{"ties": ties, "normal": randVec(rng, n), "ulps": ulps}
+	return map[string][]float32{"ties": ties, "normal": cputest.RandVec(rng, n), "ulps": ulps}
 }
 
 func TestTopK(t *testing.T) {
@@ -358,14 +291,14 @@ func TestThreshold(t *testing.T) {
 // Selection and the product allocate nothing once idx has room, so the
 // decode loop does not feed the garbage collector.
 func TestNoAllocs(t *testing.T) {
-	if raceEnabled {
+	if cputest.Race {
 		t.Skip("sync.Pool drops items under the race detector")
 	}
 	rng := rand.New(rand.NewPCG(1, 6))
 	m, _ := randMatrix(t, rng, model.BF16, 1024, 512, 0)
-	x, dst := randVec(rng, 512), make([]float32, 1024)
+	x, dst := cputest.RandVec(rng, 512), make([]float32, 1024)
 	idx := make([]int32, 0, 512)
-	withThreads(2, func() {
+	cputest.WithThreads(2, func() {
 		allocs := testing.AllocsPerRun(50, func() {
 			idx = TopK(idx[:0], x, 100)
 			Gather(dst, m, x, idx)
@@ -384,7 +317,7 @@ func TestNoAllocs(t *testing.T) {
 func TestConcurrent(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2, 7))
 	m, _ := randMatrix(t, rng, model.F16, 2048, 256, 0)
-	x := randVec(rng, 256)
+	x := cputest.RandVec(rng, 256)
 	idx := TopK(nil, x, 77)
 	want := make([]float32, 2048)
 	Gather(want, m, x, idx)

@@ -16,6 +16,7 @@ package matmul
 import (
 	"fmt"
 
+	"github.com/acttail/acttail-gpu/runtime/backend/cpu/pool"
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
 
@@ -55,6 +56,14 @@ func NewMatrix(d model.DType, rows, cols int, data []byte) (*Matrix, error) {
 
 const maxInt = int(^uint(0) >> 1)
 
+// Threads is the number of threads MatMul uses: pool.Threads, shared by
+// all CPU kernels.
+func Threads() int { return pool.Threads() }
+
+// SetThreads sets the number of threads MatMul (and every other user of
+// package pool) uses; n < 1 means 1.
+func SetThreads(n int) { pool.SetThreads(n) }
+
 // minParallel is the number of multiply-adds below which a product runs on
 // the calling goroutine alone: waking workers costs more than it saves.
 const minParallel = 64 << 10
@@ -71,10 +80,10 @@ func MatMul(dst []float32, m *Matrix, x []float32, n int) {
 		mulRows(dst, m, x, n, 0, m.Rows)
 		return
 	}
-	parallel((m.Rows+chunk-1)/chunk, func(c int) {
+	pool.Run((m.Rows+chunk-1)/chunk, pool.Func(func(c int) {
 		o0 := c * chunk
 		mulRows(dst, m, x, n, o0, min(o0+chunk, m.Rows))
-	})
+	}))
 }
 
 // MatMulRange is MatMul restricted to output rows [o0, o1), on the calling

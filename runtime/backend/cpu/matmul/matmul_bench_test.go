@@ -4,41 +4,20 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unsafe"
 
+	"github.com/acttail/acttail-gpu/runtime/backend/cpu/internal/cputest"
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
 
 // Decode is memory-bound only if the weights come from memory: a 110M
 // f32 model is 440 MB, far beyond the last-level cache, while one 768×768
-// matrix fits in it. So the benchmarks cut their matrices from one 512 MiB
-// buffer and move to the next window on every call; small shapes therefore
-// read each window once per ~200 calls, as decode does once per token.
-//
-
-const poolBytes = 512 << 20
-
-var (
-	poolOnce sync.Once
-	poolBuf  []byte
-)
-
-// weightPool returns the shared buffer, filled with bytes 0x30-0x3f: read
-// as f32, f16, bf16 or Q8_0 every value is a normal number, so no
-// subnormal or NaN slows the arithmetic.
-func weightPool() []byte {
-	poolOnce.Do(func() {
-		f := make([]float32, poolBytes/4) // float-aligned, for readWindow
-		poolBuf = unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), poolBytes)
-		for i := range poolBuf {
-			poolBuf[i] = byte(0x30 + i*7%16)
-		}
-	})
-	return poolBuf
-}
+// matrix fits in it. So the benchmarks cut their matrices from
+// cputest.WeightBuffer and move to the next window on every call; small
+// shapes therefore read each window once per ~200 calls, as decode does
+// once per token.
 
 // readWindow is the read bandwidth of one pass over m.Data, as
 // MemReadBandwidth measures it.
@@ -47,10 +26,10 @@ func readWindow(m *Matrix) float64 {
 }
 
 // windows returns as many distinct rows×cols matrices of type d as fit in
-// the pool (all of it, so that they cycle through memory, not cache).
+// the weight buffer (all of it, so that they cycle through memory, not cache).
 func windows(b *testing.B, d model.DType, rows, cols int) []*Matrix {
 	size := d.Bytes(rows * cols)
-	buf := weightPool()
+	buf := cputest.WeightBuffer()
 	var ms []*Matrix
 	for off := 0; off+size <= len(buf); off += size {
 		m, err := NewMatrix(d, rows, cols, buf[off:off+size])
@@ -79,7 +58,7 @@ func BenchmarkMemRead(b *testing.B) {
 // that other load on a shared machine, which stretches some calls, skews
 // both alike.
 func BenchmarkMatVec(b *testing.B) {
-	for _, d := range dtypes {
+	for _, d := range cputest.DTypes {
 		for _, s := range benchShapes {
 			next := 0 // the window to read next, kept across b.N rounds so none starts warm
 			b.Run(fmt.Sprintf("%s/%dx%d", strings.ToLower(d.String()), s[0], s[1]), func(b *testing.B) {
@@ -115,7 +94,7 @@ func BenchmarkMatVec(b *testing.B) {
 // BenchmarkMatVecSmall is decode of a stories260K-sized layer, which stays
 // in cache: it measures call and dispatch overhead.
 func BenchmarkMatVecSmall(b *testing.B) {
-	m, err := NewMatrix(model.F32, 64, 64, weightPool()[:64*64*4])
+	m, err := NewMatrix(model.F32, 64, 64, cputest.WeightBuffer()[:64*64*4])
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -129,7 +108,7 @@ func BenchmarkMatVecSmall(b *testing.B) {
 // GFLOP/s (2 flops a weight a row).
 func BenchmarkMatMul(b *testing.B) {
 	const n = 64
-	for _, d := range dtypes {
+	for _, d := range cputest.DTypes {
 		for _, s := range [][2]int{{768, 768}, {2048, 768}, {4096, 4096}} {
 			b.Run(fmt.Sprintf("%s/%dx%d/n=%d", strings.ToLower(d.String()), s[0], s[1], n), func(b *testing.B) {
 				ms := windows(b, d, s[0], s[1])

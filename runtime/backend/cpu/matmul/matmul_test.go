@@ -7,47 +7,15 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/acttail/acttail-gpu/runtime/backend/cpu/internal/cputest"
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
-
-var dtypes = []model.DType{model.F32, model.F16, model.BF16, model.Q8_0}
-
-// isas lists the kernel sets this build and CPU can run: the SIMD one and
-// the portable one both get checked on a machine that has SIMD.
-func isas(t *testing.T) []string {
-	t.Helper()
-	def := ISA()
-	t.Cleanup(func() { setISA(def) })
-	var out []string
-	for _, name := range []string{"avx2", "scalar", "go"} {
-		if setISA(name) == name {
-			out = append(out, name)
-		}
-	}
-	setISA(def)
-	return out
-}
-
-// withThreads runs f with SetThreads(n), restoring the old count after.
-func withThreads(n int, f func()) {
-	old := Threads()
-	SetThreads(n)
-	defer SetThreads(old)
-	f()
-}
 
 // randMatrix returns a rows×cols weight of type d whose Data starts at
 // byte offset off of its allocation, and the same weights as float32.
 func randMatrix(t *testing.T, rng *rand.Rand, d model.DType, rows, cols, off int) (*Matrix, []float32) {
 	t.Helper()
-	src := make([]float32, rows*cols)
-	for i := range src {
-		src[i] = float32(rng.NormFloat64())
-	}
-	enc, err := model.Encode(src, d)
-	if err != nil {
-		t.Fatal(err)
-	}
+	enc := cputest.RandWeights(t, rng, d, rows*cols)
 	buf := make([]byte, off+len(enc))
 	copy(buf[off:], enc)
 	m, err := NewMatrix(d, rows, cols, buf[off:])
@@ -80,33 +48,15 @@ func reference(w []float32, rows, cols int, x []float32, n int) (ref, abs []floa
 	return ref, abs
 }
 
-// checkClose requires |got-ref| <= 1e-5·Σ|w_i x_i| + 1e-6 for every output.
-func checkClose(t *testing.T, got []float32, ref, abs []float64) {
-	t.Helper()
-	for k := range ref {
-		if d := math.Abs(float64(got[k]) - ref[k]); !(d <= 1e-5*abs[k]+1e-6) {
-			t.Fatalf("output %d: got %g, want %g (Σ|wx| = %g)", k, got[k], ref[k], abs[k])
-		}
-	}
-}
-
-func randVec(rng *rand.Rand, n int) []float32 {
-	x := make([]float32, n)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
-	return x
-}
-
 func TestMatMul(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	floatCols := []int{1, 3, 31, 33, 172, 257, 1100} // 1100 crosses a 512-column block
 	q8Cols := []int{32, 64, 96, 544, 1056}
-	for _, isa := range isas(t) {
+	for _, isa := range cputest.ISAs(t, ISA, setISA) {
 		setISA(isa)
-		for _, d := range dtypes {
+		for _, d := range cputest.DTypes {
 			cols := floatCols
 			if d == model.Q8_0 {
 				cols = q8Cols
@@ -115,24 +65,13 @@ func TestMatMul(t *testing.T) {
 				for _, rows := range []int{1, 7, 64, 172} {
 					m, w := randMatrix(t, rng, d, rows, c, 1+rng.IntN(3))
 					for _, n := range []int{1, 2, 3, 5, 17} {
-						x := randVec(rng, n*c)
+						x := cputest.RandVec(rng, n*c)
 						ref, abs := reference(w, rows, c, x, n)
 						for _, th := range []int{1, 2, 3} {
 							name := fmt.Sprintf("%s/%s/%dx%d/n=%d/threads=%d", isa, d, rows, c, n, th)
-							// dst has a guard tail that must stay NaN.
-							dst := make([]float32, n*rows+5)
-							for i := range dst {
-								dst[i] = float32(math.NaN())
-							}
-							withThreads(th, func() { MatMul(dst[:n*rows], m, x, n) })
-							t.Run(name, func(t *testing.T) {
-								checkClose(t, dst, ref, abs)
-								for _, v := range dst[n*rows:] {
-									if !math.IsNaN(float64(v)) {
-										t.Fatal("wrote past dst")
-									}
-								}
-							})
+							dst := cputest.NaNDst(n * rows)
+							cputest.WithThreads(th, func() { MatMul(dst[:n*rows], m, x, n) })
+							t.Run(name, func(t *testing.T) { cputest.CheckClose(t, dst, ref, abs) })
 						}
 					}
 				}
@@ -143,10 +82,10 @@ func TestMatMul(t *testing.T) {
 
 func TestMatMulRange(t *testing.T) {
 	rng := rand.New(rand.NewPCG(rand.Uint64(), 2))
-	for _, d := range dtypes {
+	for _, d := range cputest.DTypes {
 		m, w := randMatrix(t, rng, d, 50, 96, 1)
 		const n = 3
-		x := randVec(rng, n*96)
+		x := cputest.RandVec(rng, n*96)
 		ref, abs := reference(w, 50, 96, x, n)
 		dst := make([]float32, n*50)
 		for i := range dst {
@@ -157,7 +96,7 @@ func TestMatMulRange(t *testing.T) {
 			for o := range 50 {
 				k := r*50 + o
 				if o >= 13 && o < 29 {
-					checkClose(t, dst[k:k+1], ref[k:k+1], abs[k:k+1])
+					cputest.CheckClose(t, dst[k:k+1], ref[k:k+1], abs[k:k+1])
 				} else if dst[k] != -7 {
 					t.Fatalf("%s: wrote output %d outside [13,29)", d, o)
 				}
@@ -171,7 +110,7 @@ func TestMatMulRange(t *testing.T) {
 // conversion of subnormals, signed zeros and extremes on both paths.
 func TestHalfValues(t *testing.T) {
 	const cols = 64
-	for _, isa := range isas(t) {
+	for _, isa := range cputest.ISAs(t, ISA, setISA) {
 		setISA(isa)
 		for _, d := range []model.DType{model.F16, model.BF16} {
 			data := make([]byte, 2<<16)

@@ -3,11 +3,13 @@ package matmul
 import (
 	"runtime"
 	"time"
+
+	"github.com/acttail/acttail-gpu/runtime/backend/cpu/pool"
 )
 
 // MemReadBandwidth measures the memory read bandwidth in bytes/s: it sums
 // a fresh buffer of the given size (512 MiB is a good choice: far beyond
-// any cache) on Threads() threads of the MatMul pool, five passes, and
+// any cache) on Threads() threads of the shared pool, five passes, and
 // returns the best pass.
 func MemReadBandwidth(bytes int) float64 {
 	buf := make([]float32, max(bytes/4, 1))
@@ -25,7 +27,7 @@ func readBandwidth(buf []float32, passes int) float64 {
 	var best float64
 	for range passes {
 		start := time.Now()
-		parallel(len(sums), func(c int) { sums[c] = sum(buf[c*chunk : min((c+1)*chunk, len(buf))]) })
+		pool.Run(len(sums), pool.Func(func(c int) { sums[c] = sum(buf[c*chunk : min((c+1)*chunk, len(buf))]) }))
 		best = max(best, float64(4*len(buf))/time.Since(start).Seconds())
 	}
 	runtime.KeepAlive(sums)
