@@ -17,16 +17,19 @@ import (
 // float64, with round-off below zero clamped to 0.
 //
 // It forms the smaller Gram matrix (WᵀW when cols ≤ rows, else WWᵀ; both
-// have the same non-zero spectrum) and reduces it to tridiagonal form
-// without eigenvectors (LAPACK dsyev with jobz = N). Squaring costs
+// have the same non-zero spectrum), reduces it to tridiagonal form by
+// orthogonal similarity transforms and takes the eigenvalues of that
+// without eigenvectors. From order 256 the reduction is the two-stage one
+// of tridiag.go, through a band matrix, with its products in C with AVX2
+// (gonum's Dgemm without cgo); below, it is gonum's dsyev. Squaring costs
 // accuracy only for eigenvalues below about 1e-16·λmax, far under any
 // power-law tail.
 //
-// Cost, on the 2-core development machine: a 4096×4096 matrix takes about
-// 10 s for the Gram matrix and 95 s for dsyev (three quarters of it in
-// gonum's pure-Go dsymv inside the tridiagonal reduction); for 4096×11008
-// the Gram matrix takes 11008/4096 = 2.7× the flops and dsyev the same
-// time. See BenchmarkEigen4096x4096.
+// Cost, on the 2-core development machine with other work running: a
+// 4096×4096 matrix takes about 5.4 CPU-seconds (Gram matrix 1.6, band
+// reduction 3.5, the rest 0.6), where dsyev took 116; 4096×11008 takes
+// 8.6, its Gram matrix 2.7× as long. Without other load the products use
+// both cores. See BenchmarkEigen4096x4096.
 func Eigenvalues(w []float64, rows, cols int) ([]float64, error) {
 	a, s, l, err := gramFactor(w, rows, cols)
 	if err == nil {
@@ -68,9 +71,38 @@ func gramFactor[T float32 | float64](w []T, rows, cols int) (a []float64, s, l i
 	return a, s, l, nil
 }
 
+// minTridiag is the order from which gramEigenvalues takes the blocked
+// route; below it gonum's dsyev is fast enough.
+const minTridiag = 256
+
 // gramEigenvalues returns the ascending eigenvalues of A·Aᵀ for the s×l
 // row-major a (s ≤ l), clamped at 0.
 func gramEigenvalues(a []float64, s, l int) ([]float64, error) {
+	var d []float64
+	var ok bool
+	if s >= minTridiag {
+		d, ok = gramTridiagEigenvalues(a, s, l)
+	} else {
+		d, ok = syevEigenvalues(a, s, l)
+	}
+	if !ok {
+		return nil, errors.New("symmetric eigenvalue iteration did not converge")
+	}
+	return clampSort(d), nil
+}
+
+// clampSort sets the negative values of d, round-off, to 0 and sorts d.
+func clampSort(d []float64) []float64 {
+	for i, v := range d {
+		d[i] = max(v, 0)
+	}
+	slices.Sort(d)
+	return d
+}
+
+// syevEigenvalues returns the eigenvalues of A·Aᵀ for the s×l row-major a
+// (s ≤ l) by gonum's Dgemm and dsyev: the reference for the blocked route.
+func syevEigenvalues(a []float64, s, l int) ([]float64, bool) {
 	g := make([]float64, s*s)
 	// Dgemm does twice the flops of Dsyrk but is blocked and parallel: at
 	// 4096×4096 it is 2.4× faster on two cores.
@@ -80,12 +112,5 @@ func gramEigenvalues(a []float64, s, l int) ([]float64, error) {
 	work := make([]float64, 1)
 	lapack64.Syev(lapack.EVNone, sym, eig, work, -1)
 	work = make([]float64, int(work[0]))
-	if !lapack64.Syev(lapack.EVNone, sym, eig, work, len(work)) {
-		return nil, errors.New("symmetric eigenvalue iteration did not converge")
-	}
-	for i, v := range eig {
-		eig[i] = max(v, 0)
-	}
-	slices.Sort(eig)
-	return eig, nil
+	return eig, lapack64.Syev(lapack.EVNone, sym, eig, work, len(work))
 }

@@ -325,23 +325,33 @@ func TestProfileStories260K(t *testing.T) {
 	}
 }
 
-// benchEigen times Eigenvalues plus the default fit on one Gaussian matrix
-// of Llama-2-7B's shape. Run with -benchtime=1x: one op takes minutes.
-func benchEigen(b *testing.B, rows, cols int) {
+// benchEigen times eig plus the default fit on one Gaussian matrix of
+// Llama-2-7B's shape. Run with -benchtime=1x: one op takes seconds to
+// minutes.
+func benchEigen(b *testing.B, rows, cols int, eig func(a []float64, s, l int) ([]float64, bool)) {
 	if testing.Short() {
-		b.Skip("minutes per op")
+		b.Skip("seconds to minutes per op")
 	}
 	w := randMatrix(rand.New(rand.NewPCG(13, 14)), rows, cols)
 	for b.Loop() {
-		eig, err := Eigenvalues(w, rows, cols)
+		a, s, l, err := gramFactor(w, rows, cols)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := FitPowerLaw(eig, XminKS); err != nil {
+		e, ok := eig(a, s, l)
+		if !ok {
+			b.Fatal("no convergence")
+		}
+		if _, err := FitPowerLaw(clampSort(e), XminKS); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-func BenchmarkEigen4096x4096(b *testing.B)  { benchEigen(b, 4096, 4096) }
-func BenchmarkEigen4096x11008(b *testing.B) { benchEigen(b, 4096, 11008) }
+func BenchmarkEigen2048x2048(b *testing.B)  { benchEigen(b, 2048, 2048, gramTridiagEigenvalues) }
+func BenchmarkEigen4096x4096(b *testing.B)  { benchEigen(b, 4096, 4096, gramTridiagEigenvalues) }
+func BenchmarkEigen4096x11008(b *testing.B) { benchEigen(b, 4096, 11008, gramTridiagEigenvalues) }
+
+// BenchmarkEigenSyev2048x2048 times the reference route, gonum's Dgemm and
+// dsyev, for comparison.
+func BenchmarkEigenSyev2048x2048(b *testing.B) { benchEigen(b, 2048, 2048, syevEigenvalues) }
