@@ -38,6 +38,9 @@ type Config struct {
 	Sparse       string // eval.SparseAll, SparseSecondHalf or SparseNone
 	CalibPasses  int
 	Greedy       profile.GreedyOptions // Levels, Seed and Candidates are set by the sweep
+	// GreedyTokens caps the calibration tokens the greedy search scores
+	// each candidate on (0: all); thresholds still use all of them.
+	GreedyTokens int
 	Speed        SpeedOptions
 }
 
@@ -205,7 +208,16 @@ func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int
 			}
 			return out, nil
 		}
-		if greedy, err = profile.Greedy(ctx, s, calibTokens, sites, g); err != nil {
+		if log != nil {
+			g.Progress = func(level, loss float64) {
+				fmt.Fprintf(log, "greedy: level %.2f reached, calibration NLL %.4f\n", level, loss)
+			}
+		}
+		gt := calibTokens
+		if c.GreedyTokens > 0 && len(gt) > c.GreedyTokens {
+			gt = gt[:c.GreedyTokens]
+		}
+		if greedy, err = profile.Greedy(ctx, s, gt, sites, g); err != nil {
 			return nil, err
 		}
 	}

@@ -37,6 +37,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	maxEval := fs.Int("max-eval-tokens", 20000, "score at most this many tokens of each evaluation text (0: all)")
 	greedyStep := fs.Float64("greedy-step", 0.05, "greedy search: sparsity added to one projection per move")
 	greedyRefine := fs.Int("greedy-refine", 4, "greedy search: transfer rounds at each level")
+	greedyTokens := fs.Int("greedy-tokens", 1024, "greedy search: score candidates on the first N calibration tokens (0: all)")
 	passes := fs.Int("calib-passes", 3, "threshold mode: calibration passes")
 	speed := fs.Bool("speed", true, "also time every row: prefill and batch-1 decode tokens/s, decode latency, joules per token")
 	prefillTokens := fs.Int("prefill-tokens", 128, "speed: prompt length (the prompt runs dense)")
@@ -82,7 +83,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg := sweep.Config{
 		Levels: *levels, Methods: *methods, Eps: *epsList, Directions: directions, BlockAverage: pf.blockAverage,
 		SMin: pf.sMin, SMax: pf.sMax, Mode: pf.mode, Ctx: *evalCtx, Stride: *stride, Sparse: *sparseTokens, CalibPasses: *passes,
-		Greedy: profile.GreedyOptions{Step: *greedyStep, Refine: *greedyRefine, SMax: pf.sMax},
+		Greedy:       profile.GreedyOptions{Step: *greedyStep, Refine: *greedyRefine, SMax: pf.sMax},
+		GreedyTokens: *greedyTokens,
 	}
 	if why := cfg.NeedsCalib(); why != "" && *calibPath == "" {
 		return fmt.Errorf("%s: give --calib", why)
