@@ -281,19 +281,25 @@ func (b *Backend) Alloc(n int) backend.Buffer {
 }
 
 // Write implements backend.Backend.
+// Like the CPU backend's copy, it writes only what fits after off.
 func (b *Backend) Write(dst backend.Buffer, off int, src []float32) {
+	d := buf(dst)
+	span("write", d.n, off, 0)
+	src = src[:min(len(src), d.n-off)]
 	if len(src) == 0 {
 		return
 	}
-	d := buf(dst)
 	must(b.dev.Do(func(c *cudadrv.Ctx) error {
 		return c.CopyHtoD(d.at(off), unsafe.Pointer(&src[0]), 4*len(src), b.stream)
 	}))
 }
 
 // Read implements backend.Backend: it waits for the work queued so far.
+// Like the CPU backend's copy, it reads only what lies after off.
 func (b *Backend) Read(dst []float32, src backend.Buffer, off int) {
 	s := buf(src)
+	span("read", s.n, off, 0)
+	dst = dst[:min(len(dst), s.n-off)]
 	must(b.dev.Do(func(c *cudadrv.Ctx) error {
 		if len(dst) == 0 {
 			return c.StreamSynchronize(b.stream)
@@ -336,6 +342,15 @@ func (b *Backend) Upload(t *model.Tensor) (backend.Weight, error) {
 func checkMatrix(t *model.Tensor) error {
 	if _, err := suffix(t.DType); err != nil {
 		return fmt.Errorf("upload %s: %w", t.Name, err)
+	}
+	if t.Shape[0] <= 0 || t.Shape[1] <= 0 {
+		return fmt.Errorf("upload %s: shape %v", t.Name, t.Shape)
+	}
+	// The kernels find element (o, i) of a Q8_0 matrix as block (o·in + i)/32,
+	// which is right only when every row is whole blocks (as the CPU backend
+	// also requires).
+	if t.DType == model.Q8_0 && t.Shape[1]%model.Q8Block != 0 {
+		return fmt.Errorf("upload %s: Q8_0 rows of %d values are not whole blocks of %d", t.Name, t.Shape[1], model.Q8Block)
 	}
 	if want := t.DType.Bytes(t.Elems()); want <= 0 || len(t.Data) != want {
 		return fmt.Errorf("upload %s: %d bytes for %v %s", t.Name, len(t.Data), t.Shape, t.DType)

@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"fmt"
 	"slices"
 	"unsafe"
 
@@ -10,21 +11,44 @@ import (
 
 func mat(w backend.Weight) *Mat { return w.(*Mat) }
 
+// need returns b's device buffer after checking that it holds at least n
+// values. The CPU backend panics on a short slice; here a short buffer would
+// be a silent out-of-bounds access on the device (or a sticky fault that
+// fails every later op), so the ops check on the host first.
+func need(op string, b backend.Buffer, n int) *Buf {
+	x := buf(b)
+	if n < 0 || n > x.n {
+		panic(fmt.Sprintf("cuda: %s: buffer of %d values, need %d", op, x.n, n))
+	}
+	return x
+}
+
+// span checks that [off, off+n) lies in a buffer of size values.
+func span(op string, size, off, n int) {
+	if off < 0 || n < 0 || off > size || n > size-off {
+		panic(fmt.Sprintf("cuda: %s: values [%d, %d+%d) outside a buffer of %d", op, off, off, n, size))
+	}
+}
+
 // Embed implements backend.Backend.
 func (b *Backend) Embed(dst backend.Buffer, table backend.Weight, tokens []int) {
 	m := mat(table)
 	if m.Trans {
 		panic("cuda: embed: table was uploaded with UploadSparse")
 	}
+	d := need("embed", dst, len(tokens)*m.In)
 	if len(tokens) == 0 {
 		return
 	}
 	ids := make([]int32, len(tokens))
 	for i, t := range tokens {
+		if t < 0 || t >= m.Out {
+			panic(fmt.Sprintf("cuda: embed: token %d outside the table's %d rows", t, m.Out))
+		}
 		ids[i] = int32(t)
 	}
 	b.ensure(scratchTokens, 4*len(ids))
-	d, l := buf(dst), embedLaunch(len(ids), m.In)
+	l := embedLaunch(len(ids), m.In)
 	f := b.fn["at_embed"]
 	b.dev.Go(func(c *cudadrv.Ctx) error {
 		tok := b.scratch[scratchTokens]
@@ -38,12 +62,21 @@ func (b *Backend) Embed(dst backend.Buffer, table backend.Weight, tokens []int) 
 // RMSNorm implements backend.Backend.
 func (b *Backend) RMSNorm(dst, x backend.Buffer, w backend.Weight, rows int, eps float32) {
 	v := w.(*Vec)
-	b.launch("at_rmsnorm", normLaunch(rows), buf(dst).p, buf(x).p, v.p, v.n, eps)
+	d, xs := need("rmsnorm", dst, rows*v.n), need("rmsnorm", x, rows*v.n)
+	if rows <= 0 { // a zero grid would be launched as one block (Dim3.norm)
+		return
+	}
+	b.launch("at_rmsnorm", normLaunch(rows), d.p, xs.p, v.p, v.n, eps)
 }
 
 // MatMul implements backend.Backend.
 func (b *Backend) MatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, rows int) {
 	m := mat(w)
+	need("matmul", dst, rows*m.Out)
+	need("matmul", x, rows*m.In)
+	if rows <= 0 {
+		return
+	}
 	if m.Trans {
 		b.denseT(dst, m, x, rows)
 		return
@@ -87,6 +120,13 @@ func boolInt(v bool) int {
 
 // RoPE implements backend.Backend.
 func (b *Backend) RoPE(x backend.Buffer, rows, heads, headDim, pos0 int, freqs []float32) {
+	need("rope", x, rows*heads*headDim)
+	if len(freqs) < headDim/2 {
+		panic(fmt.Sprintf("cuda: rope: %d frequencies for head_dim %d", len(freqs), headDim))
+	}
+	if rows <= 0 || heads*(headDim/2) <= 0 {
+		return
+	}
 	if !slices.Equal(b.freqs, freqs) {
 		b.freqs = slices.Clone(freqs)
 		f := b.freqs
@@ -114,6 +154,11 @@ func (b *Backend) RoPE(x backend.Buffer, rows, heads, headDim, pos0 int, freqs [
 
 // Copy implements backend.Backend.
 func (b *Backend) Copy(dst backend.Buffer, dstOff int, src backend.Buffer, srcOff, n int) {
+	span("copy", buf(dst).n, dstOff, n)
+	span("copy", buf(src).n, srcOff, n)
+	if n == 0 {
+		return
+	}
 	d, s := buf(dst).at(dstOff), buf(src).at(srcOff)
 	b.dev.Go(func(c *cudadrv.Ctx) error { return c.CopyDtoD(d, s, 4*n, b.stream) })
 }
@@ -122,38 +167,58 @@ func (b *Backend) Copy(dst backend.Buffer, dstOff int, src backend.Buffer, srcOf
 func (b *Backend) Attention(out, q, kc, vc backend.Buffer, rows, nHeads, nKVHeads, headDim, pos0 int) {
 	l, err := attentionLaunch(rows, nHeads, nKVHeads, headDim)
 	must(err)
-	b.launch("at_attention", l, buf(out).p, buf(q).p, buf(kc).p, buf(vc).p, nHeads, nKVHeads, headDim, pos0)
+	if pos0 < 0 {
+		panic(fmt.Sprintf("cuda: attention: position %d", pos0))
+	}
+	o, qs := need("attention", out, rows*nHeads*headDim), need("attention", q, rows*nHeads*headDim)
+	kvn := (pos0 + rows) * nKVHeads * headDim
+	ks, vs := need("attention", kc, kvn), need("attention", vc, kvn)
+	if rows <= 0 {
+		return
+	}
+	b.launch("at_attention", l, o.p, qs.p, ks.p, vs.p, nHeads, nKVHeads, headDim, pos0)
 }
 
 // SwiGLU implements backend.Backend.
 func (b *Backend) SwiGLU(gate, up backend.Buffer, n int) {
-	b.launch("at_swiglu", strideGrid(n), buf(gate).p, buf(up).p, int64(n))
+	g, u := need("swiglu", gate, n), need("swiglu", up, n)
+	if n <= 0 {
+		return
+	}
+	b.launch("at_swiglu", strideGrid(n), g.p, u.p, int64(n))
 }
 
 // Add implements backend.Backend.
 func (b *Backend) Add(dst, x backend.Buffer, n int) {
-	b.launch("at_add", strideGrid(n), buf(dst).p, buf(x).p, int64(n))
+	d, xs := need("add", dst, n), need("add", x, n)
+	if n <= 0 {
+		return
+	}
+	b.launch("at_add", strideGrid(n), d.p, xs.p, int64(n))
 }
 
 // Argmax returns the index of the largest of the first n values of logits
 // (the lowest on ties), computed on the device.
 func (b *Backend) Argmax(logits backend.Buffer, n int) int {
-	return b.pick("at_argmax", buf(logits).p, n)
+	return b.pick("at_argmax", buf(logits), n)
 }
 
 // Sample draws an index from softmax(logits[:n] / temperature) by inverse
 // CDF at u in [0, 1), on the device.
 func (b *Backend) Sample(logits backend.Buffer, n int, temperature float32, u float32) int {
-	return b.pick("at_sample", buf(logits).p, n, 1/temperature, u)
+	return b.pick("at_sample", buf(logits), n, 1/temperature, u)
 }
 
-func (b *Backend) pick(kernel string, logits cudadrv.DevicePtr, n int, extra ...any) int {
+func (b *Backend) pick(kernel string, logits *Buf, n int, extra ...any) int {
+	if n <= 0 || n > logits.n {
+		panic(fmt.Sprintf("cuda: %s: %d logits in a buffer of %d", kernel, n, logits.n))
+	}
 	b.ensure(scratchResult, 4)
 	var r int32
 	f := b.fn[kernel]
 	must(b.dev.Do(func(c *cudadrv.Ctx) error {
 		res := b.scratch[scratchResult]
-		args := append([]any{res, logits, n}, extra...)
+		args := append([]any{res, logits.p, n}, extra...)
 		if err := c.Launch(f, cudadrv.Dim3{X: 1}, cudadrv.Dim3{X: sampleThreads}, 0, b.stream, args...); err != nil {
 			return err
 		}
@@ -225,6 +290,11 @@ func (b *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.B
 	m := mat(w)
 	if !m.Trans {
 		panic("cuda: sparse matmul: weight was not uploaded with UploadSparse")
+	}
+	need("sparse matmul", dst, rows*m.Out)
+	need("sparse matmul", x, rows*m.In)
+	if rows <= 0 {
+		return
 	}
 	if s.Dense(m.In) {
 		if s.ID >= 0 {
