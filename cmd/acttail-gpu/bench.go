@@ -86,8 +86,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Greedy:       profile.GreedyOptions{Step: *greedyStep, Refine: *greedyRefine, SMax: pf.sMax},
 		GreedyTokens: *greedyTokens,
 	}
-	if why := cfg.NeedsCalib(); why != "" && *calibPath == "" {
-		return fmt.Errorf("%s: give --calib", why)
+	if why := cfg.NeedsCalib(); why != "" && *calibPath == "" && pf.calibSample == 0 {
+		return fmt.Errorf("%s: give --calib or --calib-sample", why)
 	}
 	if *speed {
 		cfg.Speed = sweep.SpeedOptions{On: true, PrefillTokens: *prefillTokens, DecodeTokens: *decodeTokens, Repeats: *speedRepeats}
@@ -102,8 +102,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer l.Close()
 	var calibIDs []int
-	if *calibPath != "" {
-		if calibIDs, err = pf.tokens(l, *calibPath); err != nil {
+	if *calibPath != "" || pf.calibSample > 0 {
+		if calibIDs, err = pf.tokens(ctx, l, *calibPath); err != nil {
 			return err
 		}
 	}

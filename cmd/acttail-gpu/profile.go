@@ -23,7 +23,7 @@ type planFlags struct {
 	method, direction, xmin, mode string
 	eps, sMin, sMax               float64
 	blockAverage                  bool
-	ctx, calibTokens              int
+	ctx, calibTokens, calibSample int
 	fitsCache                     string
 }
 
@@ -38,6 +38,7 @@ func (f *planFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.mode, "mode", plan.ModeTopK, "run-time masking: topk (exact k per token) or threshold (calibrated |x| cut)")
 	fs.IntVar(&f.ctx, "calib-ctx", 256, "calibration window length in tokens")
 	fs.IntVar(&f.calibTokens, "calib-tokens", 0, "use only the first N calibration tokens (0: all)")
+	fs.IntVar(&f.calibSample, "calib-sample", 0, "add N tokens of text sampled from the model itself to the calibration text (data-free calibration)")
 	fs.StringVar(&f.fitsCache, "fits", "", "cache file for the heavy-tail fits (reused when the weights match)")
 }
 
@@ -60,17 +61,32 @@ func (f *planFlags) options(target float64) (profile.Options, error) {
 }
 
 // calibTokens reads and encodes the calibration text.
-func (f *planFlags) tokens(l *loaded, path string) ([]int, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	ids := l.tok.Encode(string(raw), true)
-	if f.calibTokens > 0 && len(ids) > f.calibTokens {
-		ids = ids[:f.calibTokens]
-	}
+func (f *planFlags) tokens(ctx context.Context, l *loaded, path string) ([]int, error) {
 	if f.ctx <= 0 {
 		return nil, fmt.Errorf("--calib-ctx %d must be positive", f.ctx)
+	}
+	if f.calibSample < 0 {
+		return nil, fmt.Errorf("--calib-sample %d must be ≥ 0", f.calibSample)
+	}
+	var ids []int
+	if path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		ids = l.tok.Encode(string(raw), true)
+		if f.calibTokens > 0 && len(ids) > f.calibTokens {
+			ids = ids[:f.calibTokens]
+		}
+	}
+	if f.calibSample > 0 {
+		s := l.engine.NewState(f.ctx, 1)
+		more, err := calib.SampleText(ctx, s, l.tok.BOS(), f.calibSample, 1, l.tok.IsEnd)
+		if err != nil {
+			return nil, fmt.Errorf("sampling calibration text: %w", err)
+		}
+		ids = append(ids, more...)
+		path = fmt.Sprintf("%s + %d sampled tokens", path, f.calibSample)
 	}
 	if len(ids) < min(f.ctx, l.engine.Config.SeqLen) {
 		return nil, fmt.Errorf("calibration text %s is %d tokens, shorter than one window of %d", path, len(ids), min(f.ctx, l.engine.Config.SeqLen))
@@ -93,7 +109,7 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *calibPath == "" || *out == "" {
+	if (*calibPath == "" && pf.calibSample == 0) || *out == "" {
 		fs.Usage()
 		return errUsage
 	}
@@ -107,7 +123,7 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer l.Close()
-	ids, err := pf.tokens(l, *calibPath)
+	ids, err := pf.tokens(ctx, l, *calibPath)
 	if err != nil {
 		return err
 	}

@@ -123,3 +123,29 @@ func readFile(p string) (string, error) {
 	b, err := os.ReadFile(p)
 	return string(b), err
 }
+
+func TestSampleText(t *testing.T) {
+	m, err := llama2c.Load(filepath.Join(testfiles.Stories260K(t), "stories260K.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	e, err := engine.Load(cpu.New(0), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := e.NewState(64, 16)
+	a, err := SampleText(context.Background(), s, 1, 300, 7, func(id int) bool { return id == 2 })
+	if err != nil || len(a) != 300 || a[0] != 1 {
+		t.Fatalf("%d tokens, first %v, %v", len(a), a[:1], err)
+	}
+	b, _ := SampleText(context.Background(), s, 1, 300, 7, func(id int) bool { return id == 2 })
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatal("same seed, different text")
+		}
+	}
+	if _, err := SampleText(context.Background(), s, -1, 10, 1, nil); err == nil {
+		t.Fatal("no BOS accepted")
+	}
+}
