@@ -208,7 +208,8 @@ func (s *Speed) UnmarshalJSON(b []byte) error {
 }
 
 // Plot draws one line per method against sparsity: perplexity, one file
-// per evaluation text (prefix-DATA.ext); decode tokens/s
+// per evaluation text (prefix-DATA.ext), and perplexity over uniform's at
+// the same level (prefix-DATA-vs-uniform.ext); decode tokens/s
 // (prefix-decode-tps.ext) when the sweep was timed; joules per decoded
 // token (prefix-joules-per-token.ext) when energy was measured. The dense
 // baseline starts every line at level 0. It returns the files written.
@@ -230,8 +231,18 @@ func Plot(prefix, ext string, rows []Row) ([]string, error) {
 			return r
 		}, strings.TrimSuffix(filepath.Base(r0.Data), filepath.Ext(r0.Data)))
 		plots = append(plots, plot{name,
-			chart.Options{Title: "perplexity vs activation sparsity: " + r0.Data, XLabel: "parameter-weighted sparsity", YLabel: "perplexity (log)", LogY: true},
+			chart.Options{Title: "perplexity vs activation sparsity: " + r0.Data, XLabel: "parameter-weighted sparsity", YLabel: "perplexity (log)", LogY: true, LegendLeft: true},
 			func(r Row) float64 { return r.Results[j].Perplexity }})
+		if slices.ContainsFunc(rows, func(r Row) bool { return r.Method == "uniform" }) {
+			plots = append(plots, plot{name + "-vs-uniform",
+				chart.Options{Title: "perplexity relative to uniform allocation: " + r0.Data, XLabel: "parameter-weighted sparsity", YLabel: "perplexity / uniform's (log; below 1 beats uniform)", LogY: true},
+				func(r Row) float64 {
+					if r.Method == "uniform" {
+						return 1
+					}
+					return 1 + r.Results[j].VsUniform
+				}})
+		}
 	}
 	if rows[0].Speed != nil {
 		plots = append(plots, plot{"decode-tps",

@@ -176,7 +176,7 @@ func TestSpeedOutputs(t *testing.T) {
 		}
 		want := []string{filepath.Join(dir, "sweep-decode-tps.svg")}
 		if data != nil {
-			want = append([]string{filepath.Join(dir, "sweep-text.svg")}, want...)
+			want = append([]string{filepath.Join(dir, "sweep-text.svg"), filepath.Join(dir, "sweep-text-vs-uniform.svg")}, want...)
 		}
 		if !slices.Equal(files, want) {
 			t.Fatalf("plots %v, want %v", files, want)

@@ -44,9 +44,25 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	decodeTokens := fs.Int("decode-tokens", 128, "speed: greedy decode steps after the prompt, sparse under each row's plan")
 	speedRepeats := fs.Int("speed-repeats", 3, "speed: timed runs per row; the median is reported")
 	outDir := fs.String("out-dir", "", "write sweep.csv, sweep.json and plots here")
+	replot := fs.Bool("replot", false, "only redraw the plots of --out-dir from its sweep.json")
 	plotExt := fs.String("plot-format", "png", "plot format: png or svg")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *replot {
+		if *outDir == "" {
+			return fmt.Errorf("--replot needs --out-dir")
+		}
+		rows, err := sweep.ReadJSON(filepath.Join(*outDir, "sweep.json"), nil)
+		if err != nil {
+			return err
+		}
+		files, err := sweep.Plot(filepath.Join(*outDir, "sweep"), *plotExt, rows)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "redrew %s\n", strings.Join(files, ", "))
+		return nil
 	}
 	if !*isSweep {
 		fmt.Fprintln(stderr, "bench: say what to run: --sparsity-sweep")

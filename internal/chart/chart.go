@@ -26,7 +26,9 @@ type Series struct {
 type Options struct {
 	Title, XLabel, YLabel string
 	LogY                  bool
-	Width, Height         vg.Length // default 16 cm × 10 cm
+	// LegendLeft puts the legend top left, for lines that rise to the right.
+	LegendLeft    bool
+	Width, Height vg.Length // default 18 cm × 12 cm
 }
 
 // Lines writes a line chart with points to path (.png or .svg). Points
@@ -46,6 +48,7 @@ func Lines(path string, o Options, series []Series) error {
 	}
 	p.Add(plotter.NewGrid())
 	p.Legend.Top = true
+	p.Legend.Left = o.LegendLeft
 	for i, s := range series {
 		var pts plotter.XYs
 		for j := range s.X {
@@ -72,7 +75,7 @@ func Lines(path string, o Options, series []Series) error {
 	}
 	w, h := o.Width, o.Height
 	if w == 0 {
-		w, h = 16*vg.Centimeter, 10*vg.Centimeter
+		w, h = 18*vg.Centimeter, 12*vg.Centimeter
 	}
 	p.BackgroundColor = color.White
 	if err := p.Save(w, h, path); err != nil {
