@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/acttail/acttail-gpu/runtime/backend"
@@ -38,6 +39,10 @@ type GreedyOptions struct {
 	// greedy path, uniform and these has the lowest calibration loss, so
 	// its result is never worse on the calibration text than any of them.
 	Candidates func(level float64) ([][]float64, error) `json:"-"`
+	// Holdout, if set, are calibration tokens the search does not score
+	// moves on: a refinement transfer is kept only if it also lowers the
+	// loss on them, which guards against fitting the scored tokens.
+	Holdout []int `json:"-"`
 	// Progress, if set, hears each finished level.
 	Progress func(level, loss float64) `json:"-"`
 }
@@ -86,7 +91,7 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 	for _, st := range sites {
 		total += float64(st.Params())
 	}
-	loss := func(sp []float64) (float64, error) {
+	lossOn := func(sp []float64, toks []int) (float64, error) {
 		bs := make([]backend.Site, len(sites))
 		for i, st := range sites {
 			bs[i] = backend.Site{ID: i, TopK: true, K: plan.KeepFor(sp[i], st.DIn)}
@@ -94,8 +99,22 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 		if err := m.SetSites(bs); err != nil {
 			return 0, err
 		}
-		r, err := eval.Perplexity(ctx, s, tokens, eval.Options{Ctx: s.Context(), Stride: s.Context(), Sparse: eval.SparseAll})
+		r, err := eval.Perplexity(ctx, s, toks, eval.Options{Ctx: s.Context(), Stride: s.Context(), Sparse: eval.SparseAll})
 		return r.MeanNLL, err
+	}
+	loss := func(sp []float64) (float64, error) { return lossOn(sp, tokens) }
+	// holdoutOK reports whether moving from old to cur keeps the held-out
+	// loss from rising (always true without held-out tokens).
+	holdoutOK := func(old, cur []float64) (bool, error) {
+		if len(o.Holdout) < 2 {
+			return true, nil
+		}
+		a, err := lossOn(old, o.Holdout)
+		if err != nil {
+			return false, err
+		}
+		b, err := lossOn(cur, o.Holdout)
+		return b < a, err
 	}
 	uniform := func(lv float64) []float64 {
 		u := make([]float64, len(sites))
@@ -171,6 +190,7 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 				w := math.Min(math.Min(o.Step, cur[pr.from])*float64(sites[pr.from].Params()),
 					math.Min(o.Step, o.SMax-cur[pr.to])*float64(sites[pr.to].Params()))
 				df, dt := w/float64(sites[pr.from].Params()), w/float64(sites[pr.to].Params())
+				old := slices.Clone(cur)
 				cur[pr.from] -= df
 				cur[pr.to] += dt
 				l, err := loss(cur)
@@ -178,8 +198,14 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 					return 0, err
 				}
 				if l < base {
-					base, improved = l, true
-					break
+					ok, err := holdoutOK(old, cur)
+					if err != nil {
+						return 0, err
+					}
+					if ok {
+						base, improved = l, true
+						break
+					}
 				}
 				cur[pr.from] += df
 				cur[pr.to] -= dt

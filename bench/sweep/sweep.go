@@ -216,6 +216,9 @@ func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int
 		gt := calibTokens
 		if c.GreedyTokens > 0 && len(gt) > c.GreedyTokens {
 			gt = gt[:c.GreedyTokens]
+			if len(calibTokens)-c.GreedyTokens >= 2 {
+				g.Holdout = calibTokens[c.GreedyTokens:] // the rest checks the refinement
+			}
 		}
 		if greedy, err = profile.Greedy(ctx, s, gt, sites, g); err != nil {
 			return nil, err

@@ -131,9 +131,11 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	fits, err := profile.Fits(ctx, l.file, o.Xmin, pf.fitsCache, stderr)
-	if err != nil {
-		return err
+	var fits []htsr.Fit // uniform needs no spectra; they take minutes on 7B-sized models
+	if o.Method != profile.MethodUniform {
+		if fits, err = profile.Fits(ctx, l.file, o.Xmin, pf.fitsCache, stderr); err != nil {
+			return err
+		}
 	}
 	sites, err := profile.Sites(l.file, fits)
 	if err != nil {
