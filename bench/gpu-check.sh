@@ -136,3 +136,10 @@ if command -v column >/dev/null; then
 else
 	grep -h '^Benchmark' "$out"/bench-*.log 2>/dev/null
 fi
+# On the lent device machine only $OUT comes back: leave the results there.
+if [[ -n ${OUT:-} && -d ${OUT:-} ]]; then
+	mkdir -p "$OUT/gpu-check"
+	cp "$results" "$OUT/" 2>/dev/null
+	cp "$out"/*.log "$out"/host.txt "$OUT/gpu-check/" 2>/dev/null
+	echo "copied $results and the logs to $OUT"
+fi
