@@ -69,11 +69,8 @@ func BenchmarkDecodeStories260K(b *testing.B) {
 	benchDecode(b, m, 0)
 }
 
-// BenchmarkDecode110M decodes on a random-weight model of about 110M
-// parameters (dim 768, hidden 2048, 12 layers, vocab 32000, f32: 440 MB,
-// far beyond the caches) and reports weight bytes read per second next to
-// the memory read bandwidth measured in the same run.
-func BenchmarkDecode110M(b *testing.B) {
+// model110M is the synthetic f32 model of about 110M parameters.
+func model110M(b *testing.B) *model.Model {
 	c, err := synth.Preset("llama-110m")
 	if err != nil {
 		b.Fatal(err)
@@ -82,6 +79,15 @@ func BenchmarkDecode110M(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return m
+}
+
+// BenchmarkDecode110M decodes on a random-weight model of about 110M
+// parameters (dim 768, hidden 2048, 12 layers, vocab 32000, f32: 440 MB,
+// far beyond the caches) and reports weight bytes read per second next to
+// the memory read bandwidth measured in the same run.
+func BenchmarkDecode110M(b *testing.B) {
+	m := model110M(b)
 	bw := matmul.MemReadBandwidth(512 << 20)
 	benchDecode(b, m, bw)
 }
@@ -92,14 +98,8 @@ func BenchmarkDecode110M(b *testing.B) {
 // bytes (the classifier and attention stay dense, so the whole-step ideal
 // is lower).
 func BenchmarkDecodeSparse110M(b *testing.B) {
-	c, err := synth.Preset("llama-110m")
-	if err != nil {
-		b.Fatal(err)
-	}
-	m, err := synth.New(c, model.F32, 1)
-	if err != nil {
-		b.Fatal(err)
-	}
+	m := model110M(b)
+	c := m.Config
 	e, err := engine.LoadWith(cpu.New(0), m, engine.Options{Sparse: true})
 	if err != nil {
 		b.Fatal(err)
