@@ -6,12 +6,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/acttail/acttail-gpu/bench/sweep"
 	"github.com/acttail/acttail-gpu/profile"
 	"github.com/acttail/acttail-gpu/profile/alloc"
+	"github.com/acttail/acttail-gpu/profile/htsr"
 	"github.com/acttail/acttail-gpu/runtime/eval"
 	"github.com/acttail/acttail-gpu/runtime/plan"
 	"github.com/acttail/acttail-gpu/runtime/power"
@@ -135,9 +137,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		sets = append(sets, sweep.Data{Name: filepath.Base(d), Tokens: ids})
 	}
-	fits, err := profile.Fits(ctx, l.file, opts.Xmin, pf.fitsCache, stderr)
-	if err != nil {
-		return err
+	// Only ActTail (and the greedy search, which starts from ActTail
+	// allocations) needs the spectra, which take minutes on 7B-sized models.
+	var fits []htsr.Fit
+	if slices.Contains(*methods, profile.MethodActTail) || slices.Contains(*methods, profile.MethodGreedy) {
+		if fits, err = profile.Fits(ctx, l.file, opts.Xmin, pf.fitsCache, stderr); err != nil {
+			return err
+		}
 	}
 	var energy, noMeter string // the meter, or why there is none
 	if *speed {
