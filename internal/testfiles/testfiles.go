@@ -9,13 +9,13 @@ import (
 	"testing"
 )
 
-// Shared returns the path of rel inside the shared folder, found by walking
-// up from the working directory; the test is skipped if there is none.
-func Shared(t testing.TB, rel string) string {
-	t.Helper()
+// Find returns the path of rel inside the shared folder, found by walking
+// up from the working directory, or "" if there is none (for callers that
+// fall back to generated data, such as fuzz seeds).
+func Find(rel string) string {
 	dir, err := os.Getwd()
 	if err != nil {
-		t.Fatal(err)
+		return ""
 	}
 	for {
 		p := filepath.Join(dir, "shared", rel)
@@ -24,10 +24,20 @@ func Shared(t testing.TB, rel string) string {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Skipf("shared/%s not found above the working directory", rel)
+			return ""
 		}
 		dir = parent
 	}
+}
+
+// Shared is Find, skipping the test when the file is absent.
+func Shared(t testing.TB, rel string) string {
+	t.Helper()
+	p := Find(rel)
+	if p == "" {
+		t.Skipf("shared/%s not found above the working directory", rel)
+	}
+	return p
 }
 
 // Stories260K is the directory of the bundled stories260K model.

@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"github.com/acttail/acttail-gpu/internal/testfiles"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -161,7 +162,7 @@ New paragraphs after blank lines. DON'T SHOUT. We'VE been here. I'd like 3.14159
 // TinyStories calibration text, or from trainCorpus without it.
 func trainedBPE(t testing.TB, pre string) *Tokenizer {
 	corpus := trainCorpus
-	if p := findShared("data/tinystories-calib.txt"); p != "" {
+	if p := testfiles.Find("data/tinystories-calib.txt"); p != "" {
 		corpus += string(sharedFile(t, "data/tinystories-calib.txt"))
 	}
 	v := trainBPE(corpus, pre, 400)

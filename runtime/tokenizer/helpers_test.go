@@ -5,40 +5,19 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/acttail/acttail-gpu/internal/testfiles"
 	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
 
-// findShared returns rel inside the "shared" folder that sits beside the
-// package directory or one of its parents (/work/shared for /work/main),
-// or "" if there is none.
-func findShared(rel string) string {
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		return ""
-	}
-	for {
-		p := filepath.Join(dir, "shared", rel)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return ""
-		}
-		dir = parent
-	}
-}
-
 // sharedFile reads a shared file or skips the test.
 func sharedFile(t testing.TB, rel string) []byte {
-	p := findShared(rel)
+	p := testfiles.Find(rel)
 	if p == "" {
 		t.Skipf("shared/%s not found", rel)
 	}
@@ -53,7 +32,7 @@ const tok512 = "models/stories260K/tok512.bin"
 
 // loadTok512 builds the stories260K tokenizer or skips the test.
 func loadTok512(t testing.TB) *Tokenizer {
-	p := findShared(tok512)
+	p := testfiles.Find(tok512)
 	if p == "" {
 		t.Skip("shared/" + tok512 + " not found")
 	}
@@ -75,7 +54,7 @@ func mustTok512(t testing.TB, path string) *Tokenizer {
 // spmOrSynthetic is tok512 when the shared folder has it, otherwise a small
 // SPM vocab built here, so that fuzz targets run anywhere.
 func spmOrSynthetic(t testing.TB) *Tokenizer {
-	if p := findShared(tok512); p != "" {
+	if p := testfiles.Find(tok512); p != "" {
 		return mustTok512(t, p)
 	}
 	tk, err := New(syntheticSPM())

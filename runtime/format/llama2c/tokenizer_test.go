@@ -3,37 +3,17 @@ package llama2c
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/acttail/acttail-gpu/internal/testfiles"
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
 
-// findTok512 looks for stories260K's tokenizer in a "shared" folder beside
-// the package directory or one of its parents, and returns "" if none.
-func findTok512() string {
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		return ""
-	}
-	for {
-		p := filepath.Join(dir, "shared", "models", "stories260K", "tok512.bin")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return ""
-		}
-		dir = parent
-	}
-}
-
 func tok512Path(t testing.TB) string {
-	p := findTok512()
+	p := testfiles.Find("models/stories260K/tok512.bin")
 	if p == "" {
 		t.Skip("shared/models/stories260K/tok512.bin not found")
 	}
@@ -184,7 +164,7 @@ func TestWriteVocabRejects(t *testing.T) {
 }
 
 func FuzzParseVocab(f *testing.F) {
-	if p := findTok512(); p != "" {
+	if p := testfiles.Find("models/stories260K/tok512.bin"); p != "" {
 		if data, err := os.ReadFile(p); err == nil {
 			f.Add(data, 512)
 			f.Add(data[:len(data)/2], 0)
