@@ -6,24 +6,48 @@ import (
 	"math"
 )
 
-// maxArgs bounds a kernel's parameter count.
-const maxArgs = 32
+// maxArgs bounds a kernel's parameter count, argBytes their packed size.
+const (
+	maxArgs  = 32
+	argBytes = 1024
+)
 
 // PackArgs lays kernel arguments out as cuLaunchKernel reads them: each in
-// its own 8-byte slot, little-endian, with offs[i] the slot of argument i.
-// Accepted: DevicePtr, uint64, int64, float64 (8 bytes); int32, uint32,
-// float32 (4 bytes); int (as int32, which must hold it).
+// its own 8-byte-aligned slot, little-endian, with offs[i] the slot of
+// argument i. Accepted: DevicePtr, uint64, int64, float64 (8 bytes);
+// int32, uint32, float32 (4 bytes); int (as int32, which must hold it);
+// []byte, the image of a struct passed by value (its fields laid out by
+// the caller, alignment at most 8), in as many 8-byte slots as it needs.
 func PackArgs(args []any) (vals []byte, offs []int, err error) {
 	if len(args) > maxArgs {
 		return nil, nil, fmt.Errorf("%d kernel arguments, at most %d", len(args), maxArgs)
 	}
-	vals = make([]byte, 8*len(args))
-	offs = make([]int, len(args))
+	size := 0
 	for i, a := range args {
-		o := 8 * i
+		b, ok := a.([]byte)
+		switch {
+		case !ok:
+			size += 8
+		case len(b) == 0:
+			return nil, nil, fmt.Errorf("argument %d: empty struct image", i)
+		default:
+			size += (len(b) + 7) / 8 * 8
+		}
+	}
+	if size > argBytes {
+		return nil, nil, fmt.Errorf("%d bytes of kernel arguments, at most %d", size, argBytes)
+	}
+	vals = make([]byte, size)
+	offs = make([]int, len(args))
+	o := 0
+	for i, a := range args {
 		offs[i] = o
 		s := vals[o : o+8]
+		o += 8
 		switch v := a.(type) {
+		case []byte:
+			copy(vals[offs[i]:], v)
+			o = offs[i] + (len(v)+7)/8*8
 		case DevicePtr:
 			binary.LittleEndian.PutUint64(s, uint64(v))
 		case uint64:

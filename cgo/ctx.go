@@ -43,7 +43,7 @@ type Ctx struct {
 // the call, so one arena serves every launch on the thread.
 type argArena struct {
 	ptrs [maxArgs]unsafe.Pointer
-	vals [maxArgs * 8]byte
+	vals [argBytes]byte
 }
 
 func (c *Ctx) free() { C.free(unsafe.Pointer(c.args)) }

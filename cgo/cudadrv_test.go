@@ -22,6 +22,9 @@ func TestPackArgs(t *testing.T) {
 		{"int overflow", []any{1 << 40}, nil, "does not fit"},
 		{"unsupported", []any{"x"}, nil, "unsupported type string"},
 		{"too many", make([]any, maxArgs+1), nil, "at most"},
+		{"struct", []any{[]byte{1, 2, 3, 4, 5, 6, 7, 8, 9}, int32(7)}, []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0}, ""},
+		{"empty struct", []any{[]byte{}}, nil, "empty struct"},
+		{"too large", []any{make([]byte, argBytes), 1}, nil, "bytes of kernel arguments"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			vals, offs, err := PackArgs(tc.args)
@@ -37,9 +40,14 @@ func TestPackArgs(t *testing.T) {
 			if string(vals) != string(tc.want) {
 				t.Errorf("vals = %v, want %v", vals, tc.want)
 			}
+			want := 0
 			for i, o := range offs {
-				if o != 8*i {
-					t.Errorf("offs[%d] = %d, want %d", i, o, 8*i)
+				if o != want {
+					t.Errorf("offs[%d] = %d, want %d", i, o, want)
+				}
+				want += 8
+				if b, ok := tc.args[i].([]byte); ok {
+					want = o + (len(b)+7)/8*8
 				}
 			}
 		})

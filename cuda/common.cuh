@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cuda_fp16.h>
+#include <stddef.h>
 #include <stdint.h>
 
 // Dtype codes: the order of model.DType in the Go runtime.
@@ -14,6 +15,28 @@
 
 #define AT_Q8_BLOCK 32
 #define AT_Q8_BYTES 34
+
+// at_proj is one projection of a fused group (q/k/v or gate/up: up to
+// AT_GROUP sharing one input); at_group is passed by value in the kernel
+// parameters. The host packs it byte by byte (runtime/backend/cuda,
+// packGroup): every field naturally aligned, at_proj 32 bytes, at_group 104.
+#define AT_GROUP 3
+struct at_proj {
+  float *y;        // out values a token
+  const void *w;   // weights: (out, in) for at_gemv, (in, out) for at_gather
+  int out;
+  int slot;        // c_sites slot (at_select)
+  int stat;        // stats counter (at_select); < 0: not counted
+  int reserved;
+};
+struct at_group {
+  at_proj p[AT_GROUP];
+  int n;  // projections in use
+};
+// The layout the host packs; a change here must change packGroup too.
+static_assert(sizeof(at_proj) == 32 && offsetof(at_proj, out) == 16 && offsetof(at_proj, stat) == 24,
+              "at_proj layout");
+static_assert(sizeof(at_group) == 104 && offsetof(at_group, n) == 96, "at_group layout");
 
 // AT_FULL is the mask of a whole warp.
 #define AT_FULL 0xffffffffu

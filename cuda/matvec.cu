@@ -1,8 +1,10 @@
 // matvec.cu: dense projections y[r] = W x[r], W (out, in) row-major in its
 // dtype, x and y float32, fp32 accumulation.
 //
-// at_gemv_{f32,f16,bf16,q8}: decode and small batches (rows <= AT_GEMV_ROWS).
-//   grid (ceil(out/8)), block 256: one warp per output row o; the warp
+// at_gemv_{f32,f16,bf16,q8}: decode and small batches (rows <= AT_GEMV_ROWS),
+//   for a group of up to 3 projections sharing x (q/k/v, gate/up: one
+//   launch). grid (sum over the group of ceil(out/8)), block 256: one warp
+//   per output row o, blocks taken projection after projection; the warp
 //   streams row o of W once and dots it with every x[r] (x stays in L1).
 //   vec = 1: 16-byte loads (needs in % 8 == 0 for 16-bit dtypes, in % 4 == 0
 //   for f32; the host checks); vec = 0: one element a lane at a time (odd
@@ -16,9 +18,18 @@
 #define AT_GEMV_ROWS 8
 
 template <int DT>
-__device__ __forceinline__ void gemv(float *y, const void *W, const float *x, int rows, int out, int in, int vec) {
-  const int lane = threadIdx.x & 31;
-  const int o = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+__device__ __forceinline__ void gemv(const at_group &g, const float *x, int rows, int in, int vec) {
+  const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  int p = 0, blk = blockIdx.x;
+  for (; p < g.n - 1; p++) {
+    const int blocks = (g.p[p].out + warps - 1) / warps;
+    if (blk < blocks) break;
+    blk -= blocks;
+  }
+  float *y = g.p[p].y;
+  const void *W = g.p[p].w;
+  const int out = g.p[p].out;
+  const int o = blk * warps + (threadIdx.x >> 5);
   if (o >= out) return;
   float acc[AT_GEMV_ROWS];
 #pragma unroll
@@ -138,9 +149,9 @@ __device__ __forceinline__ void gemm(float *y, const void *W, const float *x, in
 }
 
 #define AT_DENSE(suffix, DT)                                                                                     \
-  extern "C" __global__ void __launch_bounds__(256) at_gemv_##suffix(float *y, const void *W, const float *x,   \
-                                                                     int rows, int out, int in, int vec) {      \
-    gemv<DT>(y, W, x, rows, out, in, vec);                                                                       \
+  extern "C" __global__ void __launch_bounds__(256) at_gemv_##suffix(const float *x, int rows, int in, int vec, \
+                                                                     at_group g) {                              \
+    gemv<DT>(g, x, rows, in, vec);                                                                               \
   }                                                                                                              \
   extern "C" __global__ void __launch_bounds__(256) at_gemm_##suffix(float *y, const void *W, const float *x,   \
                                                                      int rows, int out, int in, int trans) {    \

@@ -3,23 +3,30 @@
 // Budgets live in c_sites, one at_site per slot, packed by the host at plan
 // load (cuModuleGetGlobal + copy); a kernel reads its site's budget by slot.
 //
-// at_select: grid (rows), block AT_SELECT_THREADS (1024), static shared
-//   memory only (histogram 256 words + scan scratch). One block per token:
+// Both kernels serve a group of up to 3 projections that share the input x
+// (q/k/v with three budgets, gate/up with two; at_group in common.cuh), so
+// a group costs two launches whatever its size. Scratch rows are per
+// (projection p, token r): row p*rows + r of idx, count and xm.
+//
+// at_select: grid (rows, group size), block AT_SELECT_THREADS (1024), static
+//   shared memory only (histogram 256 words + scan scratch). One block per
+//   token and projection, with that projection's site (c_sites[slot]):
 //   - topk (k < in): exact k-th largest |x| by a 4-pass radix select on the
 //     bits of |x| (8 bits a pass, histogram in shared memory); keep |x| above
 //     it and the first ties (lowest index) up to k;
 //   - threshold: keep |x| > t;
-//   then an order-preserving block compaction writes, for token r, the kept
-//   indices in increasing order to idx[r*in ...] and their number to
-//   count[r] (idx may be null), the masked input to xm[r] (null: skip), and
-//   zeroes y[r] (out values; null: skip) for the gather to accumulate into.
+//   then an order-preserving block compaction writes the kept indices in
+//   increasing order to idx (null: skip) and their number to count, or the
+//   masked input to xm (null: skip); with idx it also zeroes the
+//   projection's y[r] for the gather to accumulate into.
 //   stats[2*stat] += kept, stats[2*stat+1] += in (stat < 0: not counted).
-// at_gather_{f32,f16,bf16}: y[r] += sum over j in idx[r] of x[r][j] * Wt[j, :],
-//   Wt (in, out) input-channel-major. grid (ceil(out / (128*V)), splits,
-//   rows), block 128: a thread owns V adjacent outputs (vec = 1: V = 16 bytes
-//   of weights; vec = 0: V = 1), a block walks its split of the token's
-//   kept list and adds its partial sums with atomicAdd (y zeroed first).
-//   idx = null means every input (a dense product on the transposed layout).
+// at_gather_{f32,f16,bf16}: y_p[r] += sum over j in idx[p*rows+r] of x[r][j] *
+//   Wt_p[j, :], Wt_p (in, out_p) input-channel-major. grid (sum over the
+//   group of ceil(out_p / (128*V)), splits, rows), block 128: a thread owns V
+//   adjacent outputs (vec = 1: V = 16 bytes of weights; vec = 0: V = 1), a
+//   block walks its split of the token's kept list and adds its partial
+//   sums with atomicAdd (y zeroed first). idx = null means every input (a
+//   dense product on the transposed layout).
 #include "common.cuh"
 
 struct at_site {
@@ -28,6 +35,7 @@ struct at_site {
   int topk;         // 1: topk, 0: threshold
   int reserved;
 };
+static_assert(sizeof(at_site) == 16, "at_site layout: packSite writes 16 bytes");
 
 #define AT_MAX_SITES 2048
 __constant__ at_site c_sites[AT_MAX_SITES];
@@ -90,13 +98,16 @@ __device__ void select_kth(const float *x, int n, int k, uint32_t *hist, uint32_
 }
 
 extern "C" __global__ void __launch_bounds__(AT_SELECT_THREADS)
-    at_select(const float *x, int in, int slot, int stat, int *idx, int *count, float *xm, float *y, int out,
-              unsigned long long *stats) {
+    at_select(const float *x, int in, int rows, int *idx, int *count, float *xm, unsigned long long *stats,
+              at_group g) {
   __shared__ uint32_t hist[256];
   __shared__ int scan[33];
   const size_t r = blockIdx.x;
+  const int p = blockIdx.y;  // projection of the group
+  const at_proj pr = g.p[p];
+  const size_t row = (size_t)p * rows + r;  // this (projection, token)'s scratch row
   const float *xr = x + r * in;
-  const at_site s = c_sites[slot];
+  const at_site s = c_sites[pr.slot];
   const bool topk = s.topk != 0 && s.k < in;
   const bool all = s.topk != 0 ? s.k >= in : !(s.threshold > 0.f);
   uint32_t t = 0;
@@ -123,39 +134,51 @@ extern "C" __global__ void __launch_bounds__(AT_SELECT_THREADS)
     const int tieRoom = max(0, need - ties);
     const bool keep = above || (tie && tBefore < tieRoom);
     if (j < in) {
-      if (keep && idx) idx[r * in + kept + aBefore + min(tBefore, tieRoom)] = j;
-      if (xm) xm[r * in + j] = keep ? v : 0.f;
+      if (keep && idx) idx[row * in + kept + aBefore + min(tBefore, tieRoom)] = j;
+      if (xm) xm[row * in + j] = keep ? v : 0.f;
     }
     kept += (total & 0xffff) + min(total >> 16, tieRoom);
     ties += total >> 16;
   }
   if (threadIdx.x == 0) {
-    if (count) count[r] = kept;
-    if (stat >= 0) {
-      atomicAdd(&stats[2 * stat], (unsigned long long)kept);
-      atomicAdd(&stats[2 * stat + 1], (unsigned long long)in);
+    if (count) count[row] = kept;
+    if (pr.stat >= 0) {
+      atomicAdd(&stats[2 * pr.stat], (unsigned long long)kept);
+      atomicAdd(&stats[2 * pr.stat + 1], (unsigned long long)in);
     }
   }
-  if (y)
-    for (int o = threadIdx.x; o < out; o += blockDim.x) y[r * out + o] = 0.f;
+  if (idx && pr.y)
+    for (int o = threadIdx.x; o < pr.out; o += blockDim.x) pr.y[r * pr.out + o] = 0.f;
 }
 
 #define AT_GATHER_THREADS 128
 
 template <int DT>
-__device__ __forceinline__ void gather(float *y, const void *Wt, const float *x, const int *idx, const int *count,
-                                       int in, int out, int vec) {
+__device__ __forceinline__ void gather(const float *x, const int *idx, const int *count, int in, int rows, int vec,
+                                       const at_group &g) {
+  // Which projection and column tile this block has: tiles of 128*V
+  // outputs, projection after projection.
+  const int V = vec ? at_vec<DT>::n : 1;
+  int p = 0, tile = blockIdx.x;
+  for (; p < g.n - 1; p++) {
+    const int tiles = (g.p[p].out + AT_GATHER_THREADS * V - 1) / (AT_GATHER_THREADS * V);
+    if (tile < tiles) break;
+    tile -= tiles;
+  }
+  const at_proj &pr = g.p[p];
+  const int out = pr.out;
+  const void *Wt = pr.w;
   const size_t r = blockIdx.z;
-  const int n = idx ? count[r] : in;
+  const size_t row = (size_t)p * rows + r;
+  const int n = idx ? count[row] : in;
   const int chunk = (n + gridDim.y - 1) / gridDim.y;
   const int lo = blockIdx.y * chunk, hi = min(n, lo + chunk);
   if (lo >= hi) return;
   const float *xr = x + r * in;
-  const int *ir = idx ? idx + r * in : nullptr;
-  float *yr = y + r * out;
+  const int *ir = idx ? idx + row * in : nullptr;
+  float *yr = pr.y + r * out;
   if (vec) {
-    const int V = at_vec<DT>::n;
-    const int o = (blockIdx.x * blockDim.x + threadIdx.x) * V;
+    const int o = (tile * blockDim.x + threadIdx.x) * at_vec<DT>::n;
     if (o >= out) return;
     float acc[at_vec<DT>::n] = {};
     int j = lo;
@@ -173,25 +196,25 @@ __device__ __forceinline__ void gather(float *y, const void *Wt, const float *x,
 #pragma unroll
       for (int u = 0; u < 4; u++)
 #pragma unroll
-        for (int v = 0; v < V; v++) acc[v] += a[u] * w[u][v];
+        for (int v = 0; v < at_vec<DT>::n; v++) acc[v] += a[u] * w[u][v];
     }
     for (; j < hi; j++) {
-      const int row = ir ? ir[j] : j;
+      const int rw = ir ? ir[j] : j;
       float w[at_vec<DT>::n];
-      at_ld16<DT>(Wt, (size_t)row * out + o, w);
-      const float a = xr[row];
+      at_ld16<DT>(Wt, (size_t)rw * out + o, w);
+      const float a = xr[rw];
 #pragma unroll
-      for (int v = 0; v < V; v++) acc[v] += a * w[v];
+      for (int v = 0; v < at_vec<DT>::n; v++) acc[v] += a * w[v];
     }
 #pragma unroll
-    for (int v = 0; v < V; v++) atomicAdd(&yr[o + v], acc[v]);
+    for (int v = 0; v < at_vec<DT>::n; v++) atomicAdd(&yr[o + v], acc[v]);
   } else {
-    const int o = blockIdx.x * blockDim.x + threadIdx.x;
+    const int o = tile * blockDim.x + threadIdx.x;
     if (o >= out) return;
     float acc = 0.f;
     for (int j = lo; j < hi; j++) {
-      const int row = ir ? ir[j] : j;
-      acc += xr[row] * at_ld<DT>(Wt, (size_t)row * out + o);
+      const int rw = ir ? ir[j] : j;
+      acc += xr[rw] * at_ld<DT>(Wt, (size_t)rw * out + o);
     }
     atomicAdd(&yr[o], acc);
   }
@@ -199,9 +222,9 @@ __device__ __forceinline__ void gather(float *y, const void *Wt, const float *x,
 
 #define AT_GATHER(suffix, DT)                                                                                 \
   extern "C" __global__ void __launch_bounds__(AT_GATHER_THREADS)                                            \
-      at_gather_##suffix(float *y, const void *Wt, const float *x, const int *idx, const int *count, int in, \
-                         int out, int vec) {                                                                  \
-    gather<DT>(y, Wt, x, idx, count, in, out, vec);                                                           \
+      at_gather_##suffix(const float *x, const int *idx, const int *count, int in, int rows, int vec,         \
+                         at_group g) {                                                                        \
+    gather<DT>(x, idx, count, in, rows, vec, g);                                                              \
   }
 
 AT_GATHER(f32, AT_F32)

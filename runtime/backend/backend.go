@@ -50,6 +50,10 @@ type Backend interface {
 	RMSNorm(dst, x Buffer, w Weight, rows int, eps float32)
 	// MatMul: dst[r] = W · x[r] for a (out, in) weight, rows rows.
 	MatMul(dst Buffer, w Weight, x Buffer, rows int)
+	// MatMuls runs MatMul(p.Dst, p.W, x, rows) for every p of a group that
+	// shares its input (q/k/v, gate/up); a backend may fuse the group into
+	// one pass. The destinations must not overlap x or each other.
+	MatMuls(x Buffer, rows int, ps []Proj)
 	// RoPE rotates adjacent pairs (2i, 2i+1) of every head of x (rows of
 	// heads × headDim) by angle (pos0 + r) · freqs[i].
 	RoPE(x Buffer, rows, heads, headDim, pos0 int, freqs []float32)
@@ -71,9 +75,20 @@ type Backend interface {
 	// where mask keeps the inputs site s selects, reading only their weight
 	// rows. A site that keeps every input is a dense product.
 	SparseMatMul(dst Buffer, w Weight, x Buffer, rows int, s Site)
+	// SparseMatMuls runs SparseMatMul(p.Dst, p.W, x, rows, p.Site) for every
+	// p of a group that shares its input, each with its own budget; a
+	// backend may select and gather the whole group in one pass.
+	SparseMatMuls(x Buffer, rows int, ps []Proj)
 	// SparseStats returns, per site ID, the inputs kept and the inputs seen
 	// by SparseMatMul since the last call, and resets the counts.
 	SparseStats() (kept, seen []int64)
+}
+
+// Proj is one product of a group that shares its input.
+type Proj struct {
+	Dst  Buffer
+	W    Weight
+	Site Site // SparseMatMuls only
 }
 
 // Site is one projection's activation budget at run time.

@@ -65,25 +65,12 @@ func (bt *Batch) Step(states []*State, tokens []int, logits []float32) (dense bo
 	dense = m.sites != nil && !sparse
 	eps := float32(c.NormEps)
 	kvDim, qDim := c.KVDim(), c.QDim()
-	linear := func(dst backend.Buffer, l int, p model.Projection, x backend.Buffer) {
-		w := m.layers[l].w[p]
-		if !m.sparse {
-			b.MatMul(dst, w, x, n)
-			return
-		}
-		site := backend.Site{ID: -1, TopK: true, K: w.Shape()[1]}
-		if sparse {
-			site = m.sites[l*int(model.NumProjections)+int(p)]
-		}
-		b.SparseMatMul(dst, w, x, n, site)
-	}
+	linear := func(l int, x backend.Buffer, outs ...out) { m.project(l, x, n, sparse, outs...) }
 	b.Embed(bt.x, m.embed, tokens)
 	for l := range m.layers {
 		L := &m.layers[l]
 		b.RMSNorm(bt.xb, bt.x, L.attnNorm, n, eps)
-		linear(bt.q, l, model.ProjQ, bt.xb)
-		linear(bt.k, l, model.ProjK, bt.xb)
-		linear(bt.v, l, model.ProjV, bt.xb)
+		linear(l, bt.xb, out{bt.q, model.ProjQ}, out{bt.k, model.ProjK}, out{bt.v, model.ProjV})
 		for i, s := range states {
 			// Each sequence's row goes through its own state's scratch:
 			// RoPE at its position, into its cache, attention over it.
@@ -96,13 +83,12 @@ func (bt *Batch) Step(states []*State, tokens []int, logits []float32) (dense bo
 			b.Attention(s.att, s.q, s.kc[l], s.vc[l], 1, c.NHeads, c.NKVHeads, c.HeadDim, s.Pos)
 			b.Copy(bt.att, i*qDim, s.att, 0, qDim)
 		}
-		linear(bt.xb2, l, model.ProjO, bt.att)
+		linear(l, bt.att, out{bt.xb2, model.ProjO})
 		b.Add(bt.x, bt.xb2, n*c.Dim)
 		b.RMSNorm(bt.xb, bt.x, L.ffnNorm, n, eps)
-		linear(bt.hb, l, model.ProjGate, bt.xb)
-		linear(bt.hb2, l, model.ProjUp, bt.xb)
+		linear(l, bt.xb, out{bt.hb, model.ProjGate}, out{bt.hb2, model.ProjUp})
 		b.SwiGLU(bt.hb, bt.hb2, n*c.HiddenDim)
-		linear(bt.xb2, l, model.ProjDown, bt.hb)
+		linear(l, bt.hb, out{bt.xb2, model.ProjDown})
 		b.Add(bt.x, bt.xb2, n*c.Dim)
 	}
 	for _, s := range states {

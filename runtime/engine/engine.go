@@ -228,45 +228,60 @@ func (s *State) forward(tokens []int) {
 		// attention: x += Wo · attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x))
 		b.RMSNorm(s.xb, s.x, L.attnNorm, rows, eps)
 		s.observe(l, model.ProjQ, s.xb, rows, c.Dim)
-		s.linear(s.q, l, model.ProjQ, s.xb, rows)
-		s.linear(s.k, l, model.ProjK, s.xb, rows)
-		s.linear(s.v, l, model.ProjV, s.xb, rows)
+		s.linear(l, s.xb, rows, out{s.q, model.ProjQ}, out{s.k, model.ProjK}, out{s.v, model.ProjV})
 		b.RoPE(s.q, rows, c.NHeads, c.HeadDim, pos, m.freqs)
 		b.RoPE(s.k, rows, c.NKVHeads, c.HeadDim, pos, m.freqs)
 		b.Copy(s.kc[l], pos*kvDim, s.k, 0, rows*kvDim)
 		b.Copy(s.vc[l], pos*kvDim, s.v, 0, rows*kvDim)
 		b.Attention(s.att, s.q, s.kc[l], s.vc[l], rows, c.NHeads, c.NKVHeads, c.HeadDim, pos)
 		s.observe(l, model.ProjO, s.att, rows, c.QDim())
-		s.linear(s.xb2, l, model.ProjO, s.att, rows)
+		s.linear(l, s.att, rows, out{s.xb2, model.ProjO})
 		b.Add(s.x, s.xb2, rows*c.Dim)
 		// MLP: x += Wdown · (silu(Wgate·n(x)) ⊙ Wup·n(x))
 		b.RMSNorm(s.xb, s.x, L.ffnNorm, rows, eps)
 		s.observe(l, model.ProjGate, s.xb, rows, c.Dim)
-		s.linear(s.hb, l, model.ProjGate, s.xb, rows)
-		s.linear(s.hb2, l, model.ProjUp, s.xb, rows)
+		s.linear(l, s.xb, rows, out{s.hb, model.ProjGate}, out{s.hb2, model.ProjUp})
 		b.SwiGLU(s.hb, s.hb2, rows*c.HiddenDim)
 		s.observe(l, model.ProjDown, s.hb, rows, c.HiddenDim)
-		s.linear(s.xb2, l, model.ProjDown, s.hb, rows)
+		s.linear(l, s.hb, rows, out{s.xb2, model.ProjDown})
 		b.Add(s.x, s.xb2, rows*c.Dim)
 	}
 	s.Pos += rows
 }
 
-// linear runs projection p of layer l on rows rows of x: sparse by the
-// plan at positions from SparseFrom on, dense otherwise.
-func (s *State) linear(dst backend.Buffer, l int, p model.Projection, x backend.Buffer, rows int) {
-	m := s.m
-	w := m.layers[l].w[p]
-	if !m.sparse {
-		m.Backend.MatMul(dst, w, x, rows)
-		return
+// out names one projection of a group and its destination.
+type out struct {
+	dst backend.Buffer
+	p   model.Projection
+}
+
+// linear runs the projections of layer l that share the input x (q/k/v,
+// gate/up, or one alone) on rows rows: sparse by the plan at positions from
+// SparseFrom on, dense otherwise.
+func (s *State) linear(l int, x backend.Buffer, rows int, outs ...out) {
+	s.m.project(l, x, rows, s.m.sites != nil && s.Pos >= s.SparseFrom, outs...)
+}
+
+// project runs one group of projections of layer l as one backend call,
+// with the plan's budgets when sparse, dense otherwise.
+func (m *Model) project(l int, x backend.Buffer, rows int, sparse bool, outs ...out) {
+	ps := make([]backend.Proj, len(outs))
+	for i, o := range outs {
+		w := m.layers[l].w[o.p]
+		ps[i] = backend.Proj{Dst: o.dst, W: w}
+		if !m.sparse {
+			continue
+		}
+		ps[i].Site = backend.Site{ID: -1, TopK: true, K: w.Shape()[1]} // dense, not counted
+		if sparse {
+			ps[i].Site = m.sites[l*int(model.NumProjections)+int(o.p)]
+		}
 	}
-	id := l*int(model.NumProjections) + int(p)
-	site := backend.Site{ID: -1, TopK: true, K: w.Shape()[1]} // dense, not counted
-	if m.sites != nil && s.Pos >= s.SparseFrom {
-		site = m.sites[id]
+	if m.sparse {
+		m.Backend.SparseMatMuls(x, rows, ps)
+	} else {
+		m.Backend.MatMuls(x, rows, ps)
 	}
-	m.Backend.SparseMatMul(dst, w, x, rows, site)
 }
 
 func (s *State) observe(l int, p model.Projection, x backend.Buffer, rows, width int) {

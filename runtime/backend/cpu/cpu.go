@@ -134,6 +134,14 @@ func (*Backend) MatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, r
 	matmul.MatMul(d(dst)[:rows*m.Rows], m, d(x)[:rows*m.Cols], rows)
 }
 
+// MatMuls implements backend.Backend: one product after another (each is
+// already spread over every core).
+func (c *Backend) MatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
+	for _, p := range ps {
+		c.MatMul(p.Dst, p.W, x, rows)
+	}
+}
+
 // RoPE implements backend.Backend.
 func (*Backend) RoPE(x backend.Buffer, rows, heads, headDim, pos0 int, freqs []float32) {
 	xs := d(x)

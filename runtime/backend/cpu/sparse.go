@@ -92,6 +92,13 @@ func (c *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.B
 	}
 }
 
+// SparseMatMuls implements backend.Backend: one projection after another.
+func (c *Backend) SparseMatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
+	for _, p := range ps {
+		c.SparseMatMul(p.Dst, p.W, x, rows, p.Site)
+	}
+}
+
 // Select appends to idx the inputs of x that site s keeps, in increasing
 // order: the K of largest |x| (ties broken toward lower index) or those
 // with |x| > Threshold; every input when s.Dense(len(x)).

@@ -313,6 +313,76 @@ func TestGPUSparseMatMul(t *testing.T) {
 	}
 }
 
+// TestGPUGroups checks the fused launches (q/k/v, gate/up) against the CPU
+// backend, which runs each projection alone: outputs of several widths (GQA),
+// budgets of every kind in one group, decode and prefill row counts.
+func TestGPUGroups(t *testing.T) {
+	defer guard(t)
+	g, c := newGPU(t), cpu.New(0)
+	r := rand.New(rand.NewPCG(17, 18))
+	groups := []struct {
+		in   int
+		outs []int
+	}{
+		{64, []int{64, 32, 32}}, // stories260K q/k/v
+		{64, []int{172, 172}},   // stories260K gate/up
+		{96, []int{40, 33, 8}},  // odd widths: scalar gather, vector gemv
+		{4096, []int{4096, 1024, 1024}},
+	}
+	for _, d := range dtypes {
+		for _, gr := range groups {
+			in := gr.in
+			if d == model.Q8_0 && in%model.Q8Block != 0 || testing.Short() && in > 1024 {
+				continue
+			}
+			for _, sparse := range []bool{false, true} {
+				gws, cws := make([]backend.Weight, len(gr.outs)), make([]backend.Weight, len(gr.outs))
+				for i, out := range gr.outs {
+					gws[i], cws[i] = upload(t, g, c, randTensor(t, r, d, out, in), sparse)
+				}
+				budgets := [][]backend.Site{{}} // dense
+				if sparse {
+					budgets = [][]backend.Site{
+						{{ID: 0, TopK: true, K: in / 2}, {ID: 1, TopK: true, K: in / 5}, {ID: 2, TopK: true, K: 1}},
+						{{ID: 3, Threshold: 0.5}, {ID: 4, TopK: true, K: in / 3}, {ID: 5, TopK: true, K: in}},
+						{{ID: -1, TopK: true, K: in}, {ID: 6, Threshold: 1.1}, {ID: -1, TopK: true, K: in}},
+					}
+				}
+				for _, sites := range budgets {
+					for _, rows := range []int{1, 3, 8, 12} {
+						x := newPair(g, c, tiedVec(r, rows*in))
+						ys := make([]pair, len(gr.outs))
+						gp, cp := make([]backend.Proj, len(gr.outs)), make([]backend.Proj, len(gr.outs))
+						for i, out := range gr.outs {
+							ys[i] = newPair(g, c, randVec(r, rows*out))
+							gp[i], cp[i] = backend.Proj{Dst: ys[i].g, W: gws[i]}, backend.Proj{Dst: ys[i].c, W: cws[i]}
+							if sparse {
+								gp[i].Site, cp[i].Site = sites[i%len(sites)], sites[i%len(sites)]
+							}
+						}
+						if sparse {
+							g.SparseMatMuls(x.g, rows, gp)
+							c.SparseMatMuls(x.c, rows, cp)
+						} else {
+							g.MatMuls(x.g, rows, gp)
+							c.MatMuls(x.c, rows, cp)
+						}
+						for i := range ys {
+							ys[i].check(t, g, c, fmt.Sprintf("group %s in=%d outs=%v rows=%d sparse=%v: projection %d site %+v",
+								d, in, gr.outs, rows, sparse, i, gp[i].Site), tolerance(d))
+						}
+					}
+				}
+				gk, gs := g.SparseStats()
+				ck, cs := c.SparseStats()
+				if fmt.Sprint(gk, gs) != fmt.Sprint(ck, cs) {
+					t.Errorf("group stats %s in=%d: cuda kept %v seen %v, cpu kept %v seen %v", d, in, gk, gs, ck, cs)
+				}
+			}
+		}
+	}
+}
+
 func TestGPULoadSites(t *testing.T) {
 	defer guard(t)
 	g, c := newGPU(t), cpu.New(0)

@@ -25,6 +25,9 @@ const (
 	sampleThreads = 1024 // AT_SAMPLE_THREADS
 	maxSites      = 2048 // AT_MAX_SITES: slots of c_sites
 	siteBytes     = 16   // sizeof(at_site)
+	groupMax      = 3    // AT_GROUP: projections a fused launch takes
+	projBytes     = 32   // sizeof(at_proj)
+	groupBytes    = 104  // sizeof(at_group)
 	// gatherMinRows is the fewest kept rows worth a split of their own.
 	gatherMinRows = 32
 	// gatherWaves is the blocks a gather aims at per SM.
@@ -86,8 +89,14 @@ func vecElems(d model.DType, vec bool) int {
 	return 8
 }
 
-func gemvLaunch(out int) launch {
-	return launch{grid: cudadrv.Dim3{X: gridFor(out, gemvWarps)}, block: cudadrv.Dim3{X: 32 * gemvWarps}}
+// gemvLaunch covers the outputs of every projection of a group, block
+// after block.
+func gemvLaunch(outs ...int) launch {
+	blocks := 0
+	for _, o := range outs {
+		blocks += gridFor(o, gemvWarps)
+	}
+	return launch{grid: cudadrv.Dim3{X: blocks}, block: cudadrv.Dim3{X: 32 * gemvWarps}}
 }
 
 func gemmLaunch(rows, out int) launch {
@@ -110,8 +119,8 @@ func transposeLaunch(out, in int) launch {
 	return launch{grid: cudadrv.Dim3{X: gridFor(in, 32), Y: gridFor(out, 32)}, block: cudadrv.Dim3{X: 32, Y: 8}}
 }
 
-func selectLaunch(rows int) launch {
-	return launch{grid: cudadrv.Dim3{X: rows}, block: cudadrv.Dim3{X: selectThreads}}
+func selectLaunch(rows, projs int) launch {
+	return launch{grid: cudadrv.Dim3{X: rows, Y: projs}, block: cudadrv.Dim3{X: selectThreads}}
 }
 
 func attentionLaunch(rows, heads, kvHeads, headDim int) (launch, error) {
@@ -124,11 +133,15 @@ func attentionLaunch(rows, heads, kvHeads, headDim int) (launch, error) {
 	return launch{grid: cudadrv.Dim3{X: heads, Y: rows}, block: cudadrv.Dim3{X: 32 * attWarps}}, nil
 }
 
-// gatherLaunch covers out outputs with threads of vecElems outputs each,
-// and splits each token's kept list (at most maxKept rows) so that about
-// gatherWaves blocks per SM run, with at least gatherMinRows rows a split.
-func gatherLaunch(rows, out, maxKept, sms, vecElems int) launch {
-	cols := gridFor(out, gatherThreads*vecElems)
+// gatherLaunch covers the outputs of every projection of a group with
+// threads of vecElems outputs each, and splits each token's kept list (at
+// most maxKept rows) so that about gatherWaves blocks per SM run, with at
+// least gatherMinRows rows a split.
+func gatherLaunch(rows int, outs []int, maxKept, sms, vecElems int) launch {
+	cols := 0
+	for _, o := range outs {
+		cols += gridFor(o, gatherThreads*vecElems)
+	}
 	splits := gridFor(gatherWaves*sms, cols*rows)
 	splits = max(1, min(splits, maxKept/gatherMinRows))
 	return launch{grid: cudadrv.Dim3{X: cols, Y: splits, Z: rows}, block: cudadrv.Dim3{X: gatherThreads}}
@@ -168,6 +181,38 @@ func packSites(sites []backend.Site) []byte {
 		copy(out[slot*siteBytes:], p[:])
 	}
 	return out
+}
+
+// proj is one projection of a fused launch, as the kernels' at_proj.
+type proj struct {
+	y, w cudadrv.DevicePtr
+	out  int
+	slot int
+	stat int // < 0: not counted
+}
+
+// packGroup encodes up to groupMax projections as the kernels' at_group:
+// per at_proj y, w (8 bytes each), out, slot, stat, 0 (4 bytes each); then
+// the count. Unused entries are zero with stat -1.
+func packGroup(ps []proj) []byte {
+	if len(ps) == 0 || len(ps) > groupMax {
+		panic(fmt.Sprintf("cuda: a group of %d projections", len(ps)))
+	}
+	b := make([]byte, groupBytes)
+	for i := range groupMax {
+		e := b[i*projBytes:]
+		p := proj{stat: -1}
+		if i < len(ps) {
+			p = ps[i]
+		}
+		binary.LittleEndian.PutUint64(e[0:], uint64(p.y))
+		binary.LittleEndian.PutUint64(e[8:], uint64(p.w))
+		binary.LittleEndian.PutUint32(e[16:], uint32(int32(p.out)))
+		binary.LittleEndian.PutUint32(e[20:], uint32(int32(p.slot)))
+		binary.LittleEndian.PutUint32(e[24:], uint32(int32(p.stat)))
+	}
+	binary.LittleEndian.PutUint32(b[groupMax*projBytes:], uint32(len(ps)))
+	return b
 }
 
 // sparseDType is the device dtype of an UploadSparse weight: Q8_0 is

@@ -32,15 +32,23 @@ func TestLaunchGeometry(t *testing.T) {
 		{"rope 32x128", ropeLaunch(1, 32, 128), launch{grid: dim(8, 1, 0), block: dim(256, 0, 0)}},
 		{"embed 172", embedLaunch(2, 172), launch{grid: dim(1, 2, 0), block: dim(256, 0, 0)}},
 		{"transpose 172x64", transposeLaunch(172, 64), launch{grid: dim(2, 6, 0), block: dim(32, 8, 0)}},
-		{"select", selectLaunch(5), launch{grid: dim(5, 0, 0), block: dim(1024, 0, 0)}},
+		{"select", selectLaunch(5, 1), launch{grid: dim(5, 1, 0), block: dim(1024, 0, 0)}},
+		{"select q/k/v", selectLaunch(2, 3), launch{grid: dim(2, 3, 0), block: dim(1024, 0, 0)}},
+		// 7B q/k/v: 3 × 512 blocks; stories260K gate/up: 2 × 22.
+		{"gemv q/k/v 7B", gemvLaunch(4096, 4096, 4096), launch{grid: dim(1536, 0, 0), block: dim(256, 0, 0)}},
+		{"gemv gate/up 172", gemvLaunch(172, 172), launch{grid: dim(44, 0, 0), block: dim(256, 0, 0)}},
 		{"stride small", strideGrid(172), launch{grid: dim(1, 0, 0), block: dim(256, 0, 0)}},
 		{"stride capped", strideGrid(1 << 30), launch{grid: dim(4096, 0, 0), block: dim(256, 0, 0)}},
 		{"attention", att, launch{grid: dim(8, 3, 0), block: dim(256, 0, 0)}},
 		// gather: 132 SMs, 4096 bf16 outputs = 4 column tiles of 1024.
-		{"gather 7B q at k=2048", gatherLaunch(1, 4096, 2048, 132, 8), launch{grid: dim(4, 64, 1), block: dim(128, 0, 0)}},
-		{"gather 7B down k=1101", gatherLaunch(1, 4096, 1101, 132, 8), launch{grid: dim(4, 34, 1), block: dim(128, 0, 0)}},
-		{"gather odd 172 scalar", gatherLaunch(2, 172, 40, 132, 1), launch{grid: dim(2, 1, 2), block: dim(128, 0, 0)}},
-		{"gather tiny k", gatherLaunch(1, 64, 3, 132, 4), launch{grid: dim(1, 1, 1), block: dim(128, 0, 0)}},
+		{"gather 7B q at k=2048", gatherLaunch(1, []int{4096}, 2048, 132, 8), launch{grid: dim(4, 64, 1), block: dim(128, 0, 0)}},
+		{"gather 7B down k=1101", gatherLaunch(1, []int{4096}, 1101, 132, 8), launch{grid: dim(4, 34, 1), block: dim(128, 0, 0)}},
+		{"gather odd 172 scalar", gatherLaunch(2, []int{172}, 40, 132, 1), launch{grid: dim(2, 1, 2), block: dim(128, 0, 0)}},
+		// 7B q/k/v at k=2048: 12 column tiles, 528 blocks wanted → 44 splits.
+		{"gather q/k/v 7B", gatherLaunch(1, []int{4096, 4096, 4096}, 2048, 132, 8), launch{grid: dim(12, 44, 1), block: dim(128, 0, 0)}},
+		// GQA k/v widths differ from q: 4096 + 1024 + 1024 = 4 + 1 + 1 tiles.
+		{"gather GQA q/k/v", gatherLaunch(1, []int{4096, 1024, 1024}, 4096, 132, 8), launch{grid: dim(6, 88, 1), block: dim(128, 0, 0)}},
+		{"gather tiny k", gatherLaunch(1, []int{64}, 3, 132, 4), launch{grid: dim(1, 1, 1), block: dim(128, 0, 0)}},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s: got %+v, want %+v", tc.name, tc.got, tc.want)
@@ -140,6 +148,70 @@ func TestPackSites(t *testing.T) {
 	for _, tc := range []struct{ id, slot int }{{0, 0}, {223, 223}, {maxSites - 2, maxSites - 2}, {maxSites - 1, maxSites - 1}, {1 << 20, maxSites - 1}, {-1, maxSites - 1}} {
 		if got := siteSlot(tc.id); got != tc.slot {
 			t.Errorf("siteSlot(%d) = %d, want %d", tc.id, got, tc.slot)
+		}
+	}
+}
+
+func TestPackGroup(t *testing.T) {
+	g := packGroup([]proj{
+		{y: 0x1000, w: 0x2000, out: 4096, slot: 7, stat: 7},
+		{y: 0x3000, w: 0x4000, out: 172, slot: 2046, stat: -1},
+	})
+	if len(g) != groupBytes {
+		t.Fatalf("%d bytes, want %d", len(g), groupBytes)
+	}
+	u64 := func(o int) uint64 { return binary.LittleEndian.Uint64(g[o:]) }
+	i32 := func(o int) int32 { return int32(binary.LittleEndian.Uint32(g[o:])) }
+	for _, c := range []struct {
+		name      string
+		got, want int64
+	}{
+		{"p0.y", int64(u64(0)), 0x1000}, {"p0.w", int64(u64(8)), 0x2000}, {"p0.out", int64(i32(16)), 4096},
+		{"p0.slot", int64(i32(20)), 7}, {"p0.stat", int64(i32(24)), 7},
+		{"p1.y", int64(u64(32)), 0x3000}, {"p1.out", int64(i32(48)), 172}, {"p1.slot", int64(i32(52)), 2046},
+		{"p1.stat", int64(i32(56)), -1},
+		{"p2.y", int64(u64(64)), 0}, {"p2.out", int64(i32(80)), 0}, {"p2.stat", int64(i32(88)), -1},
+		{"n", int64(i32(96)), 2},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %d, want %d", c.name, c.got, c.want)
+		}
+	}
+	for _, n := range []int{0, groupMax + 1} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("a group of %d packed", n)
+				}
+			}()
+			packGroup(make([]proj, n))
+		}()
+	}
+}
+
+func TestFusable(t *testing.T) {
+	bf := func(out, in int) *Mat { return &Mat{DType: model.BF16, Out: out, In: in, Trans: true} }
+	p := func(m *Mat, id int) backend.Proj { return backend.Proj{W: m, Site: backend.Site{ID: id}} }
+	q, k, v, o := bf(4096, 4096), bf(1024, 4096), bf(1024, 4096), bf(4096, 11008)
+	f16 := &Mat{DType: model.F16, Out: 1024, In: 4096, Trans: true}
+	rowMajor := &Mat{DType: model.BF16, Out: 1024, In: 4096}
+	for _, tc := range []struct {
+		name  string
+		ps    []backend.Proj
+		sites bool
+		want  int
+	}{
+		{"q/k/v", []backend.Proj{p(q, 0), p(k, 1), p(v, 2)}, true, 3},
+		{"four", []backend.Proj{p(q, 0), p(k, 1), p(v, 2), p(q, 3)}, true, 3},
+		{"other input width", []backend.Proj{p(q, 0), p(o, 1)}, true, 1},
+		{"other dtype", []backend.Proj{p(q, 0), p(f16, 1)}, true, 1},
+		{"other layout", []backend.Proj{p(q, 0), p(rowMajor, 1)}, false, 1},
+		{"shared slot", []backend.Proj{p(q, 0), p(k, -1)}, true, 1},
+		{"shared slot first", []backend.Proj{p(q, maxSites+3), p(k, 1)}, true, 1},
+		{"dense ignores slots", []backend.Proj{p(q, -1), p(k, -1), p(v, -1)}, false, 3},
+	} {
+		if got := fusable(tc.ps, tc.sites); got != tc.want {
+			t.Errorf("%s: fusable = %d, want %d", tc.name, got, tc.want)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/acttail/acttail-gpu/cgo"
 	"github.com/acttail/acttail-gpu/runtime/backend"
+	"github.com/acttail/acttail-gpu/runtime/model"
 )
 
 func mat(w backend.Weight) *Mat { return w.(*Mat) }
@@ -71,43 +72,111 @@ func (b *Backend) RMSNorm(dst, x backend.Buffer, w backend.Weight, rows int, eps
 
 // MatMul implements backend.Backend.
 func (b *Backend) MatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, rows int) {
-	m := mat(w)
-	need("matmul", dst, rows*m.Out)
-	need("matmul", x, rows*m.In)
+	b.MatMuls(x, rows, []backend.Proj{{Dst: dst, W: w}})
+}
+
+// MatMuls implements backend.Backend. Decode groups (rows ≤ 8) of one
+// dtype and layout are one launch: at_gemv for row-major weights, the
+// gather over every input for input-channel-major ones. Longer chunks run
+// the GEMM once a projection.
+func (b *Backend) MatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
+	for _, p := range ps {
+		m := mat(p.W)
+		need("matmul", p.Dst, rows*m.Out)
+		need("matmul", x, rows*m.In)
+	}
 	if rows <= 0 {
 		return
 	}
-	if m.Trans {
-		b.denseT(dst, m, x, rows)
-		return
+	for len(ps) > 0 {
+		n := fusable(ps, false)
+		b.dense(x, rows, ps[:n])
+		ps = ps[n:]
 	}
-	sfx, err := suffix(m.DType)
-	must(err)
-	if rows <= gemvRows {
-		b.launch("at_gemv_"+sfx, gemvLaunch(m.Out), buf(dst).p, m.p, buf(x).p, rows, m.Out, m.In, boolInt(vecOK(m.DType, m.In)))
-		return
-	}
-	b.launch("at_gemm_"+sfx, gemmLaunch(rows, m.Out), buf(dst).p, m.p, buf(x).p, rows, m.Out, m.In, 0)
 }
 
-// denseT is a dense product with an input-channel-major weight: a gather
-// over every input for decode, the GEMM for longer chunks.
-func (b *Backend) denseT(dst backend.Buffer, m *Mat, x backend.Buffer, rows int) {
+// fusable is how many leading projections of ps one launch takes: up to
+// groupMax of one dtype, layout and input width; with sites, none of them
+// in the shared last c_sites slot unless alone.
+func fusable(ps []backend.Proj, sites bool) int {
+	m0 := mat(ps[0].W)
+	n := 1
+	for n < min(len(ps), groupMax) {
+		m := mat(ps[n].W)
+		if m.DType != m0.DType || m.Trans != m0.Trans || m.In != m0.In ||
+			sites && (siteSlot(ps[0].Site.ID) == maxSites-1 || siteSlot(ps[n].Site.ID) == maxSites-1) {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// group describes ps (one launch's worth, from fusable) for the kernels,
+// with sites unset.
+func group(ps []backend.Proj) []proj {
+	g := make([]proj, len(ps))
+	for i, p := range ps {
+		m := mat(p.W)
+		g[i] = proj{y: buf(p.Dst).p, w: m.p, out: m.Out, stat: -1}
+	}
+	return g
+}
+
+func outs(g []proj) []int {
+	o := make([]int, len(g))
+	for i, p := range g {
+		o[i] = p.out
+	}
+	return o
+}
+
+// vecAll reports whether every projection's output rows take 16-byte loads.
+func vecAll(d model.DType, g []proj) bool {
+	for _, p := range g {
+		if !vecOK(d, p.out) {
+			return false
+		}
+	}
+	return true
+}
+
+// dense is one fused group of dense products (see MatMuls).
+func (b *Backend) dense(x backend.Buffer, rows int, ps []backend.Proj) {
+	m := mat(ps[0].W)
 	sfx, err := suffix(m.DType)
 	must(err)
-	d := buf(dst)
+	g, xp := group(ps), buf(x).p
 	if rows > gemvRows {
-		b.launch("at_gemm_"+sfx, gemmLaunch(rows, m.Out), d.p, m.p, buf(x).p, rows, m.Out, m.In, 1)
+		fg := b.fn["at_gemm_"+sfx]
+		trans := boolInt(m.Trans)
+		b.dev.Go(func(c *cudadrv.Ctx) error {
+			for _, p := range g {
+				l := gemmLaunch(rows, p.out)
+				if err := c.Launch(fg, l.grid, l.block, 0, b.stream, p.y, p.w, xp, rows, p.out, m.In, trans); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 		return
 	}
-	vec := vecOK(m.DType, m.Out)
-	l := gatherLaunch(rows, m.Out, m.In, b.info.SMs, vecElems(m.DType, vec))
-	f := b.fn["at_gather_"+sfx]
+	if !m.Trans {
+		b.launch("at_gemv_"+sfx, gemvLaunch(outs(g)...), xp, rows, m.In, boolInt(vecOK(m.DType, m.In)), packGroup(g))
+		return
+	}
+	// Input-channel-major: the gather over every input (idx = null).
+	vec := vecAll(m.DType, g)
+	l := gatherLaunch(rows, outs(g), m.In, b.info.SMs, vecElems(m.DType, vec))
+	f, image := b.fn["at_gather_"+sfx], packGroup(g)
+	null := cudadrv.DevicePtr(0)
 	b.dev.Go(func(c *cudadrv.Ctx) error {
-		if err := c.Memset(d.p, 0, 4*rows*m.Out, b.stream); err != nil {
-			return err
+		for _, p := range g {
+			if err := c.Memset(p.y, 0, 4*rows*p.out, b.stream); err != nil {
+				return err
+			}
 		}
-		return c.Launch(f, l.grid, l.block, 0, b.stream, d.p, m.p, buf(x).p, cudadrv.DevicePtr(0), cudadrv.DevicePtr(0), m.In, m.Out, boolInt(vec))
+		return c.Launch(f, l.grid, l.block, 0, b.stream, xp, null, null, m.In, rows, boolInt(vec), image)
 	})
 }
 
@@ -282,64 +351,105 @@ func (b *Backend) countStat(id int) {
 	b.statCap = n
 }
 
-// SparseMatMul implements backend.Backend. Decode (rows ≤ 8): at_select
-// writes each token's kept indices and zeroes dst, the gather adds the kept
-// rows. Longer chunks: at_select writes the masked input and the GEMM runs
-// on the transposed weight (the zeros cost flops, not correctness).
+// SparseMatMul implements backend.Backend.
 func (b *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, rows int, s backend.Site) {
-	m := mat(w)
-	if !m.Trans {
-		panic("cuda: sparse matmul: weight was not uploaded with UploadSparse")
+	b.SparseMatMuls(x, rows, []backend.Proj{{Dst: dst, W: w, Site: s}})
+}
+
+// SparseMatMuls implements backend.Backend. Sites that keep every input
+// run as dense products (MatMuls on the transposed weights); the others go
+// in groups of up to three (fusable) through two launches. Decode (rows ≤
+// 8): at_select writes each token's kept indices for every projection of
+// the group and zeroes the outputs, at_gather adds the kept rows. Longer
+// chunks: at_select writes the masked inputs and the GEMM runs on each
+// transposed weight (the zeros cost flops, not correctness).
+func (b *Backend) SparseMatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
+	for _, p := range ps {
+		m := mat(p.W)
+		if !m.Trans {
+			panic("cuda: sparse matmul: weight was not uploaded with UploadSparse")
+		}
+		need("sparse matmul", p.Dst, rows*m.Out)
+		need("sparse matmul", x, rows*m.In)
 	}
-	need("sparse matmul", dst, rows*m.Out)
-	need("sparse matmul", x, rows*m.In)
 	if rows <= 0 {
 		return
 	}
-	if s.Dense(m.In) {
-		if s.ID >= 0 {
-			b.countHost(s.ID, rows*m.In)
+	var dense, sparse []backend.Proj
+	for _, p := range ps {
+		m := mat(p.W)
+		if !p.Site.Dense(m.In) {
+			sparse = append(sparse, p)
+			continue
 		}
-		b.denseT(dst, m, x, rows)
-		return
+		if p.Site.ID >= 0 {
+			b.countHost(p.Site.ID, rows*m.In)
+		}
+		dense = append(dense, p)
 	}
+	for len(dense) > 0 {
+		n := fusable(dense, false)
+		b.dense(x, rows, dense[:n])
+		dense = dense[n:]
+	}
+	for len(sparse) > 0 {
+		n := fusable(sparse, true)
+		b.sparse(x, rows, sparse[:n])
+		sparse = sparse[n:]
+	}
+}
+
+// sparse is one fused group of sparse products (see SparseMatMuls).
+func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
+	m := mat(ps[0].W)
 	sfx, err := suffix(m.DType)
 	must(err)
-	slot := b.useSite(s)
-	stat := -1
-	if s.ID >= 0 {
-		b.countStat(s.ID)
-		stat = s.ID
+	in, n := m.In, len(ps)
+	g := group(ps)
+	maxKept := 0
+	for i, p := range ps {
+		g[i].slot = b.useSite(p.Site)
+		if p.Site.ID >= 0 {
+			b.countStat(p.Site.ID)
+			g[i].stat = p.Site.ID
+		}
+		kept := in
+		if p.Site.TopK {
+			kept = p.Site.K
+		}
+		maxKept = max(maxKept, kept)
 	}
-	d, xp := buf(dst), buf(x).p
-	sel, fsel := selectLaunch(rows), b.fn["at_select"]
+	image, xp := packGroup(g), buf(x).p
+	sel, fsel := selectLaunch(rows, n), b.fn["at_select"]
 	null := cudadrv.DevicePtr(0)
 	if rows > gemvRows {
-		b.ensure(scratchMasked, 4*rows*m.In)
-		g, fg := gemmLaunch(rows, m.Out), b.fn["at_gemm_"+sfx]
+		b.ensure(scratchMasked, 4*n*rows*in)
+		fg := b.fn["at_gemm_"+sfx]
 		b.dev.Go(func(c *cudadrv.Ctx) error {
 			xm := b.scratch[scratchMasked]
-			if err := c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, m.In, slot, stat, null, null, xm, null, 0, b.stats); err != nil {
+			if err := c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, null, null, xm, b.stats, image); err != nil {
 				return err
 			}
-			return c.Launch(fg, g.grid, g.block, 0, b.stream, d.p, m.p, xm, rows, m.Out, m.In, 1)
+			for i, p := range g {
+				l := gemmLaunch(rows, p.out)
+				if err := c.Launch(fg, l.grid, l.block, 0, b.stream, p.y, p.w, xm.Add(4*i*rows*in), rows, p.out, in, 1); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 		return
 	}
-	b.ensure(scratchIdx, 4*rows*m.In)
-	b.ensure(scratchCount, 4*rows)
-	maxKept := m.In
-	if s.TopK {
-		maxKept = s.K
-	}
-	vec := vecOK(m.DType, m.Out)
-	g, fg := gatherLaunch(rows, m.Out, maxKept, b.info.SMs, vecElems(m.DType, vec)), b.fn["at_gather_"+sfx]
+	b.ensure(scratchIdx, 4*n*rows*in)
+	b.ensure(scratchCount, 4*n*rows)
+	vec := vecAll(m.DType, g)
+	gl, fg := gatherLaunch(rows, outs(g), maxKept, b.info.SMs, vecElems(m.DType, vec)), b.fn["at_gather_"+sfx]
 	b.dev.Go(func(c *cudadrv.Ctx) error {
 		idx, cnt := b.scratch[scratchIdx], b.scratch[scratchCount]
-		if err := c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, m.In, slot, stat, idx, cnt, null, d.p, m.Out, b.stats); err != nil {
+		if err := c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, idx, cnt, null, b.stats, image); err != nil {
 			return err
 		}
-		return c.Launch(fg, g.grid, g.block, 0, b.stream, d.p, m.p, xp, idx, cnt, m.In, m.Out, boolInt(vec))
+		return c.Launch(fg, gl.grid, gl.block, 0, b.stream, xp, idx, cnt, in, rows, boolInt(vec), image)
 	})
 }
 
