@@ -9,10 +9,20 @@
 //   vec = 1: 16-byte loads (needs in % 8 == 0 for 16-bit dtypes, in % 4 == 0
 //   for f32; the host checks); vec = 0: one element a lane at a time (odd
 //   sizes). Q8_0: a lane takes one 32-value block at a time.
-// at_gemm_{f32,f16,bf16,q8}: prefill. Tiled, 64 rows x 64 outputs a block,
+// at_gemm_{f32,q8}: prefill. Tiled, 64 rows x 64 outputs a block,
 //   k-steps of 16 through 2 x 16x64 float tiles of static shared memory,
 //   block 256 = 16x16 threads each owning 4x4 outputs. trans = 1 reads
 //   the weight input-channel-major, (in, out), as UploadSparse stores it.
+// at_gemm_{f16,bf16}: prefill on tensor cores (WMMA, TF32 inputs, fp32
+//   accumulation; sm_80 and up). Same grid, block and arguments as the
+//   SIMT GEMM: 64 rows x 64 outputs a block, k-steps of 32; 8 warps, each
+//   owning a 16x32 piece (two 16x16 accumulators). Static shared memory:
+//   x tile 64x(32+4), weight tile 64x(32+4) (output-major, k contiguous),
+//   output staging 64x(64+4) floats, 35 KiB. The weights convert to TF32
+//   exactly (fp16 and bf16 fit its 10-bit mantissa); x is rounded to TF32,
+//   a relative error of at most 2^-11 a product.
+#include <mma.h>
+
 #include "common.cuh"
 
 #define AT_GEMV_ROWS 8
@@ -148,17 +158,85 @@ __device__ __forceinline__ void gemm(float *y, const void *W, const float *x, in
   }
 }
 
-#define AT_DENSE(suffix, DT)                                                                                     \
+#define AT_TC_K 32
+#define AT_TC_PAD 4
+
+template <int DT>
+__device__ __forceinline__ void gemm_tc(float *y, const void *W, const float *x, int rows, int out, int in,
+                                        int trans) {
+  using namespace nvcuda;
+  __shared__ __align__(32) float xs[AT_TILE][AT_TC_K + AT_TC_PAD];  // [row][k]
+  __shared__ __align__(32) float ws[AT_TILE][AT_TC_K + AT_TC_PAD];  // [output][k]
+  __shared__ __align__(32) float cs[AT_TILE][AT_TILE + AT_TC_PAD];  // [row][output]
+  const int warp = threadIdx.x >> 5;
+  const int wm = warp & 3, wn = warp >> 2;  // rows 16*wm.., outputs 32*wn..
+  const int r0 = blockIdx.y * AT_TILE, o0 = blockIdx.x * AT_TILE;
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
+  wmma::fill_fragment(acc[0], 0.f);
+  wmma::fill_fragment(acc[1], 0.f);
+  for (int k0 = 0; k0 < in; k0 += AT_TC_K) {
+    for (int e = threadIdx.x; e < AT_TILE * AT_TC_K; e += blockDim.x) {
+      const int m = e / AT_TC_K, k = e % AT_TC_K;  // consecutive threads walk k
+      const int r = r0 + m, kk = k0 + k;
+      xs[m][k] = (r < rows && kk < in) ? x[(size_t)r * in + kk] : 0.f;
+      float w = 0.f;
+      if (trans) {
+        const int k2 = e / AT_TILE, o2 = e % AT_TILE;  // (in, out): contiguous in o
+        const int oo = o0 + o2, kk2 = k0 + k2;
+        if (oo < out && kk2 < in) w = at_ld<DT>(W, (size_t)kk2 * out + oo);
+        ws[o2][k2] = w;
+      } else {
+        const int oo = o0 + m;
+        if (oo < out && kk < in) w = at_ld<DT>(W, (size_t)oo * in + kk);
+        ws[m][k] = w;
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < AT_TC_K; k += 8) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> a;
+      wmma::load_matrix_sync(a, &xs[16 * wm][k], AT_TC_K + AT_TC_PAD);
+#pragma unroll
+      for (int i = 0; i < a.num_elements; i++) a.x[i] = wmma::__float_to_tf32(a.x[i]);
+#pragma unroll
+      for (int j = 0; j < 2; j++) {
+        // B (k x outputs) is ws read column-major: element (k, n) at ws[n][k].
+        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major> b;
+        wmma::load_matrix_sync(b, &ws[32 * wn + 16 * j][k], AT_TC_K + AT_TC_PAD);
+#pragma unroll
+        for (int i = 0; i < b.num_elements; i++) b.x[i] = wmma::__float_to_tf32(b.x[i]);
+        wmma::mma_sync(acc[j], a, b, acc[j]);
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int j = 0; j < 2; j++)
+    wmma::store_matrix_sync(&cs[16 * wm][32 * wn + 16 * j], acc[j], AT_TILE + AT_TC_PAD, wmma::mem_row_major);
+  __syncthreads();
+  for (int e = threadIdx.x; e < AT_TILE * AT_TILE; e += blockDim.x) {
+    const int m = e / AT_TILE, n = e % AT_TILE;
+    const int r = r0 + m, o = o0 + n;
+    if (r < rows && o < out) y[(size_t)r * out + o] = cs[m][n];
+  }
+}
+
+#define AT_GEMV(suffix, DT)                                                                                      \
   extern "C" __global__ void __launch_bounds__(256) at_gemv_##suffix(const float *x, int rows, int in, int vec, \
                                                                      at_group g) {                              \
     gemv<DT>(g, x, rows, in, vec);                                                                               \
-  }                                                                                                              \
+  }
+#define AT_GEMM(suffix, DT, impl)                                                                                \
   extern "C" __global__ void __launch_bounds__(256) at_gemm_##suffix(float *y, const void *W, const float *x,   \
                                                                      int rows, int out, int in, int trans) {    \
-    gemm<DT>(y, W, x, rows, out, in, trans);                                                                     \
+    impl<DT>(y, W, x, rows, out, in, trans);                                                                     \
   }
 
-AT_DENSE(f32, AT_F32)
-AT_DENSE(f16, AT_F16)
-AT_DENSE(bf16, AT_BF16)
-AT_DENSE(q8, AT_Q8_0)
+AT_GEMV(f32, AT_F32)
+AT_GEMV(f16, AT_F16)
+AT_GEMV(bf16, AT_BF16)
+AT_GEMV(q8, AT_Q8_0)
+AT_GEMM(f32, AT_F32, gemm)
+AT_GEMM(q8, AT_Q8_0, gemm)
+AT_GEMM(f16, AT_F16, gemm_tc)
+AT_GEMM(bf16, AT_BF16, gemm_tc)
