@@ -87,7 +87,7 @@ if command -v compute-sanitizer >/dev/null; then
 	# The products on the odd shapes only (-test.short): tails, 16-byte loads
 	# and the top-k select are where an out-of-bounds access would be.
 	run sanitizer-products 60 compute-sanitizer --tool memcheck --error-exitcode 9 \
-		"$carry/cuda.test" -test.short -test.run 'GPU(MatMul|SparseMatMul)$'
+		"$carry/cuda.test" -test.short -test.run 'GPU(MatMul|SparseMatMul|Groups)$'
 	# Shared-memory races: the radix select and block scan, the block sum.
 	run sanitizer-race 40 compute-sanitizer --tool racecheck --error-exitcode 9 \
 		"$carry/cuda.test" -test.short -test.run 'GPU(LoadSites|Elementwise)$'

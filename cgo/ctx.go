@@ -233,25 +233,52 @@ func (c *Ctx) EventElapsed(start, end Event) (float32, error) {
 // HasGraphs reports whether the driver offers stream capture.
 func (c *Ctx) HasGraphs() bool { return C.at_has_graphs() != 0 }
 
-// BeginCapture starts recording the work queued on s into a graph
-// (global capture mode).
+// BeginCapture starts recording the work queued on s into a graph. The
+// capture mode is thread-local: every call of this package runs on the
+// device thread, and no other thread's calls are affected.
 func (c *Ctx) BeginCapture(s Stream) error {
 	if !c.HasGraphs() {
 		return fmt.Errorf("cuda: stream capture: not offered by this driver")
 	}
-	return check("cuStreamBeginCapture", C.at_cuStreamBeginCapture(s.h, 0))
+	const threadLocal = 1 // CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+	return check("cuStreamBeginCapture", C.at_cuStreamBeginCapture(s.h, threadLocal))
 }
 
-// EndCapture ends the capture on s and instantiates the graph.
-func (c *Ctx) EndCapture(s Stream) (Graph, error) {
+// Captured is a graph recorded by stream capture, not yet instantiated.
+type Captured struct{ h C.CUgraph }
+
+// EndCapture ends the capture on s. It fails (and the stream leaves
+// capture mode) when work queued during the capture could not be captured.
+func (c *Ctx) EndCapture(s Stream) (Captured, error) {
 	var g C.CUgraph
-	if err := check("cuStreamEndCapture", C.at_cuStreamEndCapture(s.h, &g)); err != nil {
-		return Graph{}, err
+	err := check("cuStreamEndCapture", C.at_cuStreamEndCapture(s.h, &g))
+	return Captured{g}, err
+}
+
+// DestroyCaptured frees a captured graph (an instantiated one keeps its own copy).
+func (c *Ctx) DestroyCaptured(g Captured) error {
+	if g.h == nil {
+		return nil
 	}
-	defer C.at_cuGraphDestroy(g)
+	return check("cuGraphDestroy", C.at_cuGraphDestroy(g.h))
+}
+
+// Instantiate makes a launchable graph of g.
+func (c *Ctx) Instantiate(g Captured) (Graph, error) {
 	var e C.CUgraphExec
-	err := check("cuGraphInstantiateWithFlags", C.at_cuGraphInstantiate(&e, g))
+	err := check("cuGraphInstantiateWithFlags", C.at_cuGraphInstantiate(&e, g.h))
 	return Graph{e}, err
+}
+
+// GraphUpdate rewrites e in place with the parameters of g, which must have
+// the same topology (the same kinds of nodes in the same order: kernel
+// arguments, grids and copy addresses may differ). It fails otherwise.
+func (c *Ctx) GraphUpdate(e Graph, g Captured) error {
+	var result C.int
+	if err := check("cuGraphExecUpdate", C.at_cuGraphExecUpdate(e.h, g.h, &result)); err != nil {
+		return fmt.Errorf("%w (update result %d)", err, int(result))
+	}
+	return nil
 }
 
 // GraphLaunch queues graph g on s.

@@ -228,19 +228,38 @@ func TestGPULaunchGraphEvents(t *testing.T) {
 		if ms, err = c.EventElapsed(e0, e1); err != nil {
 			return err
 		}
-		if c.HasGraphs() { // the same launch again, captured and replayed
-			if err := c.BeginCapture(s); err != nil {
-				return err
+		if c.HasGraphs() {
+			// Captured with factor 7, then updated in place to factor 3:
+			// only the update's arguments may run.
+			capture := func(factor float32) (Captured, error) {
+				if err := c.BeginCapture(s); err != nil {
+					return Captured{}, err
+				}
+				if err := c.Launch(f, Dim3{X: 4}, Dim3{X: 256}, 0, s, p, factor, n); err != nil {
+					c.EndCapture(s)
+					return Captured{}, err
+				}
+				return c.EndCapture(s)
 			}
-			if err := c.Launch(f, Dim3{X: 4}, Dim3{X: 256}, 0, s, p, float32(3), n); err != nil {
-				return err
-			}
-			g, err := c.EndCapture(s)
+			g7, err := capture(7)
 			if err != nil {
 				return err
 			}
-			defer c.GraphDestroy(g)
-			if err := c.GraphLaunch(g, s); err != nil {
+			defer c.DestroyCaptured(g7)
+			e, err := c.Instantiate(g7)
+			if err != nil {
+				return err
+			}
+			defer c.GraphDestroy(e)
+			g3, err := capture(3)
+			if err != nil {
+				return err
+			}
+			defer c.DestroyCaptured(g3)
+			if err := c.GraphUpdate(e, g3); err != nil {
+				return err
+			}
+			if err := c.GraphLaunch(e, s); err != nil {
 				return err
 			}
 		} else {

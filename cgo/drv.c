@@ -53,7 +53,9 @@
   X(OPTIONAL, cuGraphInstantiateWithFlags, (CUgraphExec *, CUgraph, unsigned long long), "cuGraphInstantiateWithFlags", 0) \
   X(OPTIONAL, cuGraphLaunch, (CUgraphExec, CUstream), "cuGraphLaunch", 0) \
   X(OPTIONAL, cuGraphExecDestroy, (CUgraphExec), "cuGraphExecDestroy", 0) \
-  X(OPTIONAL, cuGraphDestroy, (CUgraph), "cuGraphDestroy", 0)
+  X(OPTIONAL, cuGraphDestroy, (CUgraph), "cuGraphDestroy", 0) \
+  X(OPTIONAL, cuGraphExecUpdate_v2, (CUgraphExec, CUgraph, void *), "cuGraphExecUpdate_v2", 0) \
+  X(OPTIONAL, cuGraphExecUpdate, (CUgraphExec, CUgraph, void **, int *), "cuGraphExecUpdate", 0)
 
 #define DECLARE(req, name, args, a, b) static CUresult(*p_##name) args;
 SYMS(DECLARE)
@@ -132,3 +134,24 @@ CUresult at_cuGraphInstantiate(CUgraphExec *e, CUgraph g) { return p_cuGraphInst
 CUresult at_cuGraphLaunch(CUgraphExec e, CUstream s) { return p_cuGraphLaunch(e, s); }
 CUresult at_cuGraphExecDestroy(CUgraphExec e) { return p_cuGraphExecDestroy(e); }
 CUresult at_cuGraphDestroy(CUgraph g) { return p_cuGraphDestroy(g); }
+
+// CUDA 12 renamed cuGraphExecUpdate to _v2 with a result struct
+// (CUgraphExecUpdateResultInfo: result, errorNode, errorFromNode); CUDA 11
+// drivers have only the first form.
+CUresult at_cuGraphExecUpdate(CUgraphExec e, CUgraph g, int *result) {
+  *result = 0;
+  if (p_cuGraphExecUpdate_v2) {
+    struct {
+      int result;
+      void *errorNode, *errorFromNode;
+    } info = {0, 0, 0};
+    CUresult r = p_cuGraphExecUpdate_v2(e, g, &info);
+    *result = info.result;
+    return r;
+  }
+  if (p_cuGraphExecUpdate) {
+    void *node = 0;
+    return p_cuGraphExecUpdate(e, g, &node, result);
+  }
+  return 801;  // CUDA_ERROR_NOT_SUPPORTED
+}

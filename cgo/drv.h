@@ -62,5 +62,9 @@ CUresult at_cuGraphInstantiate(CUgraphExec *e, CUgraph g);
 CUresult at_cuGraphLaunch(CUgraphExec e, CUstream s);
 CUresult at_cuGraphExecDestroy(CUgraphExec e);
 CUresult at_cuGraphDestroy(CUgraph g);
+// at_cuGraphExecUpdate updates e in place from g (same topology); *result is
+// the driver's CUgraphExecUpdateResult. 801 (not supported) without either
+// driver entry point.
+CUresult at_cuGraphExecUpdate(CUgraphExec e, CUgraph g, int *result);
 
 #endif

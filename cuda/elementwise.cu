@@ -6,6 +6,9 @@
 // at_swiglu, at_add: grid-stride over n, block 256, grid from the host.
 // at_embed: grid (ceil(dim/256), rows), block 256; table row tokens[r] of
 //   any weight dtype (Q8_0 rows are whole blocks since dim % 32 == 0).
+//   tokens = null: the ids are inline.t[r] (rows <= AT_INLINE_TOKENS), passed
+//   by value so that a decode step needs no host-to-device copy (and can
+//   be captured in a CUDA graph).
 #include "common.cuh"
 
 extern "C" __global__ void at_rope(float *x, const float *freqs, int rows, int heads, int headDim, int pos0) {
@@ -35,9 +38,17 @@ extern "C" __global__ void at_add(float *dst, const float *x, long long n) {
     dst[i] += x[i];
 }
 
-extern "C" __global__ void at_embed(float *dst, const void *table, const int *tokens, int dim, int dtype) {
+#define AT_INLINE_TOKENS 8
+struct at_tokens {
+  int t[AT_INLINE_TOKENS];
+};
+static_assert(sizeof(at_tokens) == 32, "at_tokens layout");
+
+extern "C" __global__ void at_embed(float *dst, const void *table, const int *tokens, int dim, int dtype,
+                                   at_tokens inl) {
   const int j = blockIdx.x * blockDim.x + threadIdx.x;
   if (j >= dim) return;
   const size_t r = blockIdx.y;
-  dst[r * dim + j] = at_ld_any(table, (size_t)tokens[r] * dim + j, dtype);
+  const int tok = tokens ? tokens[r] : inl.t[r];
+  dst[r * dim + j] = at_ld_any(table, (size_t)tok * dim + j, dtype);
 }

@@ -21,12 +21,13 @@ import (
 
 // modelFlags are the flags every command that runs a model shares.
 type modelFlags struct {
-	path    string
-	threads int
-	device  string
-	kernels string
-	plan    string // --plan, for commands that take one
-	sparse  bool   // load the projections for sparse products
+	path     string
+	threads  int
+	device   string
+	kernels  string
+	noGraphs bool
+	plan     string // --plan, for commands that take one
+	sparse   bool   // load the projections for sparse products
 }
 
 func (f *modelFlags) register(fs *pflag.FlagSet) {
@@ -34,6 +35,7 @@ func (f *modelFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.threads, "threads", 0, "CPU threads (0: all cores)")
 	fs.StringVar(&f.device, "device", "auto", "compute device: auto (CUDA when a GPU answers, else CPU), cpu or cuda")
 	fs.StringVar(&f.kernels, "kernels", "", "CUDA: load this fatbin instead of the embedded kernels")
+	fs.BoolVar(&f.noGraphs, "no-cuda-graphs", false, "CUDA: run decode steps op by op instead of as CUDA graphs")
 }
 
 // open loads the checkpoint named by the flags (or the default model).
@@ -59,7 +61,7 @@ func (f *modelFlags) backend(stderr io.Writer) (backend.Backend, error) {
 	case "cpu":
 		return cpu.New(f.threads), nil
 	case "cuda", "auto":
-		b, err := cuda.New(cuda.Options{Kernels: f.kernels})
+		b, err := cuda.New(cuda.Options{Kernels: f.kernels, NoGraphs: f.noGraphs})
 		if err == nil {
 			return b, nil
 		}

@@ -84,6 +84,15 @@ type Backend interface {
 	SparseStats() (kept, seen []int64)
 }
 
+// Stepper is a backend that can submit the ops of one decode step as a
+// unit (the CUDA backend: a CUDA graph). The engine calls BeginStep before
+// a step's first op and EndStep after its last; between them it queues
+// ops only (no Read, Write or SparseStats).
+type Stepper interface {
+	BeginStep()
+	EndStep()
+}
+
 // Proj is one product of a group that shares its input.
 type Proj struct {
 	Dst  Buffer

@@ -66,6 +66,10 @@ func (bt *Batch) Step(states []*State, tokens []int, logits []float32) (dense bo
 	eps := float32(c.NormEps)
 	kvDim, qDim := c.KVDim(), c.QDim()
 	linear := func(l int, x backend.Buffer, outs ...out) { m.project(l, x, n, sparse, outs...) }
+	st, step := b.(backend.Stepper)
+	if step {
+		st.BeginStep()
+	}
 	b.Embed(bt.x, m.embed, tokens)
 	for l := range m.layers {
 		L := &m.layers[l]
@@ -96,6 +100,9 @@ func (bt *Batch) Step(states []*State, tokens []int, logits []float32) (dense bo
 	}
 	b.RMSNorm(bt.xb, bt.x, m.outNorm, n, eps)
 	b.MatMul(bt.logits, m.output, bt.xb, n)
+	if step {
+		st.EndStep()
+	}
 	b.Read(logits[:n*c.VocabSize], bt.logits, 0)
 	return dense, nil
 }

@@ -4,6 +4,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
@@ -67,6 +68,118 @@ func TestBatchMatchesSingle(t *testing.T) {
 		}
 		if _, err := bt.Step(append(states, states...), []int{1, 1, 1, 1, 1, 1}, make([]float32, 6*V)); err == nil {
 			t.Fatal("oversized batch accepted")
+		}
+	}
+}
+
+// stepper is the CPU backend with the Stepper protocol checked: no Read,
+// Write or SparseStats between BeginStep and EndStep, no nesting.
+type stepper struct {
+	*cpu.Backend
+	t           *testing.T
+	in          bool
+	begin, ends int
+}
+
+func (s *stepper) BeginStep() {
+	if s.in {
+		s.t.Error("BeginStep inside a step")
+	}
+	s.in = true
+	s.begin++
+}
+
+func (s *stepper) EndStep() {
+	if !s.in {
+		s.t.Error("EndStep outside a step")
+	}
+	s.in = false
+	s.ends++
+}
+
+func (s *stepper) Read(dst []float32, b backend.Buffer, off int) {
+	if s.in {
+		s.t.Error("Read inside a step")
+	}
+	s.Backend.Read(dst, b, off)
+}
+
+func (s *stepper) Write(b backend.Buffer, off int, src []float32) {
+	if s.in {
+		s.t.Error("Write inside a step")
+	}
+	s.Backend.Write(b, off, src)
+}
+
+func (s *stepper) SparseStats() (kept, seen []int64) {
+	if s.in {
+		s.t.Error("SparseStats inside a step")
+	}
+	return s.Backend.SparseStats()
+}
+
+// TestStepProtocol checks where the engine brackets decode steps for a
+// Stepper backend (the CUDA graphs): every one-token decode and batch step,
+// no prefill chunk, nothing while Observe reads activations; and that the
+// logits are those of the plain backend.
+func TestStepProtocol(t *testing.T) {
+	m := randomModel(t, smallConfig(), model.F32, 23)
+	V := m.Config.VocabSize
+	st := &stepper{Backend: cpu.New(0), t: t}
+	es, err := LoadWith(st, m, Options{Sparse: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := LoadWith(cpu.New(0), m, Options{Sparse: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []*Model{es, ep} {
+		if err := e.SetPlan(randomPlan(m, 5), plan.ModeTopK); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(e *Model) []float32 {
+		var out []float32
+		s := e.NewState(0, 4)
+		logits := make([]float32, 6*V)
+		if err := s.Forward([]int{1, 2, 3, 4, 5, 6}, logits, false); err != nil { // chunks of 4 and 2: no step
+			t.Fatal(err)
+		}
+		out = append(out, logits[:V]...)
+		for _, tok := range []int{7, 8, 9} { // three steps
+			if err := s.Forward([]int{tok}, logits, false); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, logits[:V]...)
+		}
+		if err := s.Forward([]int{10}, logits, true); err != nil { // one step, all rows
+			t.Fatal(err)
+		}
+		out = append(out, logits[:V]...)
+		s.Observe = func(int, model.Projection, []float32, int, int) {}
+		if err := s.Forward([]int{11}, logits, false); err != nil { // observed: no step
+			t.Fatal(err)
+		}
+		out = append(out, logits[:V]...)
+		s.Observe = nil
+		bt := e.NewBatch(2)
+		s2 := e.NewState(0, 4)
+		if err := s2.Forward([]int{3}, logits, false); err != nil { // one step
+			t.Fatal(err)
+		}
+		if _, err := bt.Step([]*State{s, s2}, []int{12, 13}, logits); err != nil { // one step
+			t.Fatal(err)
+		}
+		return append(out, logits[:2*V]...)
+	}
+	got, want := run(es), run(ep)
+	if st.begin != 6 || st.ends != 6 {
+		t.Errorf("%d BeginStep and %d EndStep, want 6 each", st.begin, st.ends)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("logit %d: %g with steps, %g without", i, got[i], want[i])
 		}
 	}
 }

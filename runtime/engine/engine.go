@@ -202,13 +202,28 @@ func (s *State) Forward(tokens []int, logits []float32, all bool) error {
 			n = min(n, s.SparseFrom-s.Pos) // a chunk is all dense or all sparse
 		}
 		last := done+n == len(tokens)
+		// A one-token chunk is a decode step: a Stepper backend may run it
+		// as one unit (a CUDA graph). Observe reads activations mid-step.
+		st, step := s.m.Backend.(backend.Stepper)
+		step = step && n == 1 && (all || last) && s.Observe == nil
+		if step {
+			st.BeginStep()
+		}
 		s.forward(tokens[done : done+n])
-		if all {
-			s.classify(n, 0)
-			s.m.Backend.Read(logits[done*c.VocabSize:(done+n)*c.VocabSize], s.logits, 0)
-		} else if last {
-			s.classify(1, n-1)
-			s.m.Backend.Read(logits[:c.VocabSize], s.logits, 0)
+		if all || last {
+			first := n - 1
+			if all {
+				first = 0
+			}
+			s.classify(n-first, first)
+			if step {
+				st.EndStep()
+			}
+			if all {
+				s.m.Backend.Read(logits[done*c.VocabSize:(done+n)*c.VocabSize], s.logits, 0)
+			} else {
+				s.m.Backend.Read(logits[:c.VocabSize], s.logits, 0)
+			}
 		}
 		done += n
 	}

@@ -156,7 +156,8 @@ var (
 
 // BenchmarkDecode7B is one-token decode on a synthetic Llama-2-7B-shaped
 // bf16 model (13.5 GB, made on the host): dense weights, and transposed
-// weights with no plan, 50% and 80% uniform top-k plans.
+// weights with no plan, 50% and 80% uniform top-k plans; each as CUDA
+// graphs and op by op. x_dense is tok/s over the dense model's, same mode.
 func BenchmarkDecode7B(b *testing.B) {
 	gpuBench(b) // copy bandwidth
 	llamaOnce.Do(func() {
@@ -177,6 +178,7 @@ func BenchmarkDecode7B(b *testing.B) {
 			weights += int64(len(t.Data))
 		}
 	}
+	denseTok := map[string]float64{} // dense decode tok/s, with graphs and without
 	for _, sparse := range []bool{false, true} {
 		// A backend per model, so that Close frees its 13.5 GB.
 		g, err := New(Options{Kernels: os.Getenv("ACTTAIL_KERNELS")})
@@ -203,28 +205,43 @@ func BenchmarkDecode7B(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			b.Run(name, func(b *testing.B) {
-				st := e.NewState(512, 1)
-				logits := make([]float32, c.VocabSize)
-				step := func(i int) {
-					if st.Pos == st.Context() {
-						st.Reset()
+			for _, graphs := range []bool{true, false} {
+				mode := "graphs"
+				if !graphs {
+					mode = "eager"
+				}
+				g.step.graphs = graphs
+				b.Run(name+"/"+mode, func(b *testing.B) {
+					st := e.NewState(512, 1)
+					logits := make([]float32, c.VocabSize)
+					step := func(i int) {
+						if st.Pos == st.Context() {
+							st.Reset()
+						}
+						if err := st.Forward([]int{i % c.VocabSize}, logits, false); err != nil {
+							b.Fatal(err)
+						}
 					}
-					if err := st.Forward([]int{i % c.VocabSize}, logits, false); err != nil {
-						b.Fatal(err)
+					for i := range 3 {
+						step(i)
 					}
-				}
-				for i := range 3 {
-					step(i)
-				}
-				b.ResetTimer()
-				for i := range b.N {
-					step(i)
-				}
-				sec := b.Elapsed().Seconds() / float64(b.N)
-				b.ReportMetric(1/sec, "tok/s")
-				b.ReportMetric(100*float64(weights)*(1-s)/sec/copyBW, "%copy")
-			})
+					b.ResetTimer()
+					for i := range b.N {
+						step(i)
+					}
+					sec := b.Elapsed().Seconds() / float64(b.N)
+					b.ReportMetric(1/sec, "tok/s")
+					b.ReportMetric(100*float64(weights)*(1-s)/sec/copyBW, "%copy")
+					if !sparse {
+						denseTok[mode] = 1 / sec
+					} else if d := denseTok[mode]; d > 0 {
+						b.ReportMetric(1/sec/d, "x_dense")
+					}
+				})
+			}
+			if gs := g.GraphStats(); gs.Failed > 0 {
+				b.Logf("%s: %d graph captures failed: %v", name, gs.Failed, gs.LastError)
+			}
 		}
 		if err := g.Close(); err != nil {
 			b.Fatal(err)

@@ -28,6 +28,7 @@ const (
 	groupMax      = 3    // AT_GROUP: projections a fused launch takes
 	projBytes     = 32   // sizeof(at_proj)
 	groupBytes    = 104  // sizeof(at_group)
+	inlineTokens  = 8    // AT_INLINE_TOKENS: token ids at_embed takes by value
 	// gatherMinRows is the fewest kept rows worth a split of their own.
 	gatherMinRows = 32
 	// gatherWaves is the blocks a gather aims at per SM.
@@ -212,6 +213,18 @@ func packGroup(ps []proj) []byte {
 		binary.LittleEndian.PutUint32(e[24:], uint32(int32(p.stat)))
 	}
 	binary.LittleEndian.PutUint32(b[groupMax*projBytes:], uint32(len(ps)))
+	return b
+}
+
+// packTokens encodes up to inlineTokens ids as the kernels' at_tokens.
+func packTokens(ids []int32) []byte {
+	if len(ids) > inlineTokens {
+		panic(fmt.Sprintf("cuda: %d inline tokens", len(ids)))
+	}
+	b := make([]byte, 4*inlineTokens)
+	for i, t := range ids {
+		binary.LittleEndian.PutUint32(b[4*i:], uint32(t))
+	}
 	return b
 }
 

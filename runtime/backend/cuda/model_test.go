@@ -118,6 +118,83 @@ func TestGPUStories260K(t *testing.T) {
 	}
 	defer m.Close()
 	compareModel(t, g, m, 1e-3)
+	checkGraphs(t, g, 8)
+}
+
+// checkGraphs requires that the decode steps so far ran as CUDA graphs: at
+// least min of them, no failed capture, and graphs updated in place rather
+// than instantiated at (almost) every step.
+func checkGraphs(t *testing.T, g *Backend, min int) {
+	t.Helper()
+	s := g.GraphStats()
+	t.Logf("graphs: %d steps captured (%d updated in place, %d instantiated), %d op by op, %d failed",
+		s.Captured, s.Updated, s.Instantiated, s.Eager, s.Failed)
+	if s.Failed > 0 || !s.Enabled {
+		t.Errorf("graph capture failed %d times (enabled %v): %v", s.Failed, s.Enabled, s.LastError)
+	}
+	if s.Captured < min {
+		t.Errorf("%d steps ran as graphs, want at least %d", s.Captured, min)
+	}
+	if s.Instantiated > 1+s.Captured/4 {
+		t.Errorf("%d of %d graphs instantiated anew: updates in place fail", s.Instantiated, s.Captured)
+	}
+}
+
+// TestGPUGraphs runs the same decode with and without CUDA graphs: the
+// logits must agree to float rounding (the gather's atomic adds may sum in
+// another order), dense and sparse, topk and threshold.
+func TestGPUGraphs(t *testing.T) {
+	defer guard(t)
+	withGraphs := newGPU(t)
+	noGraphs, err := New(Options{Kernels: os.Getenv("ACTTAIL_KERNELS"), NoGraphs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer noGraphs.Close()
+	cfg, err := synth.Preset("stories260k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := synth.New(cfg, model.BF16, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"dense", plan.ModeTopK, plan.ModeThreshold} {
+		var logits [2][]float32
+		for i, b := range []*Backend{withGraphs, noGraphs} {
+			e, err := engine.LoadWith(b, m, engine.Options{Sparse: mode != "dense"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mode != "dense" {
+				p := uniformPlan(&m.Config, 0.6)
+				for j := range p.Sites {
+					p.Sites[j].Threshold = 0.05 * float32(1+j%3)
+				}
+				if err := e.SetPlan(p, mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s := e.NewState(64, 8)
+			out := make([]float32, cfg.VocabSize)
+			if err := s.Forward([]int{1, 5, 9}, out, false); err != nil {
+				t.Fatal(err)
+			}
+			tok := argmax(out)
+			for range 16 {
+				if err := s.Forward([]int{tok}, out, false); err != nil {
+					t.Fatal(err)
+				}
+				logits[i] = append(logits[i], out...)
+				tok = argmax(out)
+			}
+		}
+		compare(t, "graphs vs op by op, "+mode, logits[0], logits[1], 1e-5)
+	}
+	checkGraphs(t, withGraphs, 40)
+	if s := noGraphs.GraphStats(); s.Captured != 0 || s.Enabled {
+		t.Errorf("NoGraphs backend captured %d steps", s.Captured)
+	}
 }
 
 // TestGPUSynthStories260K runs the same shapes in every weight dtype.

@@ -48,15 +48,20 @@ func (b *Backend) Embed(dst backend.Buffer, table backend.Weight, tokens []int) 
 		}
 		ids[i] = int32(t)
 	}
-	b.ensure(scratchTokens, 4*len(ids))
 	l := embedLaunch(len(ids), m.In)
+	if len(ids) <= inlineTokens { // by value: no host copy, so a step stays capturable
+		b.launch("at_embed", l, d.p, m.p, cudadrv.DevicePtr(0), m.In, int(m.DType), packTokens(ids))
+		return
+	}
+	b.ensure(scratchTokens, 4*len(ids))
+	b.hostCopy()
 	f := b.fn["at_embed"]
-	b.dev.Go(func(c *cudadrv.Ctx) error {
+	b.queue(func(c *cudadrv.Ctx) error {
 		tok := b.scratch[scratchTokens]
 		if err := c.CopyHtoD(tok, unsafe.Pointer(&ids[0]), 4*len(ids), b.stream); err != nil {
 			return err
 		}
-		return c.Launch(f, l.grid, l.block, 0, b.stream, d.p, m.p, tok, m.In, int(m.DType))
+		return c.Launch(f, l.grid, l.block, 0, b.stream, d.p, m.p, tok, m.In, int(m.DType), make([]byte, 4*inlineTokens))
 	})
 }
 
@@ -150,7 +155,7 @@ func (b *Backend) dense(x backend.Buffer, rows int, ps []backend.Proj) {
 	if rows > gemvRows {
 		fg := b.fn["at_gemm_"+sfx]
 		trans := boolInt(m.Trans)
-		b.dev.Go(func(c *cudadrv.Ctx) error {
+		b.queue(func(c *cudadrv.Ctx) error {
 			for _, p := range g {
 				l := gemmLaunch(rows, p.out)
 				if err := c.Launch(fg, l.grid, l.block, 0, b.stream, p.y, p.w, xp, rows, p.out, m.In, trans); err != nil {
@@ -170,7 +175,7 @@ func (b *Backend) dense(x backend.Buffer, rows int, ps []backend.Proj) {
 	l := gatherLaunch(rows, outs(g), m.In, b.info.SMs, vecElems(m.DType, vec))
 	f, image := b.fn["at_gather_"+sfx], packGroup(g)
 	null := cudadrv.DevicePtr(0)
-	b.dev.Go(func(c *cudadrv.Ctx) error {
+	b.queue(func(c *cudadrv.Ctx) error {
 		for _, p := range g {
 			if err := c.Memset(p.y, 0, 4*rows*p.out, b.stream); err != nil {
 				return err
@@ -216,7 +221,7 @@ func (b *Backend) RoPE(x backend.Buffer, rows, heads, headDim, pos0 int, freqs [
 		}))
 	}
 	l, fn, p := ropeLaunch(rows, heads, headDim), b.fn["at_rope"], buf(x).p
-	b.dev.Go(func(c *cudadrv.Ctx) error {
+	b.queue(func(c *cudadrv.Ctx) error {
 		return c.Launch(fn, l.grid, l.block, 0, b.stream, p, b.dFreqs, rows, heads, headDim, pos0)
 	})
 }
@@ -229,7 +234,7 @@ func (b *Backend) Copy(dst backend.Buffer, dstOff int, src backend.Buffer, srcOf
 		return
 	}
 	d, s := buf(dst).at(dstOff), buf(src).at(srcOff)
-	b.dev.Go(func(c *cudadrv.Ctx) error { return c.CopyDtoD(d, s, 4*n, b.stream) })
+	b.queue(func(c *cudadrv.Ctx) error { return c.CopyDtoD(d, s, 4*n, b.stream) })
 }
 
 // Attention implements backend.Backend.
@@ -279,6 +284,7 @@ func (b *Backend) Sample(logits backend.Buffer, n int, temperature float32, u fl
 }
 
 func (b *Backend) pick(kernel string, logits *Buf, n int, extra ...any) int {
+	b.outsideStep(kernel)
 	if n <= 0 || n > logits.n {
 		panic(fmt.Sprintf("cuda: %s: %d logits in a buffer of %d", kernel, n, logits.n))
 	}
@@ -299,6 +305,7 @@ func (b *Backend) pick(kernel string, logits *Buf, n int, extra ...any) int {
 // LoadSites writes every site's budget into the kernels' constant table at
 // once (SparseMatMul otherwise writes each on its first use).
 func (b *Backend) LoadSites(sites []backend.Site) error {
+	b.outsideStep("load sites")
 	table := packSites(sites)
 	for slot := range maxSites - 1 {
 		copy(b.mirror[slot][:], table[slot*siteBytes:])
@@ -315,7 +322,8 @@ func (b *Backend) useSite(s backend.Site) int {
 	if b.mirror[slot] != p {
 		b.mirror[slot] = p
 		dst := b.sites.Add(slot * siteBytes)
-		b.dev.Go(func(c *cudadrv.Ctx) error { return c.CopyHtoD(dst, unsafe.Pointer(&p[0]), siteBytes, b.stream) })
+		b.hostCopy()
+		b.queue(func(c *cudadrv.Ctx) error { return c.CopyHtoD(dst, unsafe.Pointer(&p[0]), siteBytes, b.stream) })
 	}
 	return slot
 }
@@ -425,7 +433,7 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	if rows > gemvRows {
 		b.ensure(scratchMasked, 4*n*rows*in)
 		fg := b.fn["at_gemm_"+sfx]
-		b.dev.Go(func(c *cudadrv.Ctx) error {
+		b.queue(func(c *cudadrv.Ctx) error {
 			xm := b.scratch[scratchMasked]
 			if err := c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, null, null, xm, b.stats, image); err != nil {
 				return err
@@ -444,7 +452,7 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	b.ensure(scratchCount, 4*n*rows)
 	vec := vecAll(m.DType, g)
 	gl, fg := gatherLaunch(rows, outs(g), maxKept, b.info.SMs, vecElems(m.DType, vec)), b.fn["at_gather_"+sfx]
-	b.dev.Go(func(c *cudadrv.Ctx) error {
+	b.queue(func(c *cudadrv.Ctx) error {
 		idx, cnt := b.scratch[scratchIdx], b.scratch[scratchCount]
 		if err := c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, idx, cnt, null, b.stats, image); err != nil {
 			return err
@@ -465,6 +473,7 @@ func (b *Backend) countHost(id, n int) {
 // SparseStats implements backend.Backend: device counters (sparse sites)
 // plus host counts (sites that ran dense), reset after reading.
 func (b *Backend) SparseStats() (kept, seen []int64) {
+	b.outsideStep("sparse stats")
 	n := max(b.statCap, len(b.hostKept))
 	dev := make([]uint64, 2*b.statCap)
 	if b.statCap > 0 {
