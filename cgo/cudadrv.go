@@ -19,6 +19,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"unsafe"
 )
@@ -62,8 +63,16 @@ var (
 	loadErr  error
 )
 
-// driverLibrary is the driver's soname.
+// driverLibrary is the driver's soname. ACTTAIL_LIBCUDA names another
+// library to load instead: the CPU emulator of cuda/emu, for tests.
 const driverLibrary = "libcuda.so.1"
+
+func driverPath() string {
+	if p := os.Getenv("ACTTAIL_LIBCUDA"); p != "" {
+		return p
+	}
+	return driverLibrary
+}
 
 // openLibrary dlopens lib and resolves the driver API from it.
 func openLibrary(lib string) error {
@@ -83,7 +92,7 @@ func openLibrary(lib string) error {
 // load opens the driver library and calls cuInit once per process.
 func load() error {
 	loadOnce.Do(func() {
-		if loadErr = openLibrary(driverLibrary); loadErr != nil {
+		if loadErr = openLibrary(driverPath()); loadErr != nil {
 			return
 		}
 		if err := check("cuInit", C.at_cuInit(0)); err != nil {

@@ -157,6 +157,11 @@ func TestGPUElementwise(t *testing.T) {
 		g.Add(x.g, y.g, rows*n-1)
 		c.Add(x.c, y.c, rows*n-1)
 		x.check(t, g, c, fmt.Sprintf("add n=%d", n), 1e-6)
+		// The copy must be exact: start both from the GPU's x (swiglu and
+		// add may differ from the CPU's in the last bit).
+		gx := make([]float32, rows*n)
+		g.Read(gx, x.g, 0)
+		c.Write(x.c, 0, gx)
 		g.Copy(y.g, 1, x.g, 0, rows*n-1)
 		c.Copy(y.c, 1, x.c, 0, rows*n-1)
 		y.check(t, g, c, fmt.Sprintf("copy n=%d", n), 0)

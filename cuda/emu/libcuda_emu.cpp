@@ -1,0 +1,620 @@
+// libcuda_emu.cpp: a CPU stand-in for libcuda.so.1 that runs the kernels of
+// cuda/ (compiled here as C++ through emu.h), so that the CUDA backend and
+// its GPU tests run on a machine without a GPU. cgo/ loads it in place of the
+// driver when ACTTAIL_LIBCUDA names it:
+//
+//   g++ -std=c++17 -O2 -fPIC -shared -Icuda/emu/include -o libcuda-emu.so cuda/emu/libcuda_emu.cpp
+//   ACTTAIL_LIBCUDA=$PWD/libcuda-emu.so go test ./runtime/backend/cuda -run GPU
+//
+// (runtime/backend/cuda's TestEmulatedGPU does both.) It implements the
+// driver entry points cgo/drv.c resolves, by their ABI names: device memory
+// is host memory, every stream runs synchronously in call order, the
+// module is the kernels compiled in (the fatbin image is ignored), and
+// stream capture records launches, device copies and memsets into a graph
+// that cuGraphLaunch replays and cuGraphExecUpdate rewrites, with the
+// driver's rules: host copies and synchronization inside a capture
+// invalidate it, an update needs the same nodes in the same order.
+//
+// Checks the GPU would not make: every copy and memset must lie inside one
+// allocation, a block may not exceed 1024 threads, and a block whose
+// threads wait at different barriers is reported (deadlock) and aborts.
+#include "emu.h"
+
+#include "../acttail.cu"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+// ---------------------------------------------------------------- fibers
+
+namespace emu {
+
+dim3 block_idx, block_dim, grid_dim;
+
+namespace {
+
+const size_t kStack = 256 << 10;  // bytes of stack a thread
+const int kMaxThreads = 1024;
+
+struct Warp {
+  int live = 0, count = 0;
+  unsigned gen = 0, active = 0;
+  uint64_t slots[32];
+};
+
+struct Fiber {
+  void *sp = nullptr;
+  dim3 tid;
+  unsigned lane = 0, warp = 0;
+  bool done = false;
+  char *stack = nullptr;
+};
+
+struct Block {
+  Fiber fibers[kMaxThreads];
+  Warp warps[kMaxThreads / 32];
+  int n = 0, live = 0, count = 0;
+  unsigned gen = 0;
+  long idle = 0;  // yields since a barrier last opened or a thread ended
+  std::function<void()> body;
+  void *sched_sp = nullptr;
+  Fiber *cur = nullptr;
+};
+
+Block blk;
+
+}  // namespace
+}  // namespace emu
+
+#if defined(__x86_64__)
+// emu_swap saves the callee-saved registers and the stack pointer of the
+// running context in *save and resumes the one whose stack pointer is load.
+extern "C" void emu_swap(void **save, void *load);
+asm(R"(
+  .text
+  .globl emu_swap
+  .hidden emu_swap
+  .type emu_swap, @function
+emu_swap:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size emu_swap, .-emu_swap
+)");
+#else
+#error "cuda/emu: the fiber switch is written for x86-64"
+#endif
+
+namespace emu {
+namespace {
+
+[[noreturn]] void fiber_main() {
+  Fiber *f = blk.cur;
+  blk.body();
+  f->done = true;
+  blk.live--;
+  blk.idle = 0;
+  Warp &w = blk.warps[f->warp];
+  w.live--;
+  w.active &= ~(1u << f->lane);
+  // A barrier that waited only for this thread opens.
+  if (blk.count > 0 && blk.count == blk.live) blk.count = 0, blk.gen++;
+  if (w.count > 0 && w.count == w.live) w.count = 0, w.gen++;
+  emu_swap(&f->sp, blk.sched_sp);
+  std::abort();  // a finished fiber is never resumed
+}
+
+void yield() {
+  Fiber *f = blk.cur;
+  if (++blk.idle > 4L * blk.live + 64) {
+    std::fprintf(stderr,
+                 "cuda/emu: deadlock in block (%u,%u,%u): threads wait at different barriers (thread (%u,%u,%u))\n",
+                 block_idx.x, block_idx.y, block_idx.z, f->tid.x, f->tid.y, f->tid.z);
+    std::abort();
+  }
+  emu_swap(&f->sp, blk.sched_sp);
+}
+
+// run executes body for every thread of one block.
+void run_block(unsigned threads, const std::function<void()> &body) {
+  blk.n = (int)threads;
+  blk.live = (int)threads;
+  blk.count = 0;
+  blk.idle = 0;
+  blk.body = body;
+  const int warps = (int)(threads + 31) / 32;
+  for (int w = 0; w < warps; w++) {
+    Warp &wp = blk.warps[w];
+    wp.live = std::min(32, (int)threads - 32 * w);
+    wp.count = 0;
+    wp.active = wp.live == 32 ? 0xffffffffu : (1u << wp.live) - 1;
+  }
+  for (unsigned i = 0; i < threads; i++) {
+    Fiber &f = blk.fibers[i];
+    if (!f.stack) f.stack = static_cast<char *>(std::malloc(kStack));
+    f.tid.x = i % block_dim.x;
+    f.tid.y = i / block_dim.x % block_dim.y;
+    f.tid.z = i / (block_dim.x * block_dim.y);
+    f.lane = i % 32;
+    f.warp = i / 32;
+    f.done = false;
+    // The stack emu_swap pops: six registers, then fiber_main as the return
+    // address; fiber_main starts with rsp = 8 mod 16, as after a call.
+    uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + kStack - 64) & ~uintptr_t(15);
+    void **sp = reinterpret_cast<void **>(top);
+    for (int r = 0; r < 6; r++) sp[r] = nullptr;
+    sp[6] = reinterpret_cast<void *>(&fiber_main);
+    f.sp = sp;
+  }
+  while (blk.live > 0) {
+    for (int i = 0; i < blk.n; i++) {
+      Fiber &f = blk.fibers[i];
+      if (f.done) continue;
+      blk.cur = &f;
+      emu_swap(&blk.sched_sp, f.sp);
+    }
+  }
+  blk.cur = nullptr;
+}
+
+}  // namespace
+
+const dim3 &thread_idx() { return blk.cur->tid; }
+unsigned lane() { return blk.cur->lane; }
+uint64_t *warp_slots() { return blk.warps[blk.cur->warp].slots; }
+unsigned warp_active_mask() { return blk.warps[blk.cur->warp].active; }
+
+void syncthreads() {
+  const unsigned g = blk.gen;
+  if (++blk.count == blk.live) {
+    blk.count = 0;
+    blk.gen++;
+    blk.idle = 0;
+    return;
+  }
+  while (blk.gen == g) yield();
+}
+
+void syncwarp() {
+  Warp &w = blk.warps[blk.cur->warp];
+  const unsigned g = w.gen;
+  if (++w.count == w.live) {
+    w.count = 0;
+    w.gen++;
+    blk.idle = 0;
+    return;
+  }
+  while (w.gen == g) yield();
+}
+
+}  // namespace emu
+
+// ---------------------------------------------------------------- kernels
+
+namespace {
+
+// A launcher reads a kernel's arguments from cuLaunchKernel's array of
+// pointers, as the driver does, and knows their sizes for graph nodes.
+struct Kernel {
+  const char *name;
+  std::function<void(void **)> call;
+  std::vector<size_t> sizes;
+};
+
+template <class... A, size_t... I>
+void invoke(void (*f)(A...), void **p, std::index_sequence<I...>) {
+  f(*static_cast<typename std::remove_reference<A>::type *>(p[I])...);
+}
+
+template <class... A>
+Kernel kernel(const char *name, void (*f)(A...)) {
+  return Kernel{name, [f](void **p) { invoke(f, p, std::index_sequence_for<A...>{}); }, {sizeof(A)...}};
+}
+
+#define AT_KERNEL(name) kernel(#name, name),
+const std::vector<Kernel> kernels = {
+    AT_KERNEL(at_rmsnorm) AT_KERNEL(at_rope) AT_KERNEL(at_swiglu) AT_KERNEL(at_add) AT_KERNEL(at_embed)
+        AT_KERNEL(at_transpose) AT_KERNEL(at_select) AT_KERNEL(at_attention) AT_KERNEL(at_argmax)
+            AT_KERNEL(at_sample) AT_KERNEL(at_gemv_f32) AT_KERNEL(at_gemv_f16) AT_KERNEL(at_gemv_bf16)
+                AT_KERNEL(at_gemv_q8) AT_KERNEL(at_gemm_f32) AT_KERNEL(at_gemm_f16) AT_KERNEL(at_gemm_bf16)
+                    AT_KERNEL(at_gemm_q8) AT_KERNEL(at_gather_f32) AT_KERNEL(at_gather_f16)
+                        AT_KERNEL(at_gather_bf16)};
+
+// ---------------------------------------------------------------- driver
+
+typedef int CUresult;
+enum : CUresult {
+  OK = 0,
+  INVALID_VALUE = 1,
+  NOT_INITIALIZED = 3,
+  INVALID_HANDLE = 400,
+  NOT_FOUND = 500,
+  LAUNCH_OUT_OF_RESOURCES = 701,
+  CAPTURE_UNSUPPORTED = 900,
+  CAPTURE_INVALIDATED = 901,
+  CAPTURE_UNMATCHED = 903,
+  EXEC_UPDATE_FAILURE = 910,
+};
+
+std::recursive_mutex mu;  // the driver is thread-safe; cgo/ calls from one thread
+bool inited = false;
+std::map<uintptr_t, size_t> allocs;  // start -> bytes
+size_t allocated = 0;
+const size_t kTotal = size_t(16) << 30;
+
+// inside reports whether [p, p+n) lies in one allocation.
+bool inside(uint64_t p, size_t n) {
+  auto it = allocs.upper_bound(p);
+  if (it == allocs.begin()) return false;
+  --it;
+  return p >= it->first && p + n <= it->first + it->second;
+}
+
+struct Node {
+  enum Kind { LAUNCH, COPY, SET } kind;
+  const Kernel *k = nullptr;
+  dim3 grid, block;
+  std::vector<char> args;  // each argument at offs[i]
+  std::vector<size_t> offs;
+  uint64_t dst = 0, src = 0;
+  size_t n = 0;
+  unsigned char v = 0;
+};
+
+struct Graph {
+  std::vector<Node> nodes;
+};
+
+struct Stream {
+  bool capturing = false, invalid = false;
+  Graph *graph = nullptr;
+};
+
+CUresult run(const Node &nd) {
+  switch (nd.kind) {
+    case Node::COPY:
+      std::memmove(reinterpret_cast<void *>(nd.dst), reinterpret_cast<void *>(nd.src), nd.n);
+      return OK;
+    case Node::SET:
+      std::memset(reinterpret_cast<void *>(nd.dst), nd.v, nd.n);
+      return OK;
+    case Node::LAUNCH:
+      break;
+  }
+  std::vector<void *> p(nd.offs.size());
+  std::vector<char> args = nd.args;  // a kernel may not change its arguments, but C++ lets it
+  for (size_t i = 0; i < p.size(); i++) p[i] = args.data() + nd.offs[i];
+  emu::grid_dim = nd.grid;
+  emu::block_dim = nd.block;
+  const unsigned threads = nd.block.x * nd.block.y * nd.block.z;
+  for (unsigned z = 0; z < nd.grid.z; z++)
+    for (unsigned y = 0; y < nd.grid.y; y++)
+      for (unsigned x = 0; x < nd.grid.x; x++) {
+        emu::block_idx.x = x, emu::block_idx.y = y, emu::block_idx.z = z;
+        emu::run_block(threads, [&] { nd.k->call(p.data()); });
+      }
+  return OK;
+}
+
+// submit runs nd now, or records it when s is capturing.
+CUresult submit(void *stream, Node nd) {
+  Stream *s = static_cast<Stream *>(stream);
+  if (s && s->capturing) {
+    s->graph->nodes.push_back(std::move(nd));
+    return OK;
+  }
+  return run(nd);
+}
+
+// hostOp is a host copy or a wait on s: not capturable.
+CUresult hostOp(void *stream) {
+  Stream *s = static_cast<Stream *>(stream);
+  if (s && s->capturing) {
+    s->invalid = true;
+    return CAPTURE_UNSUPPORTED;
+  }
+  return OK;
+}
+
+// A fake address for handles that need none of their own.
+char ctxTag, moduleTag;
+
+}  // namespace
+
+extern "C" {
+
+#define GUARD std::lock_guard<std::recursive_mutex> lock(mu)
+
+CUresult cuInit(unsigned) {
+  GUARD;
+  inited = true;
+  return OK;
+}
+CUresult cuDriverGetVersion(int *v) {
+  *v = 12000;
+  return OK;
+}
+CUresult cuDeviceGetCount(int *n) {
+  *n = inited ? 1 : 0;
+  return inited ? OK : NOT_INITIALIZED;
+}
+CUresult cuDeviceGet(int *d, int ordinal) {
+  if (ordinal != 0) return INVALID_VALUE;
+  *d = 0;
+  return OK;
+}
+CUresult cuDeviceGetName(char *name, int len, int) {
+  std::snprintf(name, len, "acttail CPU emulator");
+  return OK;
+}
+CUresult cuDeviceTotalMem_v2(size_t *bytes, int) {
+  *bytes = kTotal;
+  return OK;
+}
+CUresult cuDeviceGetAttribute(int *v, int attr, int) {
+  switch (attr) {
+    case 16: *v = 4; return OK;   // multiprocessors
+    case 75: *v = 9; return OK;   // compute capability major
+    case 76: *v = 0; return OK;   // minor
+    default: *v = 0; return OK;
+  }
+}
+CUresult cuDevicePrimaryCtxRetain(void **c, int) {
+  *c = &ctxTag;
+  return OK;
+}
+CUresult cuDevicePrimaryCtxRelease_v2(int) { return OK; }
+CUresult cuCtxSetCurrent(void *) { return OK; }
+CUresult cuCtxSynchronize(void) { return OK; }
+
+CUresult cuStreamCreate(void **s, unsigned) {
+  *s = new Stream;
+  return OK;
+}
+CUresult cuStreamDestroy_v2(void *s) {
+  delete static_cast<Stream *>(s);
+  return OK;
+}
+CUresult cuStreamSynchronize(void *s) {
+  GUARD;
+  return hostOp(s);
+}
+
+CUresult cuMemAlloc_v2(uint64_t *p, size_t bytes) {
+  GUARD;
+  if (allocated + bytes > kTotal) return 2;  // out of memory
+  void *m = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  if (!m) return 2;
+  *p = reinterpret_cast<uint64_t>(m);
+  allocs[*p] = bytes;
+  allocated += bytes;
+  return OK;
+}
+CUresult cuMemFree_v2(uint64_t p) {
+  GUARD;
+  auto it = allocs.find(p);
+  if (it == allocs.end()) return INVALID_VALUE;
+  allocated -= it->second;
+  allocs.erase(it);
+  std::free(reinterpret_cast<void *>(p));
+  return OK;
+}
+CUresult cuMemGetInfo_v2(size_t *free, size_t *total) {
+  GUARD;
+  *free = kTotal - allocated;
+  *total = kTotal;
+  return OK;
+}
+
+CUresult cuMemcpyHtoDAsync_v2(uint64_t dst, const void *src, size_t n, void *s) {
+  GUARD;
+  if (CUresult r = hostOp(s)) return r;
+  if (!inside(dst, n)) return INVALID_VALUE;
+  std::memcpy(reinterpret_cast<void *>(dst), src, n);
+  return OK;
+}
+CUresult cuMemcpyDtoHAsync_v2(void *dst, uint64_t src, size_t n, void *s) {
+  GUARD;
+  if (CUresult r = hostOp(s)) return r;
+  if (!inside(src, n)) return INVALID_VALUE;
+  std::memcpy(dst, reinterpret_cast<void *>(src), n);
+  return OK;
+}
+CUresult cuMemcpyDtoDAsync_v2(uint64_t dst, uint64_t src, size_t n, void *s) {
+  GUARD;
+  if (!inside(dst, n) || !inside(src, n)) return INVALID_VALUE;
+  Node nd{Node::COPY};
+  nd.dst = dst, nd.src = src, nd.n = n;
+  return submit(s, std::move(nd));
+}
+CUresult cuMemcpyHtoD_v2(uint64_t dst, const void *src, size_t n) { return cuMemcpyHtoDAsync_v2(dst, src, n, nullptr); }
+CUresult cuMemcpyDtoH_v2(void *dst, uint64_t src, size_t n) { return cuMemcpyDtoHAsync_v2(dst, src, n, nullptr); }
+CUresult cuMemcpyDtoD_v2(uint64_t dst, uint64_t src, size_t n) { return cuMemcpyDtoDAsync_v2(dst, src, n, nullptr); }
+CUresult cuMemsetD8Async(uint64_t p, unsigned char v, size_t n, void *s) {
+  GUARD;
+  if (!inside(p, n)) return INVALID_VALUE;
+  Node nd{Node::SET};
+  nd.dst = p, nd.n = n, nd.v = v;
+  return submit(s, std::move(nd));
+}
+CUresult cuMemsetD8_v2(uint64_t p, unsigned char v, size_t n) { return cuMemsetD8Async(p, v, n, nullptr); }
+
+CUresult cuModuleLoadData(void **m, const void *) {
+  *m = &moduleTag;
+  return OK;
+}
+CUresult cuModuleUnload(void *) { return OK; }
+CUresult cuModuleGetFunction(void **f, void *, const char *name) {
+  for (const Kernel &k : kernels)
+    if (std::strcmp(k.name, name) == 0) {
+      *f = const_cast<Kernel *>(&k);
+      return OK;
+    }
+  return NOT_FOUND;
+}
+CUresult cuModuleGetGlobal_v2(uint64_t *p, size_t *bytes, void *, const char *name) {
+  GUARD;
+  if (std::strcmp(name, "c_sites") != 0) return NOT_FOUND;
+  *p = reinterpret_cast<uint64_t>(&c_sites[0]);
+  *bytes = sizeof c_sites;
+  allocs[*p] = sizeof c_sites;  // copies into it pass the bounds check
+  return OK;
+}
+CUresult cuFuncSetAttribute(void *, int, int) { return OK; }
+
+CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                        unsigned shmem, void *s, void **params, void **) {
+  GUARD;
+  const Kernel *k = static_cast<const Kernel *>(f);
+  if (!k) return INVALID_HANDLE;
+  if (bx * by * bz > 1024 || bx * by * bz == 0 || gx == 0 || gy == 0 || gz == 0 || gy > 65535 || gz > 65535)
+    return INVALID_VALUE;
+  if (shmem > 0) return LAUNCH_OUT_OF_RESOURCES;  // no kernel here uses dynamic shared memory
+  Node nd{Node::LAUNCH};
+  nd.k = k;
+  nd.grid.x = gx, nd.grid.y = gy, nd.grid.z = gz;
+  nd.block.x = bx, nd.block.y = by, nd.block.z = bz;
+  size_t off = 0;
+  for (size_t sz : k->sizes) {
+    off = (off + 7) / 8 * 8;
+    nd.offs.push_back(off);
+    off += sz;
+  }
+  nd.args.resize(off);
+  for (size_t i = 0; i < k->sizes.size(); i++) std::memcpy(nd.args.data() + nd.offs[i], params[i], k->sizes[i]);
+  return submit(s, std::move(nd));
+}
+
+struct Event {
+  std::chrono::steady_clock::time_point t;
+};
+CUresult cuEventCreate(void **e, unsigned) {
+  *e = new Event;
+  return OK;
+}
+CUresult cuEventDestroy_v2(void *e) {
+  delete static_cast<Event *>(e);
+  return OK;
+}
+CUresult cuEventRecord(void *e, void *s) {
+  GUARD;
+  if (CUresult r = hostOp(s)) return r;
+  static_cast<Event *>(e)->t = std::chrono::steady_clock::now();
+  return OK;
+}
+CUresult cuEventSynchronize(void *) { return OK; }
+CUresult cuEventElapsedTime_v2(float *ms, void *a, void *b) {
+  *ms = std::chrono::duration<float, std::milli>(static_cast<Event *>(b)->t - static_cast<Event *>(a)->t).count();
+  return OK;
+}
+
+CUresult cuGetErrorName(CUresult r, const char **s) {
+  switch (r) {
+    case OK: *s = "CUDA_SUCCESS"; break;
+    case INVALID_VALUE: *s = "CUDA_ERROR_INVALID_VALUE"; break;
+    case 2: *s = "CUDA_ERROR_OUT_OF_MEMORY"; break;
+    case NOT_INITIALIZED: *s = "CUDA_ERROR_NOT_INITIALIZED"; break;
+    case INVALID_HANDLE: *s = "CUDA_ERROR_INVALID_HANDLE"; break;
+    case NOT_FOUND: *s = "CUDA_ERROR_NOT_FOUND"; break;
+    case LAUNCH_OUT_OF_RESOURCES: *s = "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES"; break;
+    case CAPTURE_UNSUPPORTED: *s = "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED"; break;
+    case CAPTURE_INVALIDATED: *s = "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED"; break;
+    case CAPTURE_UNMATCHED: *s = "CUDA_ERROR_STREAM_CAPTURE_UNMATCHED"; break;
+    case EXEC_UPDATE_FAILURE: *s = "CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE"; break;
+    default: *s = "CUDA_ERROR_UNKNOWN"; return INVALID_VALUE;
+  }
+  return OK;
+}
+CUresult cuGetErrorString(CUresult r, const char **s) {
+  const char *name;
+  cuGetErrorName(r, &name);
+  *s = name;
+  return OK;
+}
+
+CUresult cuStreamBeginCapture_v2(void *stream, int) {
+  GUARD;
+  Stream *s = static_cast<Stream *>(stream);
+  if (!s || s->capturing) return INVALID_VALUE;
+  s->capturing = true;
+  s->invalid = false;
+  s->graph = new Graph;
+  return OK;
+}
+CUresult cuStreamEndCapture(void *stream, void **g) {
+  GUARD;
+  Stream *s = static_cast<Stream *>(stream);
+  if (!s || !s->capturing) return CAPTURE_UNMATCHED;
+  s->capturing = false;
+  if (s->invalid) {
+    delete s->graph;
+    s->graph = nullptr;
+    *g = nullptr;
+    return CAPTURE_INVALIDATED;
+  }
+  *g = s->graph;
+  s->graph = nullptr;
+  return OK;
+}
+CUresult cuGraphInstantiateWithFlags(void **e, void *g, unsigned long long) {
+  if (!g) return INVALID_VALUE;
+  *e = new Graph(*static_cast<Graph *>(g));
+  return OK;
+}
+CUresult cuGraphLaunch(void *e, void *stream) {
+  GUARD;
+  Stream *s = static_cast<Stream *>(stream);
+  if (s && s->capturing) {
+    s->invalid = true;
+    return CAPTURE_UNSUPPORTED;
+  }
+  for (const Node &nd : static_cast<Graph *>(e)->nodes)
+    if (CUresult r = run(nd)) return r;
+  return OK;
+}
+CUresult cuGraphExecDestroy(void *e) {
+  delete static_cast<Graph *>(e);
+  return OK;
+}
+CUresult cuGraphDestroy(void *g) {
+  delete static_cast<Graph *>(g);
+  return OK;
+}
+
+struct UpdateInfo {
+  int result;
+  void *errorNode, *errorFromNode;
+};
+CUresult cuGraphExecUpdate_v2(void *e, void *g, UpdateInfo *info) {
+  Graph *exec = static_cast<Graph *>(e), *from = static_cast<Graph *>(g);
+  info->result = 0;
+  bool same = exec->nodes.size() == from->nodes.size();
+  for (size_t i = 0; same && i < exec->nodes.size(); i++)
+    same = exec->nodes[i].kind == from->nodes[i].kind && exec->nodes[i].k == from->nodes[i].k;
+  if (!same) {
+    info->result = 2;  // CU_GRAPH_EXEC_UPDATE_ERROR_TOPOLOGY_CHANGED (or the function changed)
+    return EXEC_UPDATE_FAILURE;
+  }
+  exec->nodes = from->nodes;
+  return OK;
+}
+
+}  // extern "C"
