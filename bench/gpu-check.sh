@@ -77,9 +77,9 @@ echo "model dir: ${ACTTAIL_MODEL_DIR:-none (whole-model test skips)}"
 
 # (b) correctness: every op and whole-model logits against the CPU backend.
 run cgo-tests 30 "$carry/cudadrv.test" -test.v
-run tests-embedded 90 "$carry/cuda.test" -test.v -test.run 'GPU'
+run tests-embedded 90 "$carry/cuda.test" -test.v -test.run '^TestGPU'
 if [[ -n $fatbin ]]; then
-	run tests-host-nvcc 90 env ACTTAIL_KERNELS="$fatbin" "$carry/cuda.test" -test.v -test.run 'GPU'
+	run tests-host-nvcc 90 env ACTTAIL_KERNELS="$fatbin" "$carry/cuda.test" -test.v -test.run '^TestGPU'
 fi
 if command -v compute-sanitizer >/dev/null; then
 	run sanitizer 60 compute-sanitizer --tool memcheck --error-exitcode 9 \

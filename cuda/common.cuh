@@ -33,6 +33,11 @@ struct at_group {
   at_proj p[AT_GROUP];
   int n;  // projections in use
 };
+// at_proj_of is projection p of g, chosen by branches rather than by an
+// index, which would copy the parameter struct to local memory.
+__device__ __forceinline__ at_proj at_proj_of(const at_group &g, int p) {
+  return p == 0 ? g.p[0] : p == 1 ? g.p[1] : g.p[2];
+}
 // The layout the host packs; a change here must change packGroup too.
 static_assert(sizeof(at_proj) == 32 && offsetof(at_proj, out) == 16 && offsetof(at_proj, stat) == 24,
               "at_proj layout");

@@ -32,13 +32,14 @@ __device__ __forceinline__ void gemv(const at_group &g, const float *x, int rows
   const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
   int p = 0, blk = blockIdx.x;
   for (; p < g.n - 1; p++) {
-    const int blocks = (g.p[p].out + warps - 1) / warps;
+    const int blocks = (at_proj_of(g, p).out + warps - 1) / warps;
     if (blk < blocks) break;
     blk -= blocks;
   }
-  float *y = g.p[p].y;
-  const void *W = g.p[p].w;
-  const int out = g.p[p].out;
+  const at_proj pr = at_proj_of(g, p);
+  float *y = pr.y;
+  const void *W = pr.w;
+  const int out = pr.out;
   const int o = blk * warps + (threadIdx.x >> 5);
   if (o >= out) return;
   float acc[AT_GEMV_ROWS];

@@ -97,25 +97,126 @@ __device__ void select_kth(const float *x, int n, int k, uint32_t *hist, uint32_
   *need = s_k;
 }
 
-extern "C" __global__ void __launch_bounds__(AT_SELECT_THREADS)
-    at_select(const float *x, int in, int rows, int *idx, int *count, float *xm, unsigned long long *stats,
-              at_group g) {
+// pick_digit: warp 0 finds, scanning the 256 bin totals from the top, the
+// digit of the k-th largest remaining value and narrows the prefix to it.
+// Lane l owns bins 255-8l ... 248-8l.
+__device__ __forceinline__ void pick_digit(const uint32_t *tot, int shift, uint32_t *s_prefix, uint32_t *s_mask,
+                                           int *s_k) {
+  const int lane = threadIdx.x;
+  uint32_t own = 0;
+  for (int q = 0; q < 8; q++) own += tot[255 - 8 * lane - q];
+  uint32_t inc = own;
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint32_t v = __shfl_up_sync(AT_FULL, inc, o);
+    if (lane >= o) inc += v;
+  }
+  const int kk = *s_k;
+  const unsigned hit = __ballot_sync(AT_FULL, inc >= (uint32_t)kk);
+  const int first = __ffs(hit) - 1;  // k <= n, so some lane reaches k
+  if (lane == first) {
+    uint32_t cum = inc - own;
+    for (int q = 0; q < 8; q++) {
+      const int bin = 255 - 8 * lane - q;
+      if (cum + tot[bin] >= (uint32_t)kk) {
+        *s_prefix |= (uint32_t)bin << shift;
+        *s_mask |= 255u << shift;
+        *s_k = kk - (int)cum;
+        break;
+      }
+      cum += tot[bin];
+    }
+  }
+}
+
+// AT_SELECT_PER is the inputs a thread keeps in registers: the fast path
+// of at_select takes in <= AT_SELECT_PER * 1024.
+#define AT_SELECT_PER 16
+
+// select_regs is at_select for in <= AT_SELECT_PER * blockDim.x: thread t
+// holds the contiguous inputs [t*per, t*per + per) in registers, so the radix
+// passes read no memory, and the compaction is one block scan. The
+// histogram is one sub-histogram per lane (hist[bin][lane]): the lanes of a
+// warp never add to the same word, so the atomics do not serialize when
+// most inputs share a few exponents (the first pass).
+__device__ __forceinline__ void select_regs(const float *xr, int in, const at_site s, bool topk, bool all,
+                                            int *idxr, int *countr, float *xmr, int *keptOut) {
+  __shared__ uint32_t hist[256][32];
+  __shared__ uint32_t tot[256];
+  __shared__ int scan[33];
+  __shared__ uint32_t s_prefix, s_mask;
+  __shared__ int s_k;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int per = (in + blockDim.x - 1) / blockDim.x;
+  const int j0 = threadIdx.x * per;
+  const int nv = max(0, min(per, in - j0));
+  float v[AT_SELECT_PER];
+#pragma unroll
+  for (int i = 0; i < AT_SELECT_PER; i++) v[i] = i < nv ? xr[j0 + i] : 0.f;
+  uint32_t t = 0;
+  int need = 0;
+  if (topk) {
+    if (threadIdx.x == 0) s_prefix = 0, s_mask = 0, s_k = s.k;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      for (int e = threadIdx.x; e < 256 * 32; e += blockDim.x) (&hist[0][0])[e] = 0;
+      __syncthreads();
+      const uint32_t prefix = s_prefix, mask = s_mask;
+#pragma unroll
+      for (int i = 0; i < AT_SELECT_PER; i++)
+        if (i < nv && (at_absbits(v[i]) & mask) == prefix) atomicAdd(&hist[(at_absbits(v[i]) >> shift) & 255][lane], 1u);
+      __syncthreads();
+      if (threadIdx.x < 256) {  // thread b sums bin b, reading lane (l + b) % 32: no bank conflicts
+        const int bin = threadIdx.x;
+        uint32_t c = 0;
+        for (int l = 0; l < 32; l++) c += hist[bin][(l + bin) & 31];
+        tot[bin] = c;
+      }
+      __syncthreads();
+      if (warp == 0) pick_digit(tot, shift, &s_prefix, &s_mask, &s_k);
+      __syncthreads();
+    }
+    t = s_prefix;
+    need = s_k;
+  }
+  // Compaction: the thread's inputs are consecutive, so one scan of its
+  // counts (above t, equal to t) places every kept index in order.
+  int above = 0, tie = 0;
+#pragma unroll
+  for (int i = 0; i < AT_SELECT_PER; i++) {
+    if (i >= nv) break;
+    if (all) above++;
+    else if (topk) above += at_absbits(v[i]) > t, tie += at_absbits(v[i]) == t;
+    else above += fabsf(v[i]) > s.threshold;
+  }
+  int total;
+  const int packed = at_block_scan(above | (tie << 16), scan, &total);
+  int a = packed & 0xffff, tb = packed >> 16;
+#pragma unroll
+  for (int i = 0; i < AT_SELECT_PER; i++) {
+    if (i >= nv) break;
+    bool up, eq = false;
+    if (all) up = true;
+    else if (topk) up = at_absbits(v[i]) > t, eq = at_absbits(v[i]) == t;
+    else up = fabsf(v[i]) > s.threshold;
+    const bool keep = up || (eq && tb < need);
+    if (keep && idxr) idxr[a + min(tb, need)] = j0 + i;
+    if (xmr) xmr[j0 + i] = keep ? v[i] : 0.f;
+    a += up;
+    tb += eq;
+  }
+  *keptOut = (total & 0xffff) + min(total >> 16, need);
+}
+
+// select_large is at_select for longer inputs: radix passes and the
+// compaction stream x from memory, blockDim inputs at a time.
+__device__ __forceinline__ void select_large(const float *xr, int in, const at_site s, bool topk, bool all,
+                                             int *idxr, float *xmr, int *keptOut) {
   __shared__ uint32_t hist[256];
   __shared__ int scan[33];
-  const size_t r = blockIdx.x;
-  const int p = blockIdx.y;  // projection of the group
-  const at_proj pr = g.p[p];
-  const size_t row = (size_t)p * rows + r;  // this (projection, token)'s scratch row
-  const float *xr = x + r * in;
-  const at_site s = c_sites[pr.slot];
-  const bool topk = s.topk != 0 && s.k < in;
-  const bool all = s.topk != 0 ? s.k >= in : !(s.threshold > 0.f);
   uint32_t t = 0;
   int need = 0;
   if (topk) select_kth(xr, in, s.k, hist, &t, &need);
-  // Compaction in chunks of blockDim: above = |x| > t (or kept by the
-  // threshold rule), tie = |x| == t (topk only). The first need ties by
-  // index are kept.
+  // above = |x| > t (or kept by the threshold rule), tie = |x| == t (topk
+  // only). The first need ties by index are kept.
   int kept = 0, ties = 0;
   for (int base = 0; base < in; base += blockDim.x) {
     const int j = base + threadIdx.x;
@@ -134,12 +235,33 @@ extern "C" __global__ void __launch_bounds__(AT_SELECT_THREADS)
     const int tieRoom = max(0, need - ties);
     const bool keep = above || (tie && tBefore < tieRoom);
     if (j < in) {
-      if (keep && idx) idx[row * in + kept + aBefore + min(tBefore, tieRoom)] = j;
-      if (xm) xm[row * in + j] = keep ? v : 0.f;
+      if (keep && idxr) idxr[kept + aBefore + min(tBefore, tieRoom)] = j;
+      if (xmr) xmr[j] = keep ? v : 0.f;
     }
     kept += (total & 0xffff) + min(total >> 16, tieRoom);
     ties += total >> 16;
   }
+  *keptOut = kept;
+}
+
+extern "C" __global__ void __launch_bounds__(AT_SELECT_THREADS)
+    at_select(const float *x, int in, int rows, int *idx, int *count, float *xm, unsigned long long *stats,
+              at_group g) {
+  const size_t r = blockIdx.x;
+  const int p = blockIdx.y;  // projection of the group
+  const at_proj pr = at_proj_of(g, p);
+  const size_t row = (size_t)p * rows + r;  // this (projection, token)'s scratch row
+  const float *xr = x + r * in;
+  const at_site s = c_sites[pr.slot];
+  const bool topk = s.topk != 0 && s.k < in;
+  const bool all = s.topk != 0 ? s.k >= in : !(s.threshold > 0.f);
+  int *idxr = idx ? idx + row * in : nullptr;
+  float *xmr = xm ? xm + row * in : nullptr;
+  int kept;
+  if (in <= AT_SELECT_PER * (int)blockDim.x)
+    select_regs(xr, in, s, topk, all, idxr, count, xmr, &kept);
+  else
+    select_large(xr, in, s, topk, all, idxr, xmr, &kept);
   if (threadIdx.x == 0) {
     if (count) count[row] = kept;
     if (pr.stat >= 0) {
@@ -161,11 +283,11 @@ __device__ __forceinline__ void gather(const float *x, const int *idx, const int
   const int V = vec ? at_vec<DT>::n : 1;
   int p = 0, tile = blockIdx.x;
   for (; p < g.n - 1; p++) {
-    const int tiles = (g.p[p].out + AT_GATHER_THREADS * V - 1) / (AT_GATHER_THREADS * V);
+    const int tiles = (at_proj_of(g, p).out + AT_GATHER_THREADS * V - 1) / (AT_GATHER_THREADS * V);
     if (tile < tiles) break;
     tile -= tiles;
   }
-  const at_proj &pr = g.p[p];
+  const at_proj pr = at_proj_of(g, p);
   const int out = pr.out;
   const void *Wt = pr.w;
   const size_t r = blockIdx.z;

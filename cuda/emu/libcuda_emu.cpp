@@ -54,6 +54,10 @@ struct Fiber {
   unsigned lane = 0, warp = 0;
   bool done = false;
   char *stack = nullptr;
+  // A waiting fiber waits for *wait_on to move past wait_gen; the
+  // scheduler skips it until then.
+  const unsigned *wait_on = nullptr;
+  unsigned wait_gen = 0;
 };
 
 struct Block {
@@ -61,7 +65,6 @@ struct Block {
   Warp warps[kMaxThreads / 32];
   int n = 0, live = 0, count = 0;
   unsigned gen = 0;
-  long idle = 0;  // yields since a barrier last opened or a thread ended
   std::function<void()> body;
   void *sched_sp = nullptr;
   Fiber *cur = nullptr;
@@ -111,7 +114,6 @@ namespace {
   blk.body();
   f->done = true;
   blk.live--;
-  blk.idle = 0;
   Warp &w = blk.warps[f->warp];
   w.live--;
   w.active &= ~(1u << f->lane);
@@ -122,14 +124,11 @@ namespace {
   std::abort();  // a finished fiber is never resumed
 }
 
-void yield() {
+// wait parks the running fiber until *gen moves past g.
+void wait(const unsigned *gen, unsigned g) {
   Fiber *f = blk.cur;
-  if (++blk.idle > 4L * blk.live + 64) {
-    std::fprintf(stderr,
-                 "cuda/emu: deadlock in block (%u,%u,%u): threads wait at different barriers (thread (%u,%u,%u))\n",
-                 block_idx.x, block_idx.y, block_idx.z, f->tid.x, f->tid.y, f->tid.z);
-    std::abort();
-  }
+  f->wait_on = gen;
+  f->wait_gen = g;
   emu_swap(&f->sp, blk.sched_sp);
 }
 
@@ -138,7 +137,6 @@ void run_block(unsigned threads, const std::function<void()> &body) {
   blk.n = (int)threads;
   blk.live = (int)threads;
   blk.count = 0;
-  blk.idle = 0;
   blk.body = body;
   const int warps = (int)(threads + 31) / 32;
   for (int w = 0; w < warps; w++) {
@@ -156,6 +154,7 @@ void run_block(unsigned threads, const std::function<void()> &body) {
     f.lane = i % 32;
     f.warp = i / 32;
     f.done = false;
+    f.wait_on = nullptr;
     // The stack emu_swap pops: six registers, then fiber_main as the return
     // address; fiber_main starts with rsp = 8 mod 16, as after a call.
     uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + kStack - 64) & ~uintptr_t(15);
@@ -165,11 +164,19 @@ void run_block(unsigned threads, const std::function<void()> &body) {
     f.sp = sp;
   }
   while (blk.live > 0) {
+    bool ran = false;
     for (int i = 0; i < blk.n; i++) {
       Fiber &f = blk.fibers[i];
-      if (f.done) continue;
+      if (f.done || (f.wait_on && *f.wait_on == f.wait_gen)) continue;
+      f.wait_on = nullptr;
       blk.cur = &f;
+      ran = true;
       emu_swap(&blk.sched_sp, f.sp);
+    }
+    if (!ran) {
+      std::fprintf(stderr, "cuda/emu: deadlock in block (%u,%u,%u): threads wait at different barriers\n",
+                   block_idx.x, block_idx.y, block_idx.z);
+      std::abort();
     }
   }
   blk.cur = nullptr;
@@ -187,10 +194,9 @@ void syncthreads() {
   if (++blk.count == blk.live) {
     blk.count = 0;
     blk.gen++;
-    blk.idle = 0;
     return;
   }
-  while (blk.gen == g) yield();
+  wait(&blk.gen, g);
 }
 
 void syncwarp() {
@@ -199,10 +205,9 @@ void syncwarp() {
   if (++w.count == w.live) {
     w.count = 0;
     w.gen++;
-    blk.idle = 0;
     return;
   }
-  while (w.gen == g) yield();
+  wait(&w.gen, g);
 }
 
 }  // namespace emu
