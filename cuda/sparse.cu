@@ -342,11 +342,107 @@ __device__ __forceinline__ void gather(const float *x, const int *idx, const int
   }
 }
 
+// at_gather_thr_{f32,f16,bf16}: threshold sites without at_select. grid as
+//   at_gather (splits at least ceil(in / AT_THR_CHUNK)), block 128, static
+//   shared memory AT_THR_CHUNK ints. Split y of token r owns the inputs
+//   [y*chunk, (y+1)*chunk): the block keeps those with |x| > threshold
+//   (ballots, one pass), lists them in shared memory and adds their weight
+//   rows as at_gather does (y zeroed first). The first column tile of each
+//   projection counts kept and seen inputs into stats.
+#define AT_THR_CHUNK 2048
+
+template <int DT>
+__device__ __forceinline__ void gather_thr(const float *x, int in, int vec, unsigned long long *stats,
+                                           const at_group &g) {
+  __shared__ int sidx[AT_THR_CHUNK];
+  __shared__ int wcount[AT_GATHER_THREADS / 32];
+  const int V = vec ? at_vec<DT>::n : 1;
+  int p = 0, tile = blockIdx.x;
+  for (; p < g.n - 1; p++) {
+    const int tiles = (at_proj_of(g, p).out + AT_GATHER_THREADS * V - 1) / (AT_GATHER_THREADS * V);
+    if (tile < tiles) break;
+    tile -= tiles;
+  }
+  const at_proj pr = at_proj_of(g, p);
+  const float threshold = c_sites[pr.slot].threshold;
+  const int out = pr.out;
+  const void *Wt = pr.w;
+  const size_t r = blockIdx.z;
+  const int chunk = (in + gridDim.y - 1) / gridDim.y;
+  const int lo = blockIdx.y * chunk, hi = min(in, lo + chunk);
+  if (lo >= hi) return;  // the whole block
+  const float *xr = x + r * in;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  int n = 0;
+  for (int base = lo; base < hi; base += blockDim.x) {
+    const int j = base + threadIdx.x;
+    const bool keep = j < hi && fabsf(xr[j]) > threshold;
+    const unsigned bal = __ballot_sync(AT_FULL, keep);
+    if (lane == 0) wcount[warp] = __popc(bal);
+    __syncthreads();
+    int before = 0, total = 0;
+    for (int w = 0; w < warps; w++) {
+      before += w < warp ? wcount[w] : 0;
+      total += wcount[w];
+    }
+    if (keep) sidx[n + before + __popc(bal & ((1u << lane) - 1))] = j;
+    n += total;
+    __syncthreads();
+  }
+  if (tile == 0 && threadIdx.x == 0 && pr.stat >= 0) {
+    atomicAdd(&stats[2 * pr.stat], (unsigned long long)n);
+    atomicAdd(&stats[2 * pr.stat + 1], (unsigned long long)(hi - lo));
+  }
+  float *yr = pr.y + r * out;
+  if (vec) {
+    const int o = (tile * blockDim.x + threadIdx.x) * at_vec<DT>::n;
+    if (o >= out) return;
+    float acc[at_vec<DT>::n] = {};
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+      float a[4], w[4][at_vec<DT>::n];
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        const int rw = sidx[j + u];
+        a[u] = xr[rw];
+        at_ld16<DT>(Wt, (size_t)rw * out + o, w[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < 4; u++)
+#pragma unroll
+        for (int v = 0; v < at_vec<DT>::n; v++) acc[v] += a[u] * w[u][v];
+    }
+    for (; j < n; j++) {
+      const int rw = sidx[j];
+      float w[at_vec<DT>::n];
+      at_ld16<DT>(Wt, (size_t)rw * out + o, w);
+      const float a = xr[rw];
+#pragma unroll
+      for (int v = 0; v < at_vec<DT>::n; v++) acc[v] += a * w[v];
+    }
+#pragma unroll
+    for (int v = 0; v < at_vec<DT>::n; v++) atomicAdd(&yr[o + v], acc[v]);
+  } else {
+    const int o = tile * blockDim.x + threadIdx.x;
+    if (o >= out) return;
+    float acc = 0.f;
+    for (int j = 0; j < n; j++) {
+      const int rw = sidx[j];
+      acc += xr[rw] * at_ld<DT>(Wt, (size_t)rw * out + o);
+    }
+    atomicAdd(&yr[o], acc);
+  }
+}
+
 #define AT_GATHER(suffix, DT)                                                                                 \
   extern "C" __global__ void __launch_bounds__(AT_GATHER_THREADS)                                            \
       at_gather_##suffix(const float *x, const int *idx, const int *count, int in, int rows, int vec,         \
                          at_group g) {                                                                        \
     gather<DT>(x, idx, count, in, rows, vec, g);                                                              \
+  }                                                                                                           \
+  extern "C" __global__ void __launch_bounds__(AT_GATHER_THREADS)                                            \
+      at_gather_thr_##suffix(const float *x, int in, int vec, unsigned long long *stats, at_group g) {       \
+    gather_thr<DT>(x, in, vec, stats, g);                                                                     \
   }
 
 AT_GATHER(f32, AT_F32)

@@ -241,7 +241,8 @@ const std::vector<Kernel> kernels = {
             AT_KERNEL(at_sample) AT_KERNEL(at_gemv_f32) AT_KERNEL(at_gemv_f16) AT_KERNEL(at_gemv_bf16)
                 AT_KERNEL(at_gemv_q8) AT_KERNEL(at_gemm_f32) AT_KERNEL(at_gemm_f16) AT_KERNEL(at_gemm_bf16)
                     AT_KERNEL(at_gemm_q8) AT_KERNEL(at_gather_f32) AT_KERNEL(at_gather_f16)
-                        AT_KERNEL(at_gather_bf16)};
+                        AT_KERNEL(at_gather_bf16) AT_KERNEL(at_gather_thr_f32) AT_KERNEL(at_gather_thr_f16)
+                            AT_KERNEL(at_gather_thr_bf16)};
 
 // ---------------------------------------------------------------- driver
 

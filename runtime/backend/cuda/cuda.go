@@ -97,6 +97,7 @@ var kernelNames = []string{
 	"at_gemv_f32", "at_gemv_f16", "at_gemv_bf16", "at_gemv_q8",
 	"at_gemm_f32", "at_gemm_f16", "at_gemm_bf16", "at_gemm_q8",
 	"at_gather_f32", "at_gather_f16", "at_gather_bf16",
+	"at_gather_thr_f32", "at_gather_thr_f16", "at_gather_thr_bf16",
 }
 
 var _ backend.Backend = (*Backend)(nil)

@@ -58,6 +58,17 @@ func tolerance(d model.DType) float64 {
 	return 2e-2
 }
 
+// transposedTolerance is tolerance for products on UploadSparse weights:
+// the CPU backend requantizes a transposed Q8_0 matrix in blocks along its
+// outputs (a second rounding of every weight), while the GPU widens it to
+// F32 exactly, so Q8_0 results differ by up to a few percent of the rms.
+func transposedTolerance(d model.DType) float64 {
+	if d == model.Q8_0 {
+		return 5e-2
+	}
+	return tolerance(d)
+}
+
 func compare(t *testing.T, what string, got, want []float32, tol float64) {
 	t.Helper()
 	var ss float64
@@ -70,7 +81,7 @@ func compare(t *testing.T, what string, got, want []float32, tol float64) {
 		g, w := float64(got[i]), float64(want[i])
 		if !(math.Abs(g-w) <= tol*max(math.Abs(w), rms)) {
 			if bad < 5 {
-				t.Errorf("%s: [%d] = %g, want %g", what, i, g, w)
+				t.Errorf("%s: [%d] = %g, want %g (rms %g)", what, i, g, w, rms)
 			}
 			bad++
 		}
@@ -225,6 +236,10 @@ func TestGPUMatMul(t *testing.T) {
 			w := randTensor(t, r, d, out, in)
 			for _, sparse := range []bool{false, true} {
 				gw, cw := upload(t, g, c, w, sparse)
+				tol := tolerance(d)
+				if sparse {
+					tol = transposedTolerance(d)
+				}
 				for _, rows := range []int{1, 3, 8, 9, 70} {
 					x := newPair(g, c, randVec(r, rows*in))
 					y := newPair(g, c, randVec(r, rows*out))
@@ -236,7 +251,7 @@ func TestGPUMatMul(t *testing.T) {
 						g.MatMul(y.g, gw, x.g, rows)
 						c.MatMul(y.c, cw, x.c, rows)
 					}
-					y.check(t, g, c, fmt.Sprintf("matmul %s %dx%d rows=%d transposed=%v", d, out, in, rows, sparse), tolerance(d))
+					y.check(t, g, c, fmt.Sprintf("matmul %s %dx%d rows=%d transposed=%v", d, out, in, rows, sparse), tol)
 				}
 			}
 		}
@@ -306,7 +321,7 @@ func TestGPUSparseMatMul(t *testing.T) {
 						y := newPair(g, c, randVec(r, rows*out))
 						g.SparseMatMul(y.g, gw, x.g, rows, s)
 						c.SparseMatMul(y.c, cw, x.c, rows, s)
-						y.check(t, g, c, fmt.Sprintf("sparse %s %dx%d rows=%d tied=%v site=%+v", d, out, in, rows, tied, s), tolerance(d))
+						y.check(t, g, c, fmt.Sprintf("sparse %s %dx%d rows=%d tied=%v site=%+v", d, out, in, rows, tied, s), transposedTolerance(d))
 					}
 				}
 			}
@@ -346,12 +361,17 @@ func TestGPUGroups(t *testing.T) {
 				for i, out := range gr.outs {
 					gws[i], cws[i] = upload(t, g, c, randTensor(t, r, d, out, in), sparse)
 				}
+				tol := tolerance(d)
+				if sparse {
+					tol = transposedTolerance(d)
+				}
 				budgets := [][]backend.Site{{}} // dense
 				if sparse {
 					budgets = [][]backend.Site{
 						{{ID: 0, TopK: true, K: in / 2}, {ID: 1, TopK: true, K: in / 5}, {ID: 2, TopK: true, K: 1}},
 						{{ID: 3, Threshold: 0.5}, {ID: 4, TopK: true, K: in / 3}, {ID: 5, TopK: true, K: in}},
 						{{ID: -1, TopK: true, K: in}, {ID: 6, Threshold: 1.1}, {ID: -1, TopK: true, K: in}},
+						{{ID: 7, Threshold: 0.3}, {ID: 8, Threshold: 0.9}, {ID: -1, Threshold: 1.5}},
 					}
 				}
 				for _, sites := range budgets {
@@ -375,7 +395,7 @@ func TestGPUGroups(t *testing.T) {
 						}
 						for i := range ys {
 							ys[i].check(t, g, c, fmt.Sprintf("group %s in=%d outs=%v rows=%d sparse=%v: projection %d site %+v",
-								d, in, gr.outs, rows, sparse, i, gp[i].Site), tolerance(d))
+								d, in, gr.outs, rows, sparse, i, gp[i].Site), tol)
 						}
 					}
 				}

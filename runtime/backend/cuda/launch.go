@@ -29,6 +29,7 @@ const (
 	projBytes     = 32   // sizeof(at_proj)
 	groupBytes    = 104  // sizeof(at_group)
 	inlineTokens  = 8    // AT_INLINE_TOKENS: token ids at_embed takes by value
+	thrChunk      = 2048 // AT_THR_CHUNK: inputs one at_gather_thr block scans at most
 	// gatherMinRows is the fewest kept rows worth a split of their own.
 	gatherMinRows = 32
 	// gatherWaves is the blocks a gather aims at per SM.
@@ -146,6 +147,14 @@ func gatherLaunch(rows int, outs []int, maxKept, sms, vecElems int) launch {
 	splits := gridFor(gatherWaves*sms, cols*rows)
 	splits = max(1, min(splits, maxKept/gatherMinRows))
 	return launch{grid: cudadrv.Dim3{X: cols, Y: splits, Z: rows}, block: cudadrv.Dim3{X: gatherThreads}}
+}
+
+// gatherThrLaunch is at_gather_thr's grid: at_gather's over all in inputs,
+// with enough splits that none holds more than thrChunk inputs.
+func gatherThrLaunch(rows int, outs []int, in, sms, vecElems int) launch {
+	l := gatherLaunch(rows, outs, in, sms, vecElems)
+	l.grid.Y = max(l.grid.Y, gridFor(in, thrChunk))
+	return l
 }
 
 // siteSlot is the c_sites slot of a site ID: its own below maxSites-1,

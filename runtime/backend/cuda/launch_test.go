@@ -48,6 +48,10 @@ func TestLaunchGeometry(t *testing.T) {
 		{"gather q/k/v 7B", gatherLaunch(1, []int{4096, 4096, 4096}, 2048, 132, 8), launch{grid: dim(12, 44, 1), block: dim(128, 0, 0)}},
 		// GQA k/v widths differ from q: 4096 + 1024 + 1024 = 4 + 1 + 1 tiles.
 		{"gather GQA q/k/v", gatherLaunch(1, []int{4096, 1024, 1024}, 4096, 132, 8), launch{grid: dim(6, 88, 1), block: dim(128, 0, 0)}},
+		// at_gather_thr: on one SM the gather would take 1 split of 11008
+		// inputs; 6 are the fewest that keep each under 2048.
+		{"gather thr splits", gatherThrLaunch(1, []int{4096}, 11008, 1, 8), launch{grid: dim(4, 6, 1), block: dim(128, 0, 0)}},
+		{"gather thr 7B q/k/v", gatherThrLaunch(1, []int{4096, 4096, 4096}, 4096, 132, 8), launch{grid: dim(12, 44, 1), block: dim(128, 0, 0)}},
 		{"gather tiny k", gatherLaunch(1, []int{64}, 3, 132, 4), launch{grid: dim(1, 1, 1), block: dim(128, 0, 0)}},
 	} {
 		if tc.got != tc.want {

@@ -366,11 +366,13 @@ func (b *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.B
 
 // SparseMatMuls implements backend.Backend. Sites that keep every input
 // run as dense products (MatMuls on the transposed weights); the others go
-// in groups of up to three (fusable) through two launches. Decode (rows ≤
-// 8): at_select writes each token's kept indices for every projection of
-// the group and zeroes the outputs, at_gather adds the kept rows. Longer
-// chunks: at_select writes the masked inputs and the GEMM runs on each
-// transposed weight (the zeros cost flops, not correctness).
+// in groups of up to three (fusable) of one mode. Decode (rows ≤ 8), top-k:
+// at_select writes each token's kept indices for every projection of the
+// group and zeroes the outputs, at_gather adds the kept rows; threshold:
+// the outputs are zeroed and at_gather_thr selects and adds in one launch,
+// each block over its own slice of the inputs. Longer chunks: at_select
+// writes the masked inputs and the GEMM runs on each transposed weight (the
+// zeros cost flops, not correctness).
 func (b *Backend) SparseMatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
 	for _, p := range ps {
 		m := mat(p.W)
@@ -383,11 +385,15 @@ func (b *Backend) SparseMatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
 	if rows <= 0 {
 		return
 	}
-	var dense, sparse []backend.Proj
+	var dense, topk, thr []backend.Proj
 	for _, p := range ps {
 		m := mat(p.W)
 		if !p.Site.Dense(m.In) {
-			sparse = append(sparse, p)
+			if p.Site.TopK {
+				topk = append(topk, p)
+			} else {
+				thr = append(thr, p)
+			}
 			continue
 		}
 		if p.Site.ID >= 0 {
@@ -400,10 +406,12 @@ func (b *Backend) SparseMatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
 		b.dense(x, rows, dense[:n])
 		dense = dense[n:]
 	}
-	for len(sparse) > 0 {
-		n := fusable(sparse, true)
-		b.sparse(x, rows, sparse[:n])
-		sparse = sparse[n:]
+	for _, sparse := range [][]backend.Proj{topk, thr} {
+		for len(sparse) > 0 {
+			n := fusable(sparse, true)
+			b.sparse(x, rows, sparse[:n])
+			sparse = sparse[n:]
+		}
 	}
 }
 
@@ -448,9 +456,21 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 		})
 		return
 	}
+	vec := vecAll(m.DType, g)
+	if !ps[0].Site.TopK { // threshold: no at_select
+		l, f := gatherThrLaunch(rows, outs(g), in, b.info.SMs, vecElems(m.DType, vec)), b.fn["at_gather_thr_"+sfx]
+		b.queue(func(c *cudadrv.Ctx) error {
+			for _, p := range g {
+				if err := c.Memset(p.y, 0, 4*rows*p.out, b.stream); err != nil {
+					return err
+				}
+			}
+			return c.Launch(f, l.grid, l.block, 0, b.stream, xp, in, boolInt(vec), b.stats, image)
+		})
+		return
+	}
 	b.ensure(scratchIdx, 4*n*rows*in)
 	b.ensure(scratchCount, 4*n*rows)
-	vec := vecAll(m.DType, g)
 	gl, fg := gatherLaunch(rows, outs(g), maxKept, b.info.SMs, vecElems(m.DType, vec)), b.fn["at_gather_"+sfx]
 	b.queue(func(c *cudadrv.Ctx) error {
 		idx, cnt := b.scratch[scratchIdx], b.scratch[scratchCount]
