@@ -5,6 +5,7 @@ package cuda
 // measured in the same run, never a timed assertion.
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -12,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/acttail/acttail-gpu/profile/calib"
 	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/plan"
 	"github.com/acttail/acttail-gpu/runtime/synth"
 )
 
@@ -156,12 +159,20 @@ var (
 
 // BenchmarkDecode7B is one-token decode on a synthetic Llama-2-7B-shaped
 // bf16 model (13.5 GB, made on the host): dense weights, and transposed
-// weights with no plan, 50% and 80% uniform top-k plans; each as CUDA
-// graphs and op by op. x_dense is tok/s over the dense model's, same mode.
+// weights with no plan, 50% and 80% uniform plans in top-k and in
+// threshold mode (thresholds calibrated on the GPU); each as CUDA graphs and
+// op by op. x_dense is tok/s over the dense model's, same mode; %sparse is
+// the weighted sparsity the timed steps realized.
 func BenchmarkDecode7B(b *testing.B) {
 	gpuBench(b) // copy bandwidth
 	llamaOnce.Do(func() {
-		cfg, err := synth.Preset("llama-2-7b")
+		// ACTTAIL_DECODE_PRESET swaps the model for a smaller synthetic
+		// preset (stories260k: a smoke test of this code on the emulator).
+		preset := os.Getenv("ACTTAIL_DECODE_PRESET")
+		if preset == "" {
+			preset = "llama-2-7b"
+		}
+		cfg, err := synth.Preset(preset)
 		if err != nil {
 			llamaErr = err
 			return
@@ -189,22 +200,47 @@ func BenchmarkDecode7B(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		levels := []float64{0}
-		if sparse {
-			levels = []float64{0, 0.5, 0.8}
+		type level struct {
+			s    float64
+			mode string
 		}
-		for _, s := range levels {
+		levels := []level{{0, ""}}
+		if sparse {
+			levels = []level{{0, ""}, {0.5, plan.ModeTopK}, {0.8, plan.ModeTopK}, {0.5, plan.ModeThreshold}, {0.8, plan.ModeThreshold}}
+		}
+		for _, lv := range levels {
+			s := lv.s
 			name := "dense"
 			if sparse {
 				name = fmt.Sprintf("transposed_s=%.1f", s)
-				p := uniformPlan(c, s)
 				if s == 0 {
-					p = nil
-				}
-				if err := e.SetPlan(p, ""); err != nil {
-					b.Fatal(err)
+					if err := e.SetPlan(nil, ""); err != nil {
+						b.Fatal(err)
+					}
+				} else {
+					name += "_" + lv.mode
+					p := uniformPlan(c, s)
+					if err := e.SetPlan(p, plan.ModeTopK); err != nil {
+						b.Fatal(err)
+					}
+					if lv.mode == plan.ModeThreshold {
+						// Thresholds that realize s on 32 random tokens (the
+						// synthetic model has no text), as profile does.
+						st := e.NewState(64, 64)
+						toks := make([]int, 32)
+						for i := range toks {
+							toks[i] = (7919*i + 13) % c.VocabSize
+						}
+						if _, err := calib.Calibrate(context.Background(), st, toks, p.Sites, 1); err != nil {
+							b.Fatal(err)
+						}
+						if err := e.SetSites(calib.ThresholdSites(p.Sites)); err != nil {
+							b.Fatal(err)
+						}
+					}
 				}
 			}
+			e.Realized() // reset the counters
 			for _, graphs := range []bool{true, false} {
 				mode := "graphs"
 				if !graphs {
@@ -236,6 +272,9 @@ func BenchmarkDecode7B(b *testing.B) {
 						denseTok[mode] = 1 / sec
 					} else if d := denseTok[mode]; d > 0 {
 						b.ReportMetric(1/sec/d, "x_dense")
+					}
+					if _, w := e.Realized(); s > 0 {
+						b.ReportMetric(100*w, "%sparse")
 					}
 				})
 			}

@@ -76,6 +76,15 @@ func TestEmulatedGPU(t *testing.T) {
 			t.Logf("%s", bytes.TrimSpace(l))
 		}
 	}
+
+	// The decode benchmark's code (plans, calibration, graphs on and off)
+	// on a small model: the GPU run should not be where it first runs.
+	bench := exec.Command(os.Args[0], "-test.run", "^$", "-test.bench", "Decode7B", "-test.benchtime", "2x")
+	bench.Env = append(os.Environ(), "ACTTAIL_LIBCUDA="+lib, "ACTTAIL_KERNELS=", "ACTTAIL_DECODE_PRESET=stories260k")
+	out, err = bench.CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("threshold/eager")) || !bytes.Contains(out, []byte("x_dense")) {
+		t.Fatalf("BenchmarkDecode7B on the emulator: %v\n%s", err, tail(out, 60))
+	}
 }
 
 // tail is the last n lines of out.
