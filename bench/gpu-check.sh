@@ -11,9 +11,10 @@
 # models/stories260K; the whole-model test skips without it.
 #
 # It (a) builds the kernels with this host's nvcc for sm_90, (b) runs the
-# correctness tests against the CPU backend with that fatbin and with the
-# embedded one, under compute-sanitizer when present, (c) runs the
-# benchmarks, and (d) prints a summary and writes docs/gpu-results.md.
+# correctness tests against the CPU backend with the embedded fatbin, (c)
+# runs the benchmarks, then the tests again with the host-built fatbin and
+# under compute-sanitizer when present, and (d) prints a summary and writes
+# docs/gpu-results.md.
 # It changes no GPU setting. Budget: under 8 minutes on an H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -75,9 +76,19 @@ export ACTTAIL_MODEL_DIR=""
 [[ -n $shared && -d $shared/models/stories260K ]] && export ACTTAIL_MODEL_DIR=$shared/models/stories260K
 echo "model dir: ${ACTTAIL_MODEL_DIR:-none (whole-model test skips)}"
 
+# Order: what matters most first, since every step gets only what is left
+# of the budget: the tests with the embedded kernels (the ones the binary
+# ships), the benchmarks with those kernels, then the host-built kernels'
+# tests, then compute-sanitizer.
 # (b) correctness: every op and whole-model logits against the CPU backend.
 run cgo-tests 30 "$carry/cudadrv.test" -test.v
 run tests-embedded 90 "$carry/cuda.test" -test.v -test.run '^TestGPU'
+
+# (c) benchmarks, embedded kernels.
+run bench-kernels 60 "$carry/cuda.test" -test.run '^$' -test.bench 'Copy|MatVec|Sparse' -test.benchtime 200x
+run bench-decode7b 150 "$carry/cuda.test" -test.run '^$' -test.bench 'Decode7B' -test.benchtime 40x
+
+# (b, continued) the kernels this host's nvcc built, and the sanitizers.
 if [[ -n $fatbin ]]; then
 	run tests-host-nvcc 90 env ACTTAIL_KERNELS="$fatbin" "$carry/cuda.test" -test.v -test.run '^TestGPU'
 fi
@@ -94,11 +105,6 @@ if command -v compute-sanitizer >/dev/null; then
 else
 	record sanitizer "skipped (no compute-sanitizer)"
 fi
-
-# (c) benchmarks, with the host-built kernels when they exist.
-[[ -n $fatbin ]] && export ACTTAIL_KERNELS=$fatbin
-run bench-kernels 60 "$carry/cuda.test" -test.run '^$' -test.bench 'Copy|MatVec|Sparse' -test.benchtime 200x
-run bench-decode7b 150 "$carry/cuda.test" -test.run '^$' -test.bench 'Decode7B' -test.benchtime 40x
 
 # (d) summary.
 {

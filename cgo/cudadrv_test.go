@@ -1,11 +1,14 @@
 package cudadrv
 
 import (
+	"bytes"
 	"errors"
 	"math"
 	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/acttail/acttail-gpu/internal/cudaemu"
 )
 
 func TestPackArgs(t *testing.T) {
@@ -291,5 +294,19 @@ func TestGPUAsyncErrorReported(t *testing.T) {
 	}
 	if err := d.Do(func(c *Ctx) error { return nil }); err != nil {
 		t.Fatalf("error not cleared: %v", err)
+	}
+}
+
+// TestEmulatedDriver runs this package's GPU tests on cuda/emu, the CPU
+// stand-in for libcuda (internal/cudaemu): the binding's calls, argument
+// packing, events and graph capture and update, on every machine.
+func TestEmulatedDriver(t *testing.T) {
+	if cudaemu.Active() {
+		t.Skip("already running on " + cudaemu.Env)
+	}
+	lib := cudaemu.Build(t, "..")
+	out, err := cudaemu.Rerun(lib, nil, "-test.run", "^TestGPU", "-test.v", "-test.count=1")
+	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestGPULaunchGraphEvents")) {
+		t.Fatalf("GPU tests on the emulator: %v\n%s", err, out)
 	}
 }

@@ -214,6 +214,13 @@ void syncwarp() {
 
 // ---------------------------------------------------------------- kernels
 
+// scale is cgo's own test kernel (scalePTX in cgo/cudadrv_test.go), which
+// this module answers for as the driver would for that PTX.
+extern "C" void scale(float *p, float a, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) p[i] *= a;
+}
+
 namespace {
 
 // A launcher reads a kernel's arguments from cuLaunchKernel's array of
@@ -236,7 +243,7 @@ Kernel kernel(const char *name, void (*f)(A...)) {
 
 #define AT_KERNEL(name) kernel(#name, name),
 const std::vector<Kernel> kernels = {
-    AT_KERNEL(at_rmsnorm) AT_KERNEL(at_rope) AT_KERNEL(at_swiglu) AT_KERNEL(at_add) AT_KERNEL(at_embed)
+    AT_KERNEL(scale) AT_KERNEL(at_rmsnorm) AT_KERNEL(at_rope) AT_KERNEL(at_zero) AT_KERNEL(at_swiglu) AT_KERNEL(at_add) AT_KERNEL(at_embed)
         AT_KERNEL(at_transpose) AT_KERNEL(at_select) AT_KERNEL(at_attention) AT_KERNEL(at_argmax)
             AT_KERNEL(at_sample) AT_KERNEL(at_gemv_f32) AT_KERNEL(at_gemv_f16) AT_KERNEL(at_gemv_bf16)
                 AT_KERNEL(at_gemv_q8) AT_KERNEL(at_gemm_f32) AT_KERNEL(at_gemm_f16) AT_KERNEL(at_gemm_bf16)

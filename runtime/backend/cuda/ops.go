@@ -146,6 +146,15 @@ func vecAll(d model.DType, g []proj) bool {
 	return true
 }
 
+// zero queues at_zero over the outputs of group g (image: its packGroup).
+func (b *Backend) zero(g []proj, rows int, image []byte) {
+	most := 0
+	for _, p := range g {
+		most = max(most, rows*p.out)
+	}
+	b.launch("at_zero", strideGrid(most), image, rows)
+}
+
 // dense is one fused group of dense products (see MatMuls).
 func (b *Backend) dense(x backend.Buffer, rows int, ps []backend.Proj) {
 	m := mat(ps[0].W)
@@ -175,12 +184,8 @@ func (b *Backend) dense(x backend.Buffer, rows int, ps []backend.Proj) {
 	l := gatherLaunch(rows, outs(g), m.In, b.info.SMs, vecElems(m.DType, vec))
 	f, image := b.fn["at_gather_"+sfx], packGroup(g)
 	null := cudadrv.DevicePtr(0)
+	b.zero(g, rows, image)
 	b.queue(func(c *cudadrv.Ctx) error {
-		for _, p := range g {
-			if err := c.Memset(p.y, 0, 4*rows*p.out, b.stream); err != nil {
-				return err
-			}
-		}
 		return c.Launch(f, l.grid, l.block, 0, b.stream, xp, null, null, m.In, rows, boolInt(vec), image)
 	})
 }
@@ -459,12 +464,8 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	vec := vecAll(m.DType, g)
 	if !ps[0].Site.TopK { // threshold: no at_select
 		l, f := gatherThrLaunch(rows, outs(g), in, b.info.SMs, vecElems(m.DType, vec)), b.fn["at_gather_thr_"+sfx]
+		b.zero(g, rows, image)
 		b.queue(func(c *cudadrv.Ctx) error {
-			for _, p := range g {
-				if err := c.Memset(p.y, 0, 4*rows*p.out, b.stream); err != nil {
-					return err
-				}
-			}
 			return c.Launch(f, l.grid, l.block, 0, b.stream, xp, in, boolInt(vec), b.stats, image)
 		})
 		return
