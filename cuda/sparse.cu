@@ -98,10 +98,11 @@ __device__ void select_kth(const float *x, int n, int k, uint32_t *hist, uint32_
 }
 
 // pick_digit: warp 0 finds, scanning the 256 bin totals from the top, the
-// digit of the k-th largest remaining value and narrows the prefix to it.
+// digit of the k-th largest remaining value and narrows the prefix to it;
+// *s_all says whether that bin holds exactly the values still needed.
 // Lane l owns bins 255-8l ... 248-8l.
 __device__ __forceinline__ void pick_digit(const uint32_t *tot, int shift, uint32_t *s_prefix, uint32_t *s_mask,
-                                           int *s_k) {
+                                           int *s_k, int *s_all) {
   const int lane = threadIdx.x;
   uint32_t own = 0;
   for (int q = 0; q < 8; q++) own += tot[255 - 8 * lane - q];
@@ -121,6 +122,7 @@ __device__ __forceinline__ void pick_digit(const uint32_t *tot, int shift, uint3
         *s_prefix |= (uint32_t)bin << shift;
         *s_mask |= 255u << shift;
         *s_k = kk - (int)cum;
+        *s_all = cum + tot[bin] == (uint32_t)kk;  // the whole bin is kept
         break;
       }
       cum += tot[bin];
@@ -144,7 +146,7 @@ __device__ __forceinline__ void select_regs(const float *xr, int in, const at_si
   __shared__ uint32_t tot[256];
   __shared__ int scan[33];
   __shared__ uint32_t s_prefix, s_mask;
-  __shared__ int s_k;
+  __shared__ int s_k, s_all;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int per = (in + blockDim.x - 1) / blockDim.x;
   const int j0 = threadIdx.x * per;
@@ -171,11 +173,18 @@ __device__ __forceinline__ void select_regs(const float *xr, int in, const at_si
         tot[bin] = c;
       }
       __syncthreads();
-      if (warp == 0) pick_digit(tot, shift, &s_prefix, &s_mask, &s_k);
+      if (warp == 0) pick_digit(tot, shift, &s_prefix, &s_mask, &s_k, &s_all);
       __syncthreads();
+      // Early exit: when the chosen bin holds exactly the values still
+      // needed, the kept set is every |x| whose bits are >= the prefix (its
+      // low bits zero): t = prefix - 1 with no ties. Usually true after the
+      // third pass, when the k-th value is alone in its bin. (A zero prefix
+      // would mean keeping all inputs, which top-k with k < in never does.)
+      if (s_all && shift > 0 && s_prefix > 0) break;
     }
     t = s_prefix;
     need = s_k;
+    if (s_all && s_prefix > 0 && (s_mask & 255u) == 0) t = s_prefix - 1, need = 0;
   }
   // Compaction: the thread's inputs are consecutive, so one scan of its
   // counts (above t, equal to t) places every kept index in order.
