@@ -18,6 +18,8 @@
 // Checks the GPU would not make: every copy and memset must lie inside one
 // allocation, a block may not exceed 1024 threads, and a block whose
 // threads wait at different barriers is reported (deadlock) and aborts.
+// Every other block runs its threads in reverse order, so that most
+// missing barriers change a result.
 #include "emu.h"
 
 #include "../acttail.cu"
@@ -163,10 +165,15 @@ void run_block(unsigned threads, const std::function<void()> &body) {
     sp[6] = reinterpret_cast<void *>(&fiber_main);
     f.sp = sp;
   }
+  // Every other block runs its threads in reverse order between barriers,
+  // so that a read of shared memory another thread writes without a
+  // barrier in between sees the write in one order and not in the other.
+  static unsigned long blocks = 0;
+  const bool reverse = blocks++ & 1;
   while (blk.live > 0) {
     bool ran = false;
-    for (int i = 0; i < blk.n; i++) {
-      Fiber &f = blk.fibers[i];
+    for (int k = 0; k < blk.n; k++) {
+      Fiber &f = blk.fibers[reverse ? blk.n - 1 - k : k];
       if (f.done || (f.wait_on && *f.wait_on == f.wait_gen)) continue;
       f.wait_on = nullptr;
       blk.cur = &f;
