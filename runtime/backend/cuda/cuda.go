@@ -170,9 +170,7 @@ func (b *Backend) Close() error {
 	err := b.dev.Do(func(c *cudadrv.Ctx) error {
 		var errs []error
 		errs = append(errs, c.StreamSynchronize(b.stream))
-		if b.graph.exec != nil {
-			errs = append(errs, c.GraphDestroy(*b.graph.exec))
-		}
+		errs = append(errs, b.graph.destroyAll(c))
 		for p := range b.allocs {
 			errs = append(errs, c.MemFree(p))
 		}
@@ -415,15 +413,18 @@ func (b *Backend) UploadSparse(t *model.Tensor) (backend.Weight, error) {
 // launch queues a kernel; its error surfaces at the next waiting op.
 func (b *Backend) launch(name string, l launch, args ...any) {
 	f := b.fn[name]
-	b.queue(func(c *cudadrv.Ctx) error { return c.Launch(f, l.grid, l.block, l.shared, b.stream, args...) })
+	b.queue(name, func(c *cudadrv.Ctx) error { return c.Launch(f, l.grid, l.block, l.shared, b.stream, args...) })
 }
 
 // queue runs f on the device thread after the work queued before it, or
 // records it when a step is being recorded. f may only queue stream work
-// (launches, device copies, memsets; host copies only with hostCopy).
-func (b *Backend) queue(f func(*cudadrv.Ctx) error) {
+// (launches, device copies, memsets; host copies only with hostCopy). tag
+// names the work f queues (the kernels, how many): the tags of a step are
+// its graph's topology, which picks the executable graph it updates.
+func (b *Backend) queue(tag string, f func(*cudadrv.Ctx) error) {
 	if b.step.on {
 		b.step.ops = append(b.step.ops, f)
+		b.step.sig = fnv(b.step.sig, tag)
 		return
 	}
 	b.dev.Go(f)

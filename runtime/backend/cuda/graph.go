@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/acttail/acttail-gpu/cgo"
@@ -13,8 +14,11 @@ import (
 // captures them into a CUDA graph and launches it. Kernel arguments change
 // from step to step (position, token ids, scratch addresses), so every step
 // is captured again, and the previous step's executable graph is updated in
-// place (cuGraphExecUpdate), which is much cheaper than instantiating one;
-// a step whose topology differs (another row count, say) instantiates anew.
+// place (cuGraphExecUpdate), which is much cheaper than instantiating one.
+// Executable graphs are kept by topology (the sequence of kernels a step
+// queues: a one-token step, a batch step of n sequences, sparse or dense),
+// up to maxGraphs of them, so that a server alternating batch sizes updates
+// rather than instantiates.
 //
 // A step that copies host memory to the device (a budget written into
 // c_sites for the first time, more than inlineTokens token ids) runs op by
@@ -27,23 +31,38 @@ import (
 var _ backend.Stepper = (*Backend)(nil)
 
 // maxGraphFailures is the failed captures in a row after which graphs are
-// switched off.
-const maxGraphFailures = 3
+// switched off; maxGraphs is the executable graphs kept.
+const (
+	maxGraphFailures = 3
+	maxGraphs        = 8
+)
 
 // step is the caller-side state of the step being recorded.
 type step struct {
 	on     bool
 	ops    []func(*cudadrv.Ctx) error
-	eager  bool // the step copies host memory: run it op by op
-	graphs bool // graphs are on (Options.NoGraphs unset, no repeated failure)
-	fails  int  // failed captures in a row
+	sig    uint64 // FNV-1a of the ops' tags: the step's topology
+	eager  bool   // the step copies host memory: run it op by op
+	graphs bool   // graphs are on (Options.NoGraphs unset, no repeated failure)
+	fails  int    // failed captures in a row
 	stats  GraphStats
 }
 
-// graphState is the device-thread side: the executable graph of the last
-// captured step.
+// graphState is the device-thread side: executable graphs by topology,
+// oldest first in order.
 type graphState struct {
-	exec *cudadrv.Graph
+	execs map[uint64]cudadrv.Graph
+	order []uint64
+}
+
+const fnvOffset, fnvPrime = 14695981039346656037, 1099511628211
+
+// fnv extends the FNV-1a hash h with tag and a separator.
+func fnv(h uint64, tag string) uint64 {
+	for i := 0; i < len(tag); i++ {
+		h = (h ^ uint64(tag[i])) * fnvPrime
+	}
+	return (h ^ 0xff) * fnvPrime
 }
 
 // GraphStats counts how decode steps ran.
@@ -71,7 +90,7 @@ func (b *Backend) BeginStep() {
 	if b.step.on {
 		panic("cuda: BeginStep inside a step")
 	}
-	b.step.on, b.step.ops, b.step.eager = true, b.step.ops[:0], false
+	b.step.on, b.step.ops, b.step.eager, b.step.sig = true, b.step.ops[:0], false, fnvOffset
 }
 
 // EndStep implements backend.Stepper: it queues the recorded step, as one
@@ -80,7 +99,7 @@ func (b *Backend) EndStep() {
 	if !b.step.on {
 		panic("cuda: EndStep outside a step")
 	}
-	ops := b.step.ops
+	ops, sig := b.step.ops, b.step.sig
 	b.step.on = false
 	if b.step.eager || !b.step.graphs || len(ops) == 0 {
 		b.step.stats.Eager++
@@ -90,7 +109,7 @@ func (b *Backend) EndStep() {
 	var captureErr error
 	updated := false
 	must(b.dev.Do(func(c *cudadrv.Ctx) error {
-		updated, captureErr = b.capture(c, ops)
+		updated, captureErr = b.capture(c, ops, sig)
 		if captureErr != nil {
 			return runOps(c, ops) // nothing of a failed capture ran
 		}
@@ -124,8 +143,9 @@ func runOps(c *cudadrv.Ctx, ops []func(*cudadrv.Ctx) error) error {
 }
 
 // capture records ops into a graph on the device thread and launches it,
-// updating the last step's graph in place when the topology allows.
-func (b *Backend) capture(c *cudadrv.Ctx, ops []func(*cudadrv.Ctx) error) (updated bool, err error) {
+// updating the executable graph of the same topology (sig) when there is
+// one and the driver agrees.
+func (b *Backend) capture(c *cudadrv.Ctx, ops []func(*cudadrv.Ctx) error, sig uint64) (updated bool, err error) {
 	if !c.HasGraphs() {
 		return false, fmt.Errorf("cuda: stream capture: not offered by this driver")
 	}
@@ -142,26 +162,58 @@ func (b *Backend) capture(c *cudadrv.Ctx, ops []func(*cudadrv.Ctx) error) (updat
 		return false, fmt.Errorf("capture: %w", err)
 	}
 	defer c.DestroyCaptured(g)
-	if b.graph.exec != nil {
-		if c.GraphUpdate(*b.graph.exec, g) == nil {
-			return true, c.GraphLaunch(*b.graph.exec, b.stream)
+	gs := &b.graph
+	if e, ok := gs.execs[sig]; ok {
+		if c.GraphUpdate(e, g) == nil {
+			return true, c.GraphLaunch(e, b.stream)
 		}
-		// Another topology: replace the executable graph once the work
-		// queued so far no longer uses it.
-		if err := c.StreamSynchronize(b.stream); err != nil {
+		// The driver refused the update: replace the graph.
+		if err := gs.drop(c, b.stream, sig); err != nil {
 			return false, err
 		}
-		if err := c.GraphDestroy(*b.graph.exec); err != nil {
+	}
+	if len(gs.order) >= maxGraphs {
+		if err := gs.drop(c, b.stream, gs.order[0]); err != nil {
 			return false, err
 		}
-		b.graph.exec = nil
 	}
 	e, err := c.Instantiate(g)
 	if err != nil {
 		return false, fmt.Errorf("instantiate: %w", err)
 	}
-	b.graph.exec = &e
+	if gs.execs == nil {
+		gs.execs = map[uint64]cudadrv.Graph{}
+	}
+	gs.execs[sig] = e
+	gs.order = append(gs.order, sig)
 	return false, c.GraphLaunch(e, b.stream)
+}
+
+// drop destroys the executable graph of topology sig once the work queued
+// so far no longer uses it.
+func (gs *graphState) drop(c *cudadrv.Ctx, s cudadrv.Stream, sig uint64) error {
+	if err := c.StreamSynchronize(s); err != nil {
+		return err
+	}
+	e := gs.execs[sig]
+	delete(gs.execs, sig)
+	for i, o := range gs.order {
+		if o == sig {
+			gs.order = append(gs.order[:i], gs.order[i+1:]...)
+			break
+		}
+	}
+	return c.GraphDestroy(e)
+}
+
+// destroyAll destroys every executable graph (Close).
+func (gs *graphState) destroyAll(c *cudadrv.Ctx) error {
+	var errs []error
+	for _, e := range gs.execs {
+		errs = append(errs, c.GraphDestroy(e))
+	}
+	gs.execs, gs.order = nil, nil
+	return errors.Join(errs...)
 }
 
 // hostCopy marks the step being recorded (if any) as copying host memory,

@@ -192,6 +192,49 @@ func TestGPUGraphs(t *testing.T) {
 		compare(t, "graphs vs op by op, "+mode, logits[0], logits[1], 1e-5)
 	}
 	checkGraphs(t, withGraphs, 40)
+
+	// A server's pattern: batch steps of 2 and 3 sequences between
+	// one-token steps. Each of the three topologies is instantiated once
+	// and then updated in place.
+	before := withGraphs.GraphStats()
+	var logits [2][]float32
+	for i, b := range []*Backend{withGraphs, noGraphs} {
+		e, err := engine.LoadWith(b, m, engine.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var states []*engine.State
+		out := make([]float32, 3*cfg.VocabSize)
+		for j := range 3 {
+			s := e.NewState(64, 8)
+			if err := s.Forward([]int{1 + j, 2}, out, false); err != nil {
+				t.Fatal(err)
+			}
+			states = append(states, s)
+		}
+		bt := e.NewBatch(3)
+		for round := range 6 {
+			for _, n := range []int{2, 3} {
+				toks := []int{3 + round, 4 + round, 5 + round}[:n]
+				if _, err := bt.Step(states[:n], toks, out); err != nil {
+					t.Fatal(err)
+				}
+				logits[i] = append(logits[i], out[:n*cfg.VocabSize]...)
+			}
+			if err := states[0].Forward([]int{7}, out, false); err != nil {
+				t.Fatal(err)
+			}
+			logits[i] = append(logits[i], out[:cfg.VocabSize]...)
+		}
+	}
+	compare(t, "graphs vs op by op, batches", logits[0], logits[1], 1e-5)
+	after := withGraphs.GraphStats()
+	if n := after.Instantiated - before.Instantiated; n > 3 {
+		t.Errorf("alternating batch sizes instantiated %d graphs, want at most 3 (one a topology)", n)
+	}
+	if n := after.Captured - before.Captured; n != 18 {
+		t.Errorf("%d of 18 steps ran as graphs", n)
+	}
 	if s := noGraphs.GraphStats(); s.Captured != 0 || s.Enabled {
 		t.Errorf("NoGraphs backend captured %d steps", s.Captured)
 	}

@@ -56,7 +56,7 @@ func (b *Backend) Embed(dst backend.Buffer, table backend.Weight, tokens []int) 
 	b.ensure(scratchTokens, 4*len(ids))
 	b.hostCopy()
 	f := b.fn["at_embed"]
-	b.queue(func(c *cudadrv.Ctx) error {
+	b.queue("embed+copy", func(c *cudadrv.Ctx) error {
 		tok := b.scratch[scratchTokens]
 		if err := c.CopyHtoD(tok, unsafe.Pointer(&ids[0]), 4*len(ids), b.stream); err != nil {
 			return err
@@ -164,7 +164,7 @@ func (b *Backend) dense(x backend.Buffer, rows int, ps []backend.Proj) {
 	if rows > gemvRows {
 		fg := b.fn["at_gemm_"+sfx]
 		trans := boolInt(m.Trans)
-		b.queue(func(c *cudadrv.Ctx) error {
+		b.queue(fmt.Sprintf("gemm_%s*%d", sfx, len(g)), func(c *cudadrv.Ctx) error {
 			for _, p := range g {
 				l := gemmLaunch(rows, p.out)
 				if err := c.Launch(fg, l.grid, l.block, 0, b.stream, p.y, p.w, xp, rows, p.out, m.In, trans); err != nil {
@@ -185,7 +185,7 @@ func (b *Backend) dense(x backend.Buffer, rows int, ps []backend.Proj) {
 	f, image := b.fn["at_gather_"+sfx], packGroup(g)
 	null := cudadrv.DevicePtr(0)
 	b.zero(g, rows, image)
-	b.queue(func(c *cudadrv.Ctx) error {
+	b.queue("at_gather_"+sfx, func(c *cudadrv.Ctx) error {
 		return c.Launch(f, l.grid, l.block, 0, b.stream, xp, null, null, m.In, rows, boolInt(vec), image)
 	})
 }
@@ -226,7 +226,7 @@ func (b *Backend) RoPE(x backend.Buffer, rows, heads, headDim, pos0 int, freqs [
 		}))
 	}
 	l, fn, p := ropeLaunch(rows, heads, headDim), b.fn["at_rope"], buf(x).p
-	b.queue(func(c *cudadrv.Ctx) error {
+	b.queue("at_rope", func(c *cudadrv.Ctx) error {
 		return c.Launch(fn, l.grid, l.block, 0, b.stream, p, b.dFreqs, rows, heads, headDim, pos0)
 	})
 }
@@ -239,7 +239,7 @@ func (b *Backend) Copy(dst backend.Buffer, dstOff int, src backend.Buffer, srcOf
 		return
 	}
 	d, s := buf(dst).at(dstOff), buf(src).at(srcOff)
-	b.queue(func(c *cudadrv.Ctx) error { return c.CopyDtoD(d, s, 4*n, b.stream) })
+	b.queue("copy", func(c *cudadrv.Ctx) error { return c.CopyDtoD(d, s, 4*n, b.stream) })
 }
 
 // Attention implements backend.Backend.
@@ -328,7 +328,7 @@ func (b *Backend) useSite(s backend.Site) int {
 		b.mirror[slot] = p
 		dst := b.sites.Add(slot * siteBytes)
 		b.hostCopy()
-		b.queue(func(c *cudadrv.Ctx) error { return c.CopyHtoD(dst, unsafe.Pointer(&p[0]), siteBytes, b.stream) })
+		b.queue("site", func(c *cudadrv.Ctx) error { return c.CopyHtoD(dst, unsafe.Pointer(&p[0]), siteBytes, b.stream) })
 	}
 	return slot
 }
@@ -446,7 +446,7 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	if rows > gemvRows {
 		b.ensure(scratchMasked, 4*n*rows*in)
 		fg := b.fn["at_gemm_"+sfx]
-		b.queue(func(c *cudadrv.Ctx) error {
+		b.queue(fmt.Sprintf("select+gemm_%s*%d", sfx, len(g)), func(c *cudadrv.Ctx) error {
 			xm := b.scratch[scratchMasked]
 			if err := c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, null, null, xm, b.stats, image); err != nil {
 				return err
@@ -465,7 +465,7 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	if !ps[0].Site.TopK { // threshold: no at_select
 		l, f := gatherThrLaunch(rows, outs(g), in, b.info.SMs, vecElems(m.DType, vec)), b.fn["at_gather_thr_"+sfx]
 		b.zero(g, rows, image)
-		b.queue(func(c *cudadrv.Ctx) error {
+		b.queue("at_gather_thr_"+sfx, func(c *cudadrv.Ctx) error {
 			return c.Launch(f, l.grid, l.block, 0, b.stream, xp, in, boolInt(vec), b.stats, image)
 		})
 		return
@@ -473,7 +473,7 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	b.ensure(scratchIdx, 4*n*rows*in)
 	b.ensure(scratchCount, 4*n*rows)
 	gl, fg := gatherLaunch(rows, outs(g), maxKept, b.info.SMs, vecElems(m.DType, vec)), b.fn["at_gather_"+sfx]
-	b.queue(func(c *cudadrv.Ctx) error {
+	b.queue("select+at_gather_"+sfx, func(c *cudadrv.Ctx) error {
 		idx, cnt := b.scratch[scratchIdx], b.scratch[scratchCount]
 		if err := c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, idx, cnt, null, b.stats, image); err != nil {
 			return err
