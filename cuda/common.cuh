@@ -27,7 +27,7 @@ struct at_proj {
   int out;
   int slot;        // c_sites slot (at_select)
   int stat;        // stats counter (at_select); < 0: not counted
-  int reserved;
+  int accum;       // 1: y += W x (a residual add fused in); 0: y = W x
 };
 struct at_group {
   at_proj p[AT_GROUP];
@@ -39,7 +39,8 @@ __device__ __forceinline__ at_proj at_proj_of(const at_group &g, int p) {
   return p == 0 ? g.p[0] : p == 1 ? g.p[1] : g.p[2];
 }
 // The layout the host packs; a change here must change packGroup too.
-static_assert(sizeof(at_proj) == 32 && offsetof(at_proj, out) == 16 && offsetof(at_proj, stat) == 24,
+static_assert(sizeof(at_proj) == 32 && offsetof(at_proj, out) == 16 && offsetof(at_proj, stat) == 24 &&
+                  offsetof(at_proj, accum) == 28,
               "at_proj layout");
 static_assert(sizeof(at_group) == 104 && offsetof(at_group, n) == 96, "at_group layout");
 

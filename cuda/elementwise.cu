@@ -5,8 +5,8 @@
 //   that long contexts keep the CPU reference's precision.
 // at_swiglu, at_add: grid-stride over n, block 256, grid from the host.
 // at_zero: zeroes rows x out_p values of every projection of a group (the
-//   outputs a gather accumulates into): one launch instead of a memset each;
-//   grid-stride, block 256.
+//   outputs a gather accumulates into) but those with accum set: one launch
+//   instead of a memset each; grid-stride, block 256.
 // at_embed: grid (ceil(dim/256), rows), block 256; table row tokens[r] of
 //   any weight dtype (Q8_0 rows are whole blocks since dim % 32 == 0).
 //   tokens = null: the ids are inline.t[r] (rows <= AT_INLINE_TOKENS), passed
@@ -39,6 +39,7 @@ extern "C" __global__ void at_swiglu(float *gate, const float *up, long long n) 
 extern "C" __global__ void at_zero(at_group g, int rows) {
   for (int p = 0; p < g.n; p++) {
     const at_proj pr = at_proj_of(g, p);
+    if (pr.accum) continue;  // the gather adds to y as it is
     const long long n = (long long)rows * pr.out;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
       pr.y[i] = 0.f;

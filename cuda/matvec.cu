@@ -6,6 +6,7 @@
 //   launch). grid (sum over the group of ceil(out/8)), block 256: one warp
 //   per output row o, blocks taken projection after projection; the warp
 //   streams row o of W once and dots it with every x[r] (x stays in L1).
+//   A projection with accum set adds to y instead of writing it.
 //   vec = 1: 16-byte loads (needs in % 8 == 0 for 16-bit dtypes, in % 4 == 0
 //   for f32; the host checks); vec = 0: one element a lane at a time (odd
 //   sizes). Q8_0: a lane takes one 32-value block at a time.
@@ -13,6 +14,7 @@
 //   k-steps of 16 through 2 x 16x64 float tiles of static shared memory,
 //   block 256 = 16x16 threads each owning 4x4 outputs. trans = 1 reads
 //   the weight input-channel-major, (in, out), as UploadSparse stores it.
+//   accum = 1 adds to y (a residual add fused in) instead of writing it.
 // at_gemm_{f16,bf16}: prefill on tensor cores (WMMA, TF32 inputs, fp32
 //   accumulation; sm_80 and up). Same grid, block and arguments as the
 //   SIMT GEMM: 64 rows x 64 outputs a block, k-steps of 32; 8 warps, each
@@ -99,7 +101,7 @@ __device__ __forceinline__ void gemv(const at_group &g, const float *x, int rows
   for (int r = 0; r < AT_GEMV_ROWS; r++) {
     if (r >= rows) break;
     const float s = at_warp_sum(acc[r]);
-    if (lane == 0) y[(size_t)r * out + o] = s;
+    if (lane == 0) y[(size_t)r * out + o] = pr.accum ? y[(size_t)r * out + o] + s : s;
   }
 }
 
@@ -107,7 +109,8 @@ __device__ __forceinline__ void gemv(const at_group &g, const float *x, int rows
 #define AT_TK 16
 
 template <int DT>
-__device__ __forceinline__ void gemm(float *y, const void *W, const float *x, int rows, int out, int in, int trans) {
+__device__ __forceinline__ void gemm(float *y, const void *W, const float *x, int rows, int out, int in, int trans,
+                                     int accum) {
   __shared__ float xs[AT_TK][AT_TILE + 4];
   __shared__ float ws[AT_TK][AT_TILE + 4];
   const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
@@ -154,7 +157,7 @@ __device__ __forceinline__ void gemm(float *y, const void *W, const float *x, in
 #pragma unroll
     for (int j = 0; j < 4; j++) {
       const int o = o0 + tx + 16 * j;
-      if (o < out) y[(size_t)r * out + o] = acc[i][j];
+      if (o < out) y[(size_t)r * out + o] = accum ? y[(size_t)r * out + o] + acc[i][j] : acc[i][j];
     }
   }
 }
@@ -164,7 +167,7 @@ __device__ __forceinline__ void gemm(float *y, const void *W, const float *x, in
 
 template <int DT>
 __device__ __forceinline__ void gemm_tc(float *y, const void *W, const float *x, int rows, int out, int in,
-                                        int trans) {
+                                        int trans, int accum) {
   using namespace nvcuda;
   __shared__ __align__(32) float xs[AT_TILE][AT_TC_K + AT_TC_PAD];  // [row][k]
   __shared__ __align__(32) float ws[AT_TILE][AT_TC_K + AT_TC_PAD];  // [output][k]
@@ -218,7 +221,7 @@ __device__ __forceinline__ void gemm_tc(float *y, const void *W, const float *x,
   for (int e = threadIdx.x; e < AT_TILE * AT_TILE; e += blockDim.x) {
     const int m = e / AT_TILE, n = e % AT_TILE;
     const int r = r0 + m, o = o0 + n;
-    if (r < rows && o < out) y[(size_t)r * out + o] = cs[m][n];
+    if (r < rows && o < out) y[(size_t)r * out + o] = accum ? y[(size_t)r * out + o] + cs[m][n] : cs[m][n];
   }
 }
 
@@ -228,9 +231,9 @@ __device__ __forceinline__ void gemm_tc(float *y, const void *W, const float *x,
     gemv<DT>(g, x, rows, in, vec);                                                                               \
   }
 #define AT_GEMM(suffix, DT, impl)                                                                                \
-  extern "C" __global__ void __launch_bounds__(256) at_gemm_##suffix(float *y, const void *W, const float *x,   \
-                                                                     int rows, int out, int in, int trans) {    \
-    impl<DT>(y, W, x, rows, out, in, trans);                                                                     \
+  extern "C" __global__ void __launch_bounds__(256) at_gemm_##suffix(                                           \
+      float *y, const void *W, const float *x, int rows, int out, int in, int trans, int accum) {                \
+    impl<DT>(y, W, x, rows, out, in, trans, accum);                                                              \
   }
 
 AT_GEMV(f32, AT_F32)

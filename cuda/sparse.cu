@@ -18,7 +18,8 @@
 //   then an order-preserving block compaction writes the kept indices in
 //   increasing order to idx (null: skip) and their number to count, or the
 //   masked input to xm (null: skip); with idx it also zeroes the
-//   projection's y[r] for the gather to accumulate into.
+//   projection's y[r] for the gather to accumulate into (unless accum: then
+//   the gather adds to what y holds, a residual add fused in).
 //   stats[2*stat] += kept, stats[2*stat+1] += in (stat < 0: not counted).
 // at_gather_{f32,f16,bf16}: y_p[r] += sum over j in idx[p*rows+r] of x[r][j] *
 //   Wt_p[j, :], Wt_p (in, out_p) input-channel-major. grid (sum over the
@@ -278,7 +279,7 @@ extern "C" __global__ void __launch_bounds__(AT_SELECT_THREADS)
       atomicAdd(&stats[2 * pr.stat + 1], (unsigned long long)in);
     }
   }
-  if (idx && pr.y)
+  if (idx && pr.y && !pr.accum)
     for (int o = threadIdx.x; o < pr.out; o += blockDim.x) pr.y[r * pr.out + o] = 0.f;
 }
 

@@ -98,6 +98,9 @@ type Proj struct {
 	Dst  Buffer
 	W    Weight
 	Site Site // SparseMatMuls only
+	// Add makes the product add to Dst (Dst += W·x: the residual add fused
+	// into the projection) instead of overwriting it.
+	Add bool
 }
 
 // Site is one projection's activation budget at run time.

@@ -74,7 +74,7 @@ func (bt *Batch) Step(states []*State, tokens []int, logits []float32) (dense bo
 	for l := range m.layers {
 		L := &m.layers[l]
 		b.RMSNorm(bt.xb, bt.x, L.attnNorm, n, eps)
-		linear(l, bt.xb, out{bt.q, model.ProjQ}, out{bt.k, model.ProjK}, out{bt.v, model.ProjV})
+		linear(l, bt.xb, out{bt.q, model.ProjQ, false}, out{bt.k, model.ProjK, false}, out{bt.v, model.ProjV, false})
 		for i, s := range states {
 			// Each sequence's row goes through its own state's scratch:
 			// RoPE at its position, into its cache, attention over it.
@@ -87,13 +87,11 @@ func (bt *Batch) Step(states []*State, tokens []int, logits []float32) (dense bo
 			b.Attention(s.att, s.q, s.kc[l], s.vc[l], 1, c.NHeads, c.NKVHeads, c.HeadDim, s.Pos)
 			b.Copy(bt.att, i*qDim, s.att, 0, qDim)
 		}
-		linear(l, bt.att, out{bt.xb2, model.ProjO})
-		b.Add(bt.x, bt.xb2, n*c.Dim)
+		linear(l, bt.att, out{bt.x, model.ProjO, true})
 		b.RMSNorm(bt.xb, bt.x, L.ffnNorm, n, eps)
-		linear(l, bt.xb, out{bt.hb, model.ProjGate}, out{bt.hb2, model.ProjUp})
+		linear(l, bt.xb, out{bt.hb, model.ProjGate, false}, out{bt.hb2, model.ProjUp, false})
 		b.SwiGLU(bt.hb, bt.hb2, n*c.HiddenDim)
-		linear(l, bt.hb, out{bt.xb2, model.ProjDown})
-		b.Add(bt.x, bt.xb2, n*c.Dim)
+		linear(l, bt.hb, out{bt.x, model.ProjDown, true})
 	}
 	for _, s := range states {
 		s.Pos++

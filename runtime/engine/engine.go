@@ -243,31 +243,31 @@ func (s *State) forward(tokens []int) {
 		// attention: x += Wo · attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x))
 		b.RMSNorm(s.xb, s.x, L.attnNorm, rows, eps)
 		s.observe(l, model.ProjQ, s.xb, rows, c.Dim)
-		s.linear(l, s.xb, rows, out{s.q, model.ProjQ}, out{s.k, model.ProjK}, out{s.v, model.ProjV})
+		s.linear(l, s.xb, rows, out{s.q, model.ProjQ, false}, out{s.k, model.ProjK, false}, out{s.v, model.ProjV, false})
 		b.RoPE(s.q, rows, c.NHeads, c.HeadDim, pos, m.freqs)
 		b.RoPE(s.k, rows, c.NKVHeads, c.HeadDim, pos, m.freqs)
 		b.Copy(s.kc[l], pos*kvDim, s.k, 0, rows*kvDim)
 		b.Copy(s.vc[l], pos*kvDim, s.v, 0, rows*kvDim)
 		b.Attention(s.att, s.q, s.kc[l], s.vc[l], rows, c.NHeads, c.NKVHeads, c.HeadDim, pos)
 		s.observe(l, model.ProjO, s.att, rows, c.QDim())
-		s.linear(l, s.att, rows, out{s.xb2, model.ProjO})
-		b.Add(s.x, s.xb2, rows*c.Dim)
+		s.linear(l, s.att, rows, out{s.x, model.ProjO, true})
 		// MLP: x += Wdown · (silu(Wgate·n(x)) ⊙ Wup·n(x))
 		b.RMSNorm(s.xb, s.x, L.ffnNorm, rows, eps)
 		s.observe(l, model.ProjGate, s.xb, rows, c.Dim)
-		s.linear(l, s.xb, rows, out{s.hb, model.ProjGate}, out{s.hb2, model.ProjUp})
+		s.linear(l, s.xb, rows, out{s.hb, model.ProjGate, false}, out{s.hb2, model.ProjUp, false})
 		b.SwiGLU(s.hb, s.hb2, rows*c.HiddenDim)
 		s.observe(l, model.ProjDown, s.hb, rows, c.HiddenDim)
-		s.linear(l, s.hb, rows, out{s.xb2, model.ProjDown})
-		b.Add(s.x, s.xb2, rows*c.Dim)
+		s.linear(l, s.hb, rows, out{s.x, model.ProjDown, true})
 	}
 	s.Pos += rows
 }
 
-// out names one projection of a group and its destination.
+// out names one projection of a group and its destination; add makes the
+// product add to dst (the residual stream) instead of overwriting it.
 type out struct {
 	dst backend.Buffer
 	p   model.Projection
+	add bool
 }
 
 // linear runs the projections of layer l that share the input x (q/k/v,
@@ -283,7 +283,7 @@ func (m *Model) project(l int, x backend.Buffer, rows int, sparse bool, outs ...
 	ps := make([]backend.Proj, len(outs))
 	for i, o := range outs {
 		w := m.layers[l].w[o.p]
-		ps[i] = backend.Proj{Dst: o.dst, W: w}
+		ps[i] = backend.Proj{Dst: o.dst, W: w, Add: o.add}
 		if !m.sparse {
 			continue
 		}

@@ -20,6 +20,7 @@ import (
 type Backend struct {
 	threads int
 	stats   stats
+	scratch Buf // products that add to their destination (Proj.Add)
 }
 
 // New returns a CPU backend using threads threads (0: all cores).
@@ -138,7 +139,28 @@ func (*Backend) MatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, r
 // already spread over every core).
 func (c *Backend) MatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
 	for _, p := range ps {
-		c.MatMul(p.Dst, p.W, x, rows)
+		dst := c.sum(p, rows)
+		c.MatMul(dst, p.W, x, rows)
+		c.added(p, dst, rows)
+	}
+}
+
+// sum is where the product of p goes: p.Dst, or a scratch buffer that
+// added then adds to p.Dst when p.Add is set.
+func (c *Backend) sum(p backend.Proj, rows int) backend.Buffer {
+	if !p.Add {
+		return p.Dst
+	}
+	n := rows * p.W.Shape()[0]
+	if len(c.scratch.D) < n {
+		c.scratch.D = make([]float32, n)
+	}
+	return &Buf{c.scratch.D[:n]}
+}
+
+func (c *Backend) added(p backend.Proj, dst backend.Buffer, rows int) {
+	if p.Add {
+		c.Add(p.Dst, dst, rows*p.W.Shape()[0])
 	}
 }
 

@@ -95,7 +95,9 @@ func (c *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.B
 // SparseMatMuls implements backend.Backend: one projection after another.
 func (c *Backend) SparseMatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
 	for _, p := range ps {
-		c.SparseMatMul(p.Dst, p.W, x, rows, p.Site)
+		dst := c.sum(p, rows)
+		c.SparseMatMul(dst, p.W, x, rows, p.Site)
+		c.added(p, dst, rows)
 	}
 }
 

@@ -381,7 +381,8 @@ func TestGPUGroups(t *testing.T) {
 						gp, cp := make([]backend.Proj, len(gr.outs)), make([]backend.Proj, len(gr.outs))
 						for i, out := range gr.outs {
 							ys[i] = newPair(g, c, randVec(r, rows*out))
-							gp[i], cp[i] = backend.Proj{Dst: ys[i].g, W: gws[i]}, backend.Proj{Dst: ys[i].c, W: cws[i]}
+							add := (i+rows)%2 == 1 // some products add to what the output holds
+							gp[i], cp[i] = backend.Proj{Dst: ys[i].g, W: gws[i], Add: add}, backend.Proj{Dst: ys[i].c, W: cws[i], Add: add}
 							if sparse {
 								gp[i].Site, cp[i].Site = sites[i%len(sites)], sites[i%len(sites)]
 							}

@@ -195,15 +195,16 @@ func packSites(sites []backend.Site) []byte {
 
 // proj is one projection of a fused launch, as the kernels' at_proj.
 type proj struct {
-	y, w cudadrv.DevicePtr
-	out  int
-	slot int
-	stat int // < 0: not counted
+	y, w  cudadrv.DevicePtr
+	out   int
+	slot  int
+	stat  int  // < 0: not counted
+	accum bool // y += W x
 }
 
 // packGroup encodes up to groupMax projections as the kernels' at_group:
-// per at_proj y, w (8 bytes each), out, slot, stat, 0 (4 bytes each); then
-// the count. Unused entries are zero with stat -1.
+// per at_proj y, w (8 bytes each), out, slot, stat, accum (4 bytes each);
+// then the count. Unused entries are zero with stat -1.
 func packGroup(ps []proj) []byte {
 	if len(ps) == 0 || len(ps) > groupMax {
 		panic(fmt.Sprintf("cuda: a group of %d projections", len(ps)))
@@ -220,6 +221,9 @@ func packGroup(ps []proj) []byte {
 		binary.LittleEndian.PutUint32(e[16:], uint32(int32(p.out)))
 		binary.LittleEndian.PutUint32(e[20:], uint32(int32(p.slot)))
 		binary.LittleEndian.PutUint32(e[24:], uint32(int32(p.stat)))
+		if p.accum {
+			binary.LittleEndian.PutUint32(e[28:], 1)
+		}
 	}
 	binary.LittleEndian.PutUint32(b[groupMax*projBytes:], uint32(len(ps)))
 	return b

@@ -159,7 +159,7 @@ func TestPackSites(t *testing.T) {
 func TestPackGroup(t *testing.T) {
 	g := packGroup([]proj{
 		{y: 0x1000, w: 0x2000, out: 4096, slot: 7, stat: 7},
-		{y: 0x3000, w: 0x4000, out: 172, slot: 2046, stat: -1},
+		{y: 0x3000, w: 0x4000, out: 172, slot: 2046, stat: -1, accum: true},
 	})
 	if len(g) != groupBytes {
 		t.Fatalf("%d bytes, want %d", len(g), groupBytes)
@@ -173,7 +173,7 @@ func TestPackGroup(t *testing.T) {
 		{"p0.y", int64(u64(0)), 0x1000}, {"p0.w", int64(u64(8)), 0x2000}, {"p0.out", int64(i32(16)), 4096},
 		{"p0.slot", int64(i32(20)), 7}, {"p0.stat", int64(i32(24)), 7},
 		{"p1.y", int64(u64(32)), 0x3000}, {"p1.out", int64(i32(48)), 172}, {"p1.slot", int64(i32(52)), 2046},
-		{"p1.stat", int64(i32(56)), -1},
+		{"p1.stat", int64(i32(56)), -1}, {"p0.accum", int64(i32(28)), 0}, {"p1.accum", int64(i32(60)), 1},
 		{"p2.y", int64(u64(64)), 0}, {"p2.out", int64(i32(80)), 0}, {"p2.stat", int64(i32(88)), -1},
 		{"n", int64(i32(96)), 2},
 	} {

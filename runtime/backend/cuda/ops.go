@@ -123,7 +123,7 @@ func group(ps []backend.Proj) []proj {
 	g := make([]proj, len(ps))
 	for i, p := range ps {
 		m := mat(p.W)
-		g[i] = proj{y: buf(p.Dst).p, w: m.p, out: m.Out, stat: -1}
+		g[i] = proj{y: buf(p.Dst).p, w: m.p, out: m.Out, stat: -1, accum: p.Add}
 	}
 	return g
 }
@@ -167,7 +167,7 @@ func (b *Backend) dense(x backend.Buffer, rows int, ps []backend.Proj) {
 		b.queue(fmt.Sprintf("gemm_%s*%d", sfx, len(g)), func(c *cudadrv.Ctx) error {
 			for _, p := range g {
 				l := gemmLaunch(rows, p.out)
-				if err := c.Launch(fg, l.grid, l.block, 0, b.stream, p.y, p.w, xp, rows, p.out, m.In, trans); err != nil {
+				if err := c.Launch(fg, l.grid, l.block, 0, b.stream, p.y, p.w, xp, rows, p.out, m.In, trans, boolInt(p.accum)); err != nil {
 					return err
 				}
 			}
@@ -453,7 +453,7 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 			}
 			for i, p := range g {
 				l := gemmLaunch(rows, p.out)
-				if err := c.Launch(fg, l.grid, l.block, 0, b.stream, p.y, p.w, xm.Add(4*i*rows*in), rows, p.out, in, 1); err != nil {
+				if err := c.Launch(fg, l.grid, l.block, 0, b.stream, p.y, p.w, xm.Add(4*i*rows*in), rows, p.out, in, 1, boolInt(p.accum)); err != nil {
 					return err
 				}
 			}
