@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -19,12 +20,15 @@ const Env = "ACTTAIL_LIBCUDA"
 // emulator, in the child Rerun starts).
 func Active() bool { return os.Getenv(Env) != "" }
 
-var (
+// A build is one compiled variant of the library.
+type build struct {
 	once sync.Once
 	lib  string
 	err  error
 	out  []byte
-)
+}
+
+var plain, asan build
 
 // Build compiles cuda/emu (root is the repository root) into a temporary
 // shared library, once per process, and returns its path. It needs a C++17
@@ -32,6 +36,31 @@ var (
 // CI=true. It reads every source first, so that go test's cache, which
 // does not see the compiler's reads, knows them.
 func Build(t testing.TB, root string) string {
+	t.Helper()
+	return plain.get(t, root, compiler(t, root))
+}
+
+// BuildASan is Build with AddressSanitizer: out-of-bounds accesses of the
+// kernels to device memory (heap memory here) abort with a report. It
+// returns the library and the ASan runtime to preload into the test
+// binary (Go is not built with ASan), or skips t when the compiler has no
+// ASan runtime.
+func BuildASan(t testing.TB, root string) (lib, preload string) {
+	t.Helper()
+	cxx := compiler(t, root)
+	out, err := exec.Command(cxx, "-print-file-name=libasan.so").Output()
+	preload = strings.TrimSpace(string(out))
+	if err != nil || !filepath.IsAbs(preload) {
+		t.Skipf("%s has no AddressSanitizer runtime", cxx)
+	}
+	if _, err := os.Stat(preload); err != nil {
+		t.Skipf("%s has no AddressSanitizer runtime: %v", cxx, err)
+	}
+	return asan.get(t, root, cxx, "-fsanitize=address", "-fno-omit-frame-pointer", "-g"), preload
+}
+
+// compiler finds the C++ compiler and reads the sources (see Build).
+func compiler(t testing.TB, root string) string {
 	t.Helper()
 	src := filepath.Join(root, "cuda")
 	for _, pat := range []string{"*.cu", "*.cuh", "emu/*.h", "emu/*.cpp", "emu/include/*.h"} {
@@ -60,21 +89,27 @@ func Build(t testing.TB, root string) string {
 		}
 		t.Skip("needs a C++ compiler (CXX, g++ or c++) to build cuda/emu")
 	}
-	once.Do(func() {
-		dir, e := os.MkdirTemp("", "cudaemu")
-		if e != nil {
-			err = e
+	return cxx
+}
+
+func (b *build) get(t testing.TB, root, cxx string, flags ...string) string {
+	t.Helper()
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "cudaemu")
+		if err != nil {
+			b.err = err
 			return
 		}
-		lib = filepath.Join(dir, "libcuda-emu.so")
-		cmd := exec.Command(cxx, "-std=c++17", "-O2", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas",
-			"-I"+filepath.Join(src, "emu", "include"), "-o", lib, filepath.Join(src, "emu", "libcuda_emu.cpp"))
-		out, err = cmd.CombinedOutput()
+		b.lib = filepath.Join(dir, "libcuda-emu.so")
+		src := filepath.Join(root, "cuda", "emu")
+		args := append([]string{"-std=c++17", "-O2", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas"}, flags...)
+		args = append(args, "-I"+filepath.Join(src, "include"), "-o", b.lib, filepath.Join(src, "libcuda_emu.cpp"))
+		b.out, b.err = exec.Command(cxx, args...).CombinedOutput()
 	})
-	if err != nil {
-		t.Fatalf("build cuda/emu: %v\n%s", err, out)
+	if b.err != nil {
+		t.Fatalf("build cuda/emu: %v\n%s", b.err, b.out)
 	}
-	return lib
+	return b.lib
 }
 
 // Rerun runs this test binary again on lib with extra environment

@@ -57,3 +57,24 @@ func tail(out []byte, n int) []byte {
 	}
 	return bytes.Join(lines, []byte("\n"))
 }
+
+// TestEmulatedGPUMemcheck runs the GPU tests on the emulator built with
+// AddressSanitizer: a kernel reading or writing outside a device
+// allocation (heap memory here, with red zones) fails it. It is this
+// repository's memcheck where compute-sanitizer has no GPU to run on.
+func TestEmulatedGPUMemcheck(t *testing.T) {
+	if cudaemu.Active() {
+		t.Skip("already running on " + cudaemu.Env)
+	}
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	lib, preload := cudaemu.BuildASan(t, filepath.Join("..", "..", ".."))
+	start := time.Now()
+	out, err := cudaemu.Rerun(lib, []string{"ACTTAIL_KERNELS=", "LD_PRELOAD=" + preload, "ASAN_OPTIONS=detect_leaks=0"},
+		"-test.run", "^TestGPU", "-test.short", "-test.v", "-test.count=1")
+	if err != nil || bytes.Contains(out, []byte("AddressSanitizer")) {
+		t.Fatalf("GPU tests on the emulator with AddressSanitizer: %v\n%s", err, tail(out, 200))
+	}
+	t.Logf("GPU tests clean under AddressSanitizer in %.0f s", time.Since(start).Seconds())
+}
