@@ -94,7 +94,7 @@ if [[ -n $fatbin ]]; then
 fi
 if command -v compute-sanitizer >/dev/null; then
 	run sanitizer 60 compute-sanitizer --tool memcheck --error-exitcode 9 \
-		"$carry/cuda.test" -test.run 'GPU(Elementwise|RoPE|Embed|Attention|LoadSites|ArgmaxSample)$'
+		"$carry/cuda.test" -test.run 'GPU(Elementwise|RoPE|RoPECache|Embed|Attention|LoadSites|ArgmaxSample)$'
 	# The products on the odd shapes only (-test.short): tails, 16-byte loads
 	# and the top-k select are where an out-of-bounds access would be.
 	run sanitizer-products 60 compute-sanitizer --tool memcheck --error-exitcode 9 \

@@ -3,6 +3,10 @@
 // at_rope: grid (ceil(heads*headDim/2 / 256), rows), block 256; one thread a
 //   pair (2i, 2i+1) of one head, angle (pos0 + r) * freqs[i] in double so
 //   that long contexts keep the CPU reference's precision.
+// at_rope_cache: grid (ceil(W/256), rows), block 256, W = heads*hd/2 +
+//   kvHeads*hd/2 + kvHeads*hd: one thread a q pair (rotated in place), a k
+//   pair (rotated in place and into kc at row pos0 + r) or a v value (into
+//   vc at row pos0 + r): RoPE on q and k and the cache append in one launch.
 // at_swiglu, at_add: grid-stride over n, block 256, grid from the host.
 // at_zero: zeroes rows x out_p values of every projection of a group (the
 //   outputs a gather accumulates into) but those with accum set: one launch
@@ -27,6 +31,37 @@ extern "C" __global__ void at_rope(float *x, const float *freqs, int rows, int h
   const float a = v[0], b = v[1];
   v[0] = a * cf - b * sf;
   v[1] = a * sf + b * cf;
+}
+
+// rotate turns the pair at v by angle pos * freq (in double, as at_rope).
+__device__ __forceinline__ void at_rotate(float *v, int pos, float freq, float *copy) {
+  double sn, cs;
+  sincos((double)pos * (double)freq, &sn, &cs);
+  const float cf = (float)cs, sf = (float)sn;
+  const float a = v[0], b = v[1];
+  const float x0 = a * cf - b * sf, x1 = a * sf + b * cf;
+  v[0] = x0;
+  v[1] = x1;
+  if (copy) copy[0] = x0, copy[1] = x1;
+}
+
+extern "C" __global__ void at_rope_cache(float *q, float *k, const float *v, float *kc, float *vc,
+                                         const float *freqs, int heads, int kvHeads, int headDim, int pos0) {
+  const int half = headDim / 2, kvDim = kvHeads * headDim;
+  const int r = blockIdx.y, pos = pos0 + r;
+  int p = blockIdx.x * blockDim.x + threadIdx.x;
+  if (p < heads * half) {
+    at_rotate(q + ((size_t)r * heads + p / half) * headDim + 2 * (p % half), pos, freqs[p % half], nullptr);
+    return;
+  }
+  p -= heads * half;
+  if (p < kvHeads * half) {
+    const size_t at = (size_t)(p / half) * headDim + 2 * (p % half);
+    at_rotate(k + (size_t)r * kvDim + at, pos, freqs[p % half], kc + (size_t)pos * kvDim + at);
+    return;
+  }
+  p -= kvHeads * half;
+  if (p < kvDim) vc[(size_t)pos * kvDim + p] = v[(size_t)r * kvDim + p];
 }
 
 extern "C" __global__ void at_swiglu(float *gate, const float *up, long long n) {

@@ -57,6 +57,11 @@ type Backend interface {
 	// RoPE rotates adjacent pairs (2i, 2i+1) of every head of x (rows of
 	// heads × headDim) by angle (pos0 + r) · freqs[i].
 	RoPE(x Buffer, rows, heads, headDim, pos0 int, freqs []float32)
+	// RoPECache is one attention layer's step before attention: RoPE on q
+	// (rows × heads × headDim) and k (rows × kvHeads × headDim) in place
+	// at positions pos0 …, then k and v (rows × kvHeads × headDim) copied
+	// into the caches kc and vc at position pos0.
+	RoPECache(q, k, v, kc, vc Buffer, rows, heads, kvHeads, headDim, pos0 int, freqs []float32)
 	// Copy copies n values from src at offset srcOff to dst at dstOff.
 	Copy(dst Buffer, dstOff int, src Buffer, srcOff, n int)
 	// Attention computes causal grouped-query attention for rows queries at

@@ -236,7 +236,6 @@ func (s *State) forward(tokens []int) {
 	m, b, c := s.m, s.m.Backend, &s.m.Config
 	rows, pos := len(tokens), s.Pos
 	eps := float32(c.NormEps)
-	kvDim := c.KVDim()
 	b.Embed(s.x, m.embed, tokens)
 	for l := range m.layers {
 		L := &m.layers[l]
@@ -244,10 +243,7 @@ func (s *State) forward(tokens []int) {
 		b.RMSNorm(s.xb, s.x, L.attnNorm, rows, eps)
 		s.observe(l, model.ProjQ, s.xb, rows, c.Dim)
 		s.linear(l, s.xb, rows, out{s.q, model.ProjQ, false}, out{s.k, model.ProjK, false}, out{s.v, model.ProjV, false})
-		b.RoPE(s.q, rows, c.NHeads, c.HeadDim, pos, m.freqs)
-		b.RoPE(s.k, rows, c.NKVHeads, c.HeadDim, pos, m.freqs)
-		b.Copy(s.kc[l], pos*kvDim, s.k, 0, rows*kvDim)
-		b.Copy(s.vc[l], pos*kvDim, s.v, 0, rows*kvDim)
+		b.RoPECache(s.q, s.k, s.v, s.kc[l], s.vc[l], rows, c.NHeads, c.NKVHeads, c.HeadDim, pos, m.freqs)
 		b.Attention(s.att, s.q, s.kc[l], s.vc[l], rows, c.NHeads, c.NKVHeads, c.HeadDim, pos)
 		s.observe(l, model.ProjO, s.att, rows, c.QDim())
 		s.linear(l, s.att, rows, out{s.x, model.ProjO, true})

@@ -188,6 +188,15 @@ func (*Backend) RoPE(x backend.Buffer, rows, heads, headDim, pos0 int, freqs []f
 	}
 }
 
+// RoPECache implements backend.Backend: the two rotations and the two copies.
+func (c *Backend) RoPECache(q, k, v, kc, vc backend.Buffer, rows, heads, kvHeads, headDim, pos0 int, freqs []float32) {
+	c.RoPE(q, rows, heads, headDim, pos0, freqs)
+	c.RoPE(k, rows, kvHeads, headDim, pos0, freqs)
+	kvDim := kvHeads * headDim
+	c.Copy(kc, pos0*kvDim, k, 0, rows*kvDim)
+	c.Copy(vc, pos0*kvDim, v, 0, rows*kvDim)
+}
+
 // Copy implements backend.Backend.
 func (*Backend) Copy(dst backend.Buffer, dstOff int, src backend.Buffer, srcOff, n int) {
 	copy(d(dst)[dstOff:dstOff+n], d(src)[srcOff:srcOff+n])

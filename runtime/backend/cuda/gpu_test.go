@@ -205,6 +205,34 @@ func TestGPURoPE(t *testing.T) {
 	}
 }
 
+func TestGPURoPECache(t *testing.T) {
+	defer guard(t)
+	g, c := newGPU(t), cpu.New(0)
+	r := rand.New(rand.NewPCG(19, 20))
+	for _, tc := range []struct{ rows, heads, kv, hd, pos0 int }{
+		{1, 8, 4, 8, 0}, {5, 8, 4, 8, 37}, {3, 32, 8, 128, 4000}, {1, 32, 32, 128, 511}, {2, 4, 1, 256, 100000}, {7, 6, 2, 10, 3},
+	} {
+		freqs := make([]float32, tc.hd/2)
+		for i := range freqs {
+			freqs[i] = float32(math.Pow(10000, -float64(2*i)/float64(tc.hd)))
+		}
+		kvDim, ctx := tc.kv*tc.hd, tc.pos0+tc.rows+2
+		q := newPair(g, c, randVec(r, tc.rows*tc.heads*tc.hd))
+		k := newPair(g, c, randVec(r, tc.rows*kvDim))
+		v := newPair(g, c, randVec(r, tc.rows*kvDim))
+		kc := newPair(g, c, randVec(r, ctx*kvDim))
+		vc := newPair(g, c, randVec(r, ctx*kvDim))
+		g.RoPECache(q.g, k.g, v.g, kc.g, vc.g, tc.rows, tc.heads, tc.kv, tc.hd, tc.pos0, freqs)
+		c.RoPECache(q.c, k.c, v.c, kc.c, vc.c, tc.rows, tc.heads, tc.kv, tc.hd, tc.pos0, freqs)
+		for _, p := range []struct {
+			name string
+			p    pair
+		}{{"q", q}, {"k", k}, {"v", v}, {"k cache", kc}, {"v cache", vc}} {
+			p.p.check(t, g, c, fmt.Sprintf("rope cache %s %+v", p.name, tc), 1e-5)
+		}
+	}
+}
+
 func TestGPUEmbed(t *testing.T) {
 	defer guard(t)
 	g, c := newGPU(t), cpu.New(0)

@@ -113,6 +113,12 @@ func ropeLaunch(rows, heads, headDim int) launch {
 	return launch{grid: cudadrv.Dim3{X: gridFor(heads*headDim/2, eltThreads), Y: rows}, block: cudadrv.Dim3{X: eltThreads}}
 }
 
+// ropeCacheLaunch covers the q pairs, k pairs and v values of a row.
+func ropeCacheLaunch(rows, heads, kvHeads, headDim int) launch {
+	w := heads*(headDim/2) + kvHeads*(headDim/2) + kvHeads*headDim
+	return launch{grid: cudadrv.Dim3{X: gridFor(w, eltThreads), Y: rows}, block: cudadrv.Dim3{X: eltThreads}}
+}
+
 func embedLaunch(rows, dim int) launch {
 	return launch{grid: cudadrv.Dim3{X: gridFor(dim, eltThreads), Y: rows}, block: cudadrv.Dim3{X: eltThreads}}
 }

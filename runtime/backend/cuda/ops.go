@@ -200,35 +200,65 @@ func boolInt(v bool) int {
 // RoPE implements backend.Backend.
 func (b *Backend) RoPE(x backend.Buffer, rows, heads, headDim, pos0 int, freqs []float32) {
 	need("rope", x, rows*heads*headDim)
-	if len(freqs) < headDim/2 {
-		panic(fmt.Sprintf("cuda: rope: %d frequencies for head_dim %d", len(freqs), headDim))
-	}
 	if rows <= 0 || heads*(headDim/2) <= 0 {
+		b.checkFreqs(freqs, headDim)
 		return
 	}
-	if !slices.Equal(b.freqs, freqs) {
-		b.freqs = slices.Clone(freqs)
-		f := b.freqs
-		must(b.dev.Do(func(c *cudadrv.Ctx) error {
-			if b.dFreqs != 0 {
-				if err := c.StreamSynchronize(b.stream); err != nil {
-					return err
-				}
-				if err := c.MemFree(b.dFreqs); err != nil {
-					return err
-				}
-			}
-			var err error
-			if b.dFreqs, err = c.MemAlloc(4 * len(f)); err != nil {
-				return err
-			}
-			return c.CopyHtoD(b.dFreqs, unsafe.Pointer(&f[0]), 4*len(f), b.stream)
-		}))
-	}
+	b.useFreqs(freqs, headDim)
 	l, fn, p := ropeLaunch(rows, heads, headDim), b.fn["at_rope"], buf(x).p
 	b.queue("at_rope", func(c *cudadrv.Ctx) error {
 		return c.Launch(fn, l.grid, l.block, 0, b.stream, p, b.dFreqs, rows, heads, headDim, pos0)
 	})
+}
+
+// RoPECache implements backend.Backend in one launch (at_rope_cache).
+func (b *Backend) RoPECache(q, k, v, kc, vc backend.Buffer, rows, heads, kvHeads, headDim, pos0 int, freqs []float32) {
+	kvDim := kvHeads * headDim
+	if pos0 < 0 {
+		panic(fmt.Sprintf("cuda: rope cache: position %d", pos0))
+	}
+	qs, ks, vs := need("rope cache", q, rows*heads*headDim), need("rope cache", k, rows*kvDim), need("rope cache", v, rows*kvDim)
+	kcs, vcs := need("rope cache", kc, (pos0+rows)*kvDim), need("rope cache", vc, (pos0+rows)*kvDim)
+	if rows <= 0 || (heads+kvHeads)*headDim <= 0 {
+		b.checkFreqs(freqs, headDim)
+		return
+	}
+	b.useFreqs(freqs, headDim)
+	l, fn := ropeCacheLaunch(rows, heads, kvHeads, headDim), b.fn["at_rope_cache"]
+	b.queue("at_rope_cache", func(c *cudadrv.Ctx) error {
+		return c.Launch(fn, l.grid, l.block, 0, b.stream, qs.p, ks.p, vs.p, kcs.p, vcs.p, b.dFreqs, heads, kvHeads, headDim, pos0)
+	})
+}
+
+func (b *Backend) checkFreqs(freqs []float32, headDim int) {
+	if len(freqs) < headDim/2 {
+		panic(fmt.Sprintf("cuda: rope: %d frequencies for head_dim %d", len(freqs), headDim))
+	}
+}
+
+// useFreqs makes the device hold freqs (uploaded when they change).
+func (b *Backend) useFreqs(freqs []float32, headDim int) {
+	b.checkFreqs(freqs, headDim)
+	if slices.Equal(b.freqs, freqs) {
+		return
+	}
+	b.freqs = slices.Clone(freqs)
+	f := b.freqs
+	must(b.dev.Do(func(c *cudadrv.Ctx) error {
+		if b.dFreqs != 0 {
+			if err := c.StreamSynchronize(b.stream); err != nil {
+				return err
+			}
+			if err := c.MemFree(b.dFreqs); err != nil {
+				return err
+			}
+		}
+		var err error
+		if b.dFreqs, err = c.MemAlloc(4 * len(f)); err != nil {
+			return err
+		}
+		return c.CopyHtoD(b.dFreqs, unsafe.Pointer(&f[0]), 4*len(f), b.stream)
+	}))
 }
 
 // Copy implements backend.Backend.
