@@ -146,11 +146,17 @@ func vecAll(d model.DType, g []proj) bool {
 	return true
 }
 
-// zero queues at_zero over the outputs of group g (image: its packGroup).
+// zero queues at_zero over the outputs of group g (image: its packGroup)
+// that do not accumulate; nothing when all do.
 func (b *Backend) zero(g []proj, rows int, image []byte) {
 	most := 0
 	for _, p := range g {
-		most = max(most, rows*p.out)
+		if !p.accum { // those add to what y holds
+			most = max(most, rows*p.out)
+		}
+	}
+	if most == 0 {
+		return
 	}
 	b.launch("at_zero", strideGrid(most), image, rows)
 }
