@@ -7,8 +7,10 @@ package cuda
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +30,19 @@ var (
 	copyBW    float64 // bytes read + written per second
 )
 
+// smoke reports ACTTAIL_BENCH_SMOKE: every benchmark on small shapes (the
+// stories260k preset for decode), to run their code on the emulator before
+// a GPU run does (TestEmulatedGPU). The numbers mean nothing then.
+func smoke() bool { return os.Getenv("ACTTAIL_BENCH_SMOKE") != "" }
+
+// shape is (out, in), or a small stand-in under smoke.
+func shape(out, in int) (int, int) {
+	if smoke() { // a sixteenth, in whole Q8_0 blocks
+		return ceilDiv(out/16, 32) * 32, ceilDiv(in/16, 32) * 32
+	}
+	return out, in
+}
+
 // gpuBench opens one backend for every benchmark of the run (weights for a
 // 7B model are uploaded once) and measures the copy bandwidth.
 func gpuBench(b *testing.B) *Backend {
@@ -35,10 +50,13 @@ func gpuBench(b *testing.B) *Backend {
 		if benchGPU, benchErr = New(Options{Kernels: os.Getenv("ACTTAIL_KERNELS")}); benchErr != nil {
 			return
 		}
-		const n = 256 << 20 // floats: 1 GiB
+		n := 256 << 20 // floats: 1 GiB
+		if smoke() {
+			n = 1 << 20
+		}
 		src, dst := benchGPU.Alloc(n), benchGPU.Alloc(n)
 		copyBW = timeIt(benchGPU, 20, func() { benchGPU.Copy(dst, 0, src, 0, n) }) // warm-up and measure
-		copyBW = 2 * 4 * n / copyBW
+		copyBW = 2 * 4 * float64(n) / copyBW
 	})
 	if benchErr != nil {
 		b.Skipf("needs a GPU: %v", benchErr)
@@ -85,6 +103,7 @@ func benchTensor(b *testing.B, d model.DType, out, in int) *model.Tensor {
 func BenchmarkMatVec(b *testing.B) {
 	g := gpuBench(b)
 	for _, sh := range [][2]int{{4096, 11008}, {11008, 4096}} {
+		sh[0], sh[1] = shape(sh[0], sh[1])
 		for _, d := range []model.DType{model.BF16, model.Q8_0} {
 			b.Run(fmt.Sprintf("%s_%dx%d", d, sh[0], sh[1]), func(b *testing.B) {
 				w, err := g.Upload(benchTensor(b, d, sh[0], sh[1]))
@@ -107,16 +126,24 @@ func BenchmarkMatVec(b *testing.B) {
 	}
 }
 
-// BenchmarkSparse is the gather product on the transposed 4096×11008 bf16
-// down projection at sparsity s, top-k of random inputs: ratio is its time
-// over (1 − s) × the dense transposed product's time (1 is ideal).
+// BenchmarkSparse is the sparse product on the transposed 4096×11008 bf16
+// down projection at sparsity s, on random inputs, three ways:
+//   - gather: the at_gather kernel alone, over a kept list at_select made
+//     beforehand (the "sparse gather product");
+//   - topk: SparseMatMul with an exact top-k site (at_select + at_gather);
+//   - threshold: SparseMatMul with the |x| quantile as threshold (at_zero +
+//     at_gather_thr, selection inside the gather).
+//
+// ratio is the time over (1 − s) × the dense transposed product's time (1
+// is ideal; the target is ≤ 1.25).
 func BenchmarkSparse(b *testing.B) {
 	g := gpuBench(b)
-	const out, in = 4096, 11008
+	out, in := shape(4096, 11008)
 	w, err := g.UploadSparse(benchTensor(b, model.BF16, out, in))
 	if err != nil {
 		b.Fatal(err)
 	}
+	m := w.(*Mat)
 	x, y := g.Alloc(in), g.Alloc(out)
 	r := rand.New(rand.NewPCG(2, 2))
 	xv := make([]float32, in)
@@ -124,7 +151,16 @@ func BenchmarkSparse(b *testing.B) {
 		xv[i] = float32(r.NormFloat64())
 	}
 	g.Write(x, 0, xv)
-	dense := timeIt(g, 200, func() { g.SparseMatMul(y, w, x, 1, backend.Site{ID: -1, TopK: true, K: in}) })
+	mags := make([]float64, in)
+	for i, v := range xv {
+		mags[i] = math.Abs(float64(v))
+	}
+	slices.Sort(mags)
+	reps := 200
+	if smoke() {
+		reps = 2
+	}
+	dense := timeIt(g, reps, func() { g.SparseMatMul(y, w, x, 1, backend.Site{ID: -1, TopK: true, K: in}) })
 	b.Run("dense", func(b *testing.B) {
 		for range b.N {
 			g.SparseMatMul(y, w, x, 1, backend.Site{ID: -1, TopK: true, K: in})
@@ -134,21 +170,44 @@ func BenchmarkSparse(b *testing.B) {
 	})
 	for _, s := range []float64{0.5, 0.7, 0.8, 0.9} {
 		k := int(float64(in) * (1 - s))
-		site := backend.Site{ID: 0, TopK: true, K: k}
-		b.Run(fmt.Sprintf("s=%.1f", s), func(b *testing.B) {
-			g.SparseMatMul(y, w, x, 1, site)
-			g.Sync()
-			b.ResetTimer()
-			for range b.N {
-				g.SparseMatMul(y, w, x, 1, site)
-			}
-			g.Sync()
-			per := b.Elapsed().Seconds() / float64(b.N)
-			b.ReportMetric(per/((1-s)*dense), "ratio")
-			b.ReportMetric(float64(2*out*k)/per/1e9, "GB/s")
-		})
+		topk := backend.Site{ID: 0, TopK: true, K: k}
+		thr := backend.Site{ID: 1, Threshold: float32(mags[in-k-1])} // keeps the k largest (no ties in random data)
+		// The gather alone, on the kept list of one top-k select; it adds
+		// to y (accum) so that nothing else runs.
+		g.SparseMatMul(y, w, x, 1, topk)
+		if err := g.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		idx, cnt := g.scratch[scratchIdx], g.scratch[scratchCount]
+		image := packGroup([]proj{{y: buf(y).p, w: m.p, out: out, stat: -1, accum: true}})
+		gl := gatherLaunch(1, []int{out}, k, g.info.SMs, vecElems(model.BF16, true))
+		gather := func() { g.launch("at_gather_bf16", gl, buf(x).p, idx, cnt, in, 1, 1, image) }
+		for _, v := range []struct {
+			name string
+			run  func()
+		}{
+			{"gather", gather},
+			{"topk", func() { g.SparseMatMul(y, w, x, 1, topk) }},
+			{"threshold", func() { g.SparseMatMul(y, w, x, 1, thr) }},
+		} {
+			b.Run(fmt.Sprintf("s=%.1f/%s", s, v.name), func(b *testing.B) {
+				v.run()
+				g.Sync()
+				b.ResetTimer()
+				for range b.N {
+					v.run()
+				}
+				g.Sync()
+				per := b.Elapsed().Seconds() / float64(b.N)
+				b.ReportMetric(per/((1-s)*dense), "ratio")
+				b.ReportMetric(float64(2*out*k)/per/1e9, "GB/s")
+			})
+		}
 	}
-	g.SparseStats()
+	kept, seen := g.SparseStats()
+	if len(seen) > 1 && seen[1] > 0 {
+		b.Logf("threshold sites kept %.3f of the inputs", float64(kept[1])/float64(seen[1]))
+	}
 }
 
 var (
@@ -166,11 +225,9 @@ var (
 func BenchmarkDecode7B(b *testing.B) {
 	gpuBench(b) // copy bandwidth
 	llamaOnce.Do(func() {
-		// ACTTAIL_DECODE_PRESET swaps the model for a smaller synthetic
-		// preset (stories260k: a smoke test of this code on the emulator).
-		preset := os.Getenv("ACTTAIL_DECODE_PRESET")
-		if preset == "" {
-			preset = "llama-2-7b"
+		preset := "llama-2-7b"
+		if smoke() {
+			preset = "stories260k"
 		}
 		cfg, err := synth.Preset(preset)
 		if err != nil {

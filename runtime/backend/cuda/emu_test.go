@@ -40,12 +40,15 @@ func TestEmulatedGPU(t *testing.T) {
 		}
 	}
 
-	// The decode benchmark's code (plans, calibration, graphs on and off)
-	// on a small model: the GPU run should not be where it first runs.
-	out, err = cudaemu.Rerun(lib, []string{"ACTTAIL_KERNELS=", "ACTTAIL_DECODE_PRESET=stories260k"},
-		"-test.run", "^$", "-test.bench", "Decode7B", "-test.benchtime", "2x")
-	if err != nil || !bytes.Contains(out, []byte("threshold/eager")) || !bytes.Contains(out, []byte("x_dense")) {
-		t.Fatalf("BenchmarkDecode7B on the emulator: %v\n%s", err, tail(out, 60))
+	// Every benchmark's code (plans, calibration, graphs on and off, the
+	// gather alone) on small shapes: the GPU run should not be where it
+	// first runs.
+	out, err = cudaemu.Rerun(lib, []string{"ACTTAIL_KERNELS=", "ACTTAIL_BENCH_SMOKE=1"},
+		"-test.run", "^$", "-test.bench", ".", "-test.benchtime", "2x")
+	for _, want := range []string{"BenchmarkCopy", "BenchmarkMatVec/BF16", "s=0.9/gather", "s=0.9/threshold", "threshold/eager", "x_dense"} {
+		if err != nil || !bytes.Contains(out, []byte(want)) {
+			t.Fatalf("benchmarks on the emulator (%s): %v\n%s", want, err, tail(out, 60))
+		}
 	}
 }
 
