@@ -81,7 +81,7 @@ echo "model dir: ${ACTTAIL_MODEL_DIR:-none (whole-model test skips)}"
 # ships), the benchmarks with those kernels, then the host-built kernels'
 # tests, then compute-sanitizer.
 # (b) correctness: every op and whole-model logits against the CPU backend.
-run cgo-tests 30 "$carry/cudadrv.test" -test.v
+run cgo-tests 30 "$carry/cudadrv.test" -test.v -test.skip Emulated
 run tests-embedded 90 "$carry/cuda.test" -test.v -test.run '^TestGPU'
 
 # (c) benchmarks, embedded kernels.
