@@ -7,6 +7,13 @@
 //   weighted V sum with lane d holding dims d, d+32, ...: headDim <= 256);
 //   the warps then merge through static shared memory (8 x 256 floats).
 //   Cache layout: position t of kv head g at (t * nKVHeads + g) * headDim.
+//   Flash-decoding split for long contexts: grid (nHeads, rows, splits); with
+//   splits > 1 block z takes positions [z*chunk, (z+1)*chunk) and writes its
+//   running max, sum and unnormalized V sum to part (headDim + 2 floats a
+//   (row, head, split)) instead of out; at_attention_combine merges them.
+// at_attention_combine: grid (nHeads, rows), block 256: out = sum over
+//   splits of e^(m_s - M) acc_s / sum of e^(m_s - M) l_s, M the largest m_s
+//   (splits that saw no position have l_s = 0 and are skipped).
 #include "common.cuh"
 
 #define AT_ATT_WARPS 8
@@ -14,7 +21,7 @@
 
 extern "C" __global__ void __launch_bounds__(AT_ATT_WARPS * 32)
     at_attention(float *out, const float *q, const float *kc, const float *vc, int nHeads, int nKVHeads,
-                 int headDim, int pos0) {
+                 int headDim, int pos0, int chunk, float *part) {
   __shared__ float qs[AT_ATT_MAXD];
   __shared__ float accs[AT_ATT_WARPS][AT_ATT_MAXD];
   __shared__ float ms[AT_ATT_WARPS], ls[AT_ATT_WARPS];
@@ -23,6 +30,8 @@ extern "C" __global__ void __launch_bounds__(AT_ATT_WARPS * 32)
   const int g = h / (nHeads / nKVHeads);
   const int kvDim = nKVHeads * headDim;
   const int n = pos0 + r + 1;
+  const int splits = gridDim.z;
+  const int lo = splits > 1 ? blockIdx.z * chunk : 0, hi = splits > 1 ? min(n, lo + chunk) : n;
   const float scale = rsqrtf((float)headDim);
   const float *qr = q + ((size_t)r * nHeads + h) * headDim;
   for (int d = threadIdx.x; d < headDim; d += blockDim.x) qs[d] = qr[d];
@@ -32,7 +41,7 @@ extern "C" __global__ void __launch_bounds__(AT_ATT_WARPS * 32)
 #pragma unroll
   for (int i = 0; i < AT_ATT_MAXD / 32; i++) acc[i] = 0.f;
   float m = -INFINITY, l = 0.f;
-  for (int t = warp; t < n; t += AT_ATT_WARPS) {
+  for (int t = lo + warp; t < hi; t += AT_ATT_WARPS) {
     const float *kr = kc + (size_t)t * kvDim + (size_t)g * headDim;
     float s = 0.f;
     for (int d = lane; d < headDim; d += 32) s += qs[d] * kr[d];
@@ -65,11 +74,44 @@ extern "C" __global__ void __launch_bounds__(AT_ATT_WARPS * 32)
   float L = 0.f;
   for (int w = 0; w < AT_ATT_WARPS; w++)
     if (ls[w] > 0.f) L += ls[w] * __expf(ms[w] - M);
+  if (splits > 1) {  // a partial: M, L, then the unnormalized sum
+    float *pr = part + (((size_t)r * nHeads + h) * splits + blockIdx.z) * (headDim + 2);
+    if (threadIdx.x == 0) pr[0] = M, pr[1] = L;
+    for (int d = threadIdx.x; d < headDim; d += blockDim.x) {
+      float o = 0.f;
+      for (int w = 0; w < AT_ATT_WARPS; w++)
+        if (ls[w] > 0.f) o += accs[w][d] * __expf(ms[w] - M);
+      pr[2 + d] = o;
+    }
+    return;
+  }
   float *orow = out + ((size_t)r * nHeads + h) * headDim;
   for (int d = threadIdx.x; d < headDim; d += blockDim.x) {
     float o = 0.f;
     for (int w = 0; w < AT_ATT_WARPS; w++)
       if (ls[w] > 0.f) o += accs[w][d] * __expf(ms[w] - M);
+    orow[d] = o / L;
+  }
+}
+
+extern "C" __global__ void at_attention_combine(float *out, const float *part, int nHeads, int headDim, int splits) {
+  const int h = blockIdx.x, r = blockIdx.y;
+  const float *pr = part + ((size_t)r * nHeads + h) * splits * (headDim + 2);
+  float M = -INFINITY;
+  for (int s = 0; s < splits; s++)
+    if (pr[s * (headDim + 2) + 1] > 0.f) M = fmaxf(M, pr[s * (headDim + 2)]);
+  float L = 0.f;
+  for (int s = 0; s < splits; s++) {
+    const float *ps = pr + s * (headDim + 2);
+    if (ps[1] > 0.f) L += ps[1] * __expf(ps[0] - M);
+  }
+  float *orow = out + ((size_t)r * nHeads + h) * headDim;
+  for (int d = threadIdx.x; d < headDim; d += blockDim.x) {
+    float o = 0.f;
+    for (int s = 0; s < splits; s++) {
+      const float *ps = pr + s * (headDim + 2);
+      if (ps[1] > 0.f) o += ps[2 + d] * __expf(ps[0] - M);
+    }
     orow[d] = o / L;
   }
 }

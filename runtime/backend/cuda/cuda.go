@@ -88,12 +88,13 @@ const (
 	scratchMasked        // float32 masked inputs, rows × in
 	scratchTokens        // int32 token ids
 	scratchResult        // int32 argmax / sample result
+	scratchAttn          // float32 split-attention partials
 	numScratch
 )
 
 var kernelNames = []string{
 	"at_rmsnorm", "at_rope", "at_rope_cache", "at_swiglu", "at_add", "at_zero", "at_embed", "at_transpose", "at_select",
-	"at_attention", "at_argmax", "at_sample",
+	"at_attention", "at_attention_combine", "at_argmax", "at_sample",
 	"at_gemv_f32", "at_gemv_f16", "at_gemv_bf16", "at_gemv_q8",
 	"at_gemm_f32", "at_gemm_f16", "at_gemm_bf16", "at_gemm_q8",
 	"at_gather_f32", "at_gather_f16", "at_gather_bf16",

@@ -292,6 +292,8 @@ func TestGPUAttention(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	for _, tc := range []struct{ rows, heads, kv, hd, pos0 int }{
 		{1, 8, 4, 8, 0}, {1, 8, 4, 8, 40}, {7, 8, 4, 8, 3}, {1, 32, 8, 128, 1500}, {20, 4, 4, 64, 0}, {2, 4, 1, 256, 300}, {1, 2, 2, 96, 9},
+		// Split over blocks (flash-decoding): rows whose last chunks differ.
+		{3, 4, 2, 64, 1023}, {8, 2, 1, 32, 5000}, {1, 4, 4, 8, 40000},
 	} {
 		ctx := tc.pos0 + tc.rows
 		q := newPair(g, c, randVec(r, tc.rows*tc.heads*tc.hd))

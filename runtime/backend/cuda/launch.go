@@ -22,6 +22,8 @@ const (
 	gatherThreads = 128  // AT_GATHER_THREADS
 	attWarps      = 8    // AT_ATT_WARPS
 	attMaxHeadDim = 256  // AT_ATT_MAXD
+	attChunk      = 512  // cache positions a block takes in a split attention
+	attMaxSplits  = 64
 	sampleThreads = 1024 // AT_SAMPLE_THREADS
 	maxSites      = 2048 // AT_MAX_SITES: slots of c_sites
 	siteBytes     = 16   // sizeof(at_site)
@@ -139,6 +141,18 @@ func attentionLaunch(rows, heads, kvHeads, headDim int) (launch, error) {
 		return launch{}, fmt.Errorf("cuda: attention: %d heads is not a multiple of %d kv heads", heads, kvHeads)
 	}
 	return launch{grid: cudadrv.Dim3{X: heads, Y: rows}, block: cudadrv.Dim3{X: 32 * attWarps}}, nil
+}
+
+// attentionSplits is how many blocks share each (row, head) of a decode
+// attention over up to n cache positions (flash-decoding), and the
+// positions each takes: one block up to attChunk positions or for prefill
+// chunks (rows > gemvRows), else one a chunk of about attChunk.
+func attentionSplits(rows, n int) (splits, chunk int) {
+	if rows > gemvRows || n <= attChunk {
+		return 1, n
+	}
+	splits = min(ceilDiv(n, attChunk), attMaxSplits)
+	return splits, ceilDiv(n, splits)
 }
 
 // gatherLaunch covers the outputs of every projection of a group with

@@ -60,6 +60,25 @@ func TestLaunchGeometry(t *testing.T) {
 	}
 }
 
+func TestAttentionSplits(t *testing.T) {
+	for _, tc := range []struct{ rows, n, splits, chunk int }{
+		{1, 512, 1, 512},      // one block is enough
+		{1, 513, 2, 257},      // just past one chunk
+		{1, 4096, 8, 512},     // 7B at 4k context: 32 heads × 8 blocks
+		{3, 1026, 3, 342},     // decode rows share the split
+		{9, 5000, 1, 5000},    // prefill chunks do not split
+		{1, 100000, 64, 1563}, // capped
+	} {
+		s, c := attentionSplits(tc.rows, tc.n)
+		if s != tc.splits || c != tc.chunk {
+			t.Errorf("attentionSplits(%d, %d) = %d, %d; want %d, %d", tc.rows, tc.n, s, c, tc.splits, tc.chunk)
+		}
+		if s*c < tc.n {
+			t.Errorf("attentionSplits(%d, %d): %d × %d positions do not cover %d", tc.rows, tc.n, s, c, tc.n)
+		}
+	}
+}
+
 func TestAttentionLimits(t *testing.T) {
 	if _, err := attentionLaunch(1, 8, 4, 256); err != nil {
 		t.Errorf("head_dim 256: %v", err)

@@ -291,7 +291,22 @@ func (b *Backend) Attention(out, q, kc, vc backend.Buffer, rows, nHeads, nKVHead
 	if rows <= 0 {
 		return
 	}
-	b.launch("at_attention", l, o.p, qs.p, ks.p, vs.p, nHeads, nKVHeads, headDim, pos0)
+	splits, chunk := attentionSplits(rows, pos0+rows)
+	if splits == 1 {
+		b.launch("at_attention", l, o.p, qs.p, ks.p, vs.p, nHeads, nKVHeads, headDim, pos0, 0, cudadrv.DevicePtr(0))
+		return
+	}
+	b.ensure(scratchAttn, 4*rows*nHeads*splits*(headDim+2))
+	l.grid.Z = splits
+	fa, fc := b.fn["at_attention"], b.fn["at_attention_combine"]
+	comb := launch{grid: cudadrv.Dim3{X: nHeads, Y: rows}, block: cudadrv.Dim3{X: eltThreads}}
+	b.queue("at_attention+combine", func(c *cudadrv.Ctx) error {
+		part := b.scratch[scratchAttn]
+		if err := c.Launch(fa, l.grid, l.block, 0, b.stream, o.p, qs.p, ks.p, vs.p, nHeads, nKVHeads, headDim, pos0, chunk, part); err != nil {
+			return err
+		}
+		return c.Launch(fc, comb.grid, comb.block, 0, b.stream, o.p, part, nHeads, headDim, splits)
+	})
 }
 
 // SwiGLU implements backend.Backend.
