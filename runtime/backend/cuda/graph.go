@@ -13,8 +13,9 @@ import (
 // BeginStep and EndStep the ops are recorded instead of queued; EndStep
 // captures them into a CUDA graph and launches it. Kernel arguments change
 // from step to step (position, token ids, scratch addresses), so every step
-// is captured again, and the previous step's executable graph is updated in
-// place (cuGraphExecUpdate), which is much cheaper than instantiating one.
+// is captured again, and the executable graph of an earlier step of the
+// same topology is updated in place (cuGraphExecUpdate), which is much
+// cheaper than instantiating one.
 // Executable graphs are kept by topology (the sequence of kernels a step
 // queues: a one-token step, a batch step of n sequences, sparse or dense),
 // up to maxGraphs of them, so that a server alternating batch sizes updates
