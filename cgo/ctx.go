@@ -37,6 +37,47 @@ type Dim3 struct{ X, Y, Z int }
 // *Ctx a Do or Go closure receives, and do not keep it.
 type Ctx struct {
 	args *argArena
+	// dry, when set, makes Launch, CopyHtoD, CopyDtoD and Memset hash
+	// what they would queue into *dry instead of queuing it (BeginDry).
+	dry *uint64
+}
+
+// BeginDry starts a dry run: until EndDry, Launch, CopyHtoD, CopyDtoD and
+// Memset queue nothing and fold everything they were given (kernel,
+// grid, block, argument bytes, addresses, sizes) into a hash, which
+// EndDry returns. Two runs with the same hash queue the same work.
+func (c *Ctx) BeginDry() {
+	h := uint64(fnvOffset)
+	c.dry = &h
+}
+
+// EndDry ends a dry run and returns its hash.
+func (c *Ctx) EndDry() uint64 {
+	h := *c.dry
+	c.dry = nil
+	return h
+}
+
+const fnvOffset, fnvPrime = 14695981039346656037, 1099511628211
+
+// fold adds the bytes of each value to the dry-run hash (FNV-1a).
+func (c *Ctx) fold(vals ...uint64) {
+	h := *c.dry
+	for _, v := range vals {
+		for range 8 {
+			h = (h ^ (v & 0xff)) * fnvPrime
+			v >>= 8
+		}
+	}
+	*c.dry = h
+}
+
+func (c *Ctx) foldBytes(b []byte) {
+	h := *c.dry
+	for _, x := range b {
+		h = (h ^ uint64(x)) * fnvPrime
+	}
+	*c.dry = h
 }
 
 // argArena is C memory for kernel arguments: cuLaunchKernel copies them at
@@ -96,6 +137,11 @@ func (c *Ctx) CopyHtoD(dst DevicePtr, src unsafe.Pointer, bytes int, s Stream) e
 	if bytes == 0 {
 		return nil
 	}
+	if c.dry != nil {
+		c.fold(1, uint64(dst), uint64(bytes))
+		c.foldBytes(unsafe.Slice((*byte)(src), bytes))
+		return nil
+	}
 	return check("cuMemcpyHtoDAsync_v2", C.at_cuMemcpyHtoDAsync(C.CUdeviceptr(dst), src, C.size_t(bytes), s.h))
 }
 
@@ -116,12 +162,20 @@ func (c *Ctx) CopyDtoD(dst, src DevicePtr, bytes int, s Stream) error {
 	if bytes == 0 {
 		return nil
 	}
+	if c.dry != nil {
+		c.fold(2, uint64(dst), uint64(src), uint64(bytes))
+		return nil
+	}
 	return check("cuMemcpyDtoDAsync_v2", C.at_cuMemcpyDtoDAsync(C.CUdeviceptr(dst), C.CUdeviceptr(src), C.size_t(bytes), s.h))
 }
 
 // Memset queues setting bytes bytes at p to v on s.
 func (c *Ctx) Memset(p DevicePtr, v byte, bytes int, s Stream) error {
 	if bytes == 0 {
+		return nil
+	}
+	if c.dry != nil {
+		c.fold(3, uint64(p), uint64(v), uint64(bytes))
 		return nil
 	}
 	return check("cuMemsetD8Async", C.at_cuMemsetD8Async(C.CUdeviceptr(p), C.uchar(v), C.size_t(bytes), s.h))
@@ -183,6 +237,12 @@ func (c *Ctx) Launch(f Function, grid, block Dim3, shared int, s Stream, args ..
 	vals, offs, err := PackArgs(args)
 	if err != nil {
 		return fmt.Errorf("launch %s: %w", f.Name, err)
+	}
+	if c.dry != nil {
+		g, b := grid.norm(), block.norm()
+		c.fold(4, uint64(uintptr(unsafe.Pointer(f.h))), uint64(g.X), uint64(g.Y), uint64(g.Z), uint64(b.X), uint64(b.Y), uint64(b.Z), uint64(shared))
+		c.foldBytes(vals)
+		return nil
 	}
 	a := c.args
 	copy(a.vals[:], vals)

@@ -310,3 +310,35 @@ func TestEmulatedDriver(t *testing.T) {
 		t.Fatalf("GPU tests on the emulator: %v\n%s", err, out)
 	}
 }
+
+// TestDryRun checks that a dry run queues nothing and that its hash tells
+// apart any difference in what would have been queued.
+func TestDryRun(t *testing.T) {
+	c := &Ctx{}
+	run := func(grid int, arg float32, dst DevicePtr) uint64 {
+		c.BeginDry()
+		// No driver is loaded here: a call that reached it would crash.
+		if err := c.Launch(Function{Name: "k"}, Dim3{X: grid}, Dim3{X: 32}, 0, Stream{}, DevicePtr(0x1000), arg, 7); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CopyDtoD(dst, 0x3000, 64, Stream{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Memset(dst, 0, 64, Stream{}); err != nil {
+			t.Fatal(err)
+		}
+		return c.EndDry()
+	}
+	base := run(4, 1.5, 0x2000)
+	if run(4, 1.5, 0x2000) != base {
+		t.Error("the same work hashed differently")
+	}
+	for name, h := range map[string]uint64{"grid": run(5, 1.5, 0x2000), "argument": run(4, 2.5, 0x2000), "address": run(4, 1.5, 0x2100)} {
+		if h == base {
+			t.Errorf("another %s hashed the same", name)
+		}
+	}
+	if c.dry != nil {
+		t.Error("EndDry left the dry run on")
+	}
+}

@@ -14,6 +14,9 @@
 // at_attention_combine: grid (nHeads, rows), block 256: out = sum over
 //   splits of e^(m_s - M) acc_s / sum of e^(m_s - M) l_s, M the largest m_s
 //   (splits that saw no position have l_s = 0 and are skipped).
+// posv, when not null, holds pos0 in device memory (CUDA-graph steps); the
+//   split then covers the cache's capacity, and blocks past the last
+//   position only write an empty partial.
 #include "common.cuh"
 
 #define AT_ATT_WARPS 8
@@ -21,7 +24,7 @@
 
 extern "C" __global__ void __launch_bounds__(AT_ATT_WARPS * 32)
     at_attention(float *out, const float *q, const float *kc, const float *vc, int nHeads, int nKVHeads,
-                 int headDim, int pos0, int chunk, float *part) {
+                 int headDim, int pos0, int chunk, float *part, const int *posv) {
   __shared__ float qs[AT_ATT_MAXD];
   __shared__ float accs[AT_ATT_WARPS][AT_ATT_MAXD];
   __shared__ float ms[AT_ATT_WARPS], ls[AT_ATT_WARPS];
@@ -29,7 +32,7 @@ extern "C" __global__ void __launch_bounds__(AT_ATT_WARPS * 32)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = h / (nHeads / nKVHeads);
   const int kvDim = nKVHeads * headDim;
-  const int n = pos0 + r + 1;
+  const int n = (posv ? *posv : pos0) + r + 1;
   const int splits = gridDim.z;
   const int lo = splits > 1 ? blockIdx.z * chunk : 0, hi = splits > 1 ? min(n, lo + chunk) : n;
   const float scale = rsqrtf((float)headDim);

@@ -7,6 +7,8 @@
 //   kvHeads*hd/2 + kvHeads*hd: one thread a q pair (rotated in place), a k
 //   pair (rotated in place and into kc at row pos0 + r) or a v value (into
 //   vc at row pos0 + r): RoPE on q and k and the cache append in one launch.
+//   posv, when not null, holds pos0 in device memory (a CUDA-graph step
+//   reads its positions there, so that the graph stays the same).
 // at_swiglu, at_add: grid-stride over n, block 256, grid from the host.
 // at_zero: zeroes rows x out_p values of every projection of a group (the
 //   outputs a gather accumulates into) but those with accum set: one launch
@@ -46,9 +48,10 @@ __device__ __forceinline__ void at_rotate(float *v, int pos, float freq, float *
 }
 
 extern "C" __global__ void at_rope_cache(float *q, float *k, const float *v, float *kc, float *vc,
-                                         const float *freqs, int heads, int kvHeads, int headDim, int pos0) {
+                                         const float *freqs, int heads, int kvHeads, int headDim, int pos0,
+                                         const int *posv) {
   const int half = headDim / 2, kvDim = kvHeads * headDim;
-  const int r = blockIdx.y, pos = pos0 + r;
+  const int r = blockIdx.y, pos = (posv ? *posv : pos0) + r;
   int p = blockIdx.x * blockDim.x + threadIdx.x;
   if (p < heads * half) {
     at_rotate(q + ((size_t)r * heads + p / half) * headDim + 2 * (p % half), pos, freqs[p % half], nullptr);

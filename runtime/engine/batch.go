@@ -78,12 +78,12 @@ func (bt *Batch) Step(states []*State, tokens []int, logits []float32) (dense bo
 		for i, s := range states {
 			// Each sequence's row goes through its own state's scratch:
 			// RoPE at its position, into its cache, attention over it.
+			// (Copies at fixed offsets; the position goes only to RoPECache
+			// and Attention, so a CUDA-graph step stays the same.)
 			b.Copy(s.q, 0, bt.q, i*qDim, qDim)
 			b.Copy(s.k, 0, bt.k, i*kvDim, kvDim)
-			b.RoPE(s.q, 1, c.NHeads, c.HeadDim, s.Pos, m.freqs)
-			b.RoPE(s.k, 1, c.NKVHeads, c.HeadDim, s.Pos, m.freqs)
-			b.Copy(s.kc[l], s.Pos*kvDim, s.k, 0, kvDim)
-			b.Copy(s.vc[l], s.Pos*kvDim, bt.v, i*kvDim, kvDim)
+			b.Copy(s.v, 0, bt.v, i*kvDim, kvDim)
+			b.RoPECache(s.q, s.k, s.v, s.kc[l], s.vc[l], 1, c.NHeads, c.NKVHeads, c.HeadDim, s.Pos, m.freqs)
 			b.Attention(s.att, s.q, s.kc[l], s.vc[l], 1, c.NHeads, c.NKVHeads, c.HeadDim, s.Pos)
 			b.Copy(bt.att, i*qDim, s.att, 0, qDim)
 		}

@@ -14,8 +14,8 @@
 //
 // Decode steps run as CUDA graphs (graph.go): the engine brackets a step
 // with BeginStep and EndStep (backend.Stepper), the ops of the step are
-// recorded, captured into a graph and launched as one, and the next step's
-// capture updates that graph in place.
+// recorded and launched as one graph; positions and token ids live in
+// device memory, so the next step of a sequence launches the same graph.
 package cuda
 
 import (
@@ -72,7 +72,8 @@ type Backend struct {
 	hostSeen     []int64
 	allocs       map[cudadrv.DevicePtr]int // every allocation, freed by Close
 	scratchBytes [numScratch]int
-	step         step // the decode step being recorded (graph.go)
+	step         step              // the decode step being recorded (graph.go)
+	varsDev      cudadrv.DevicePtr // the step variables (graph.go)
 
 	// Device-thread state: touched only inside Do/Go closures.
 	scratch [numScratch]cudadrv.DevicePtr
@@ -425,7 +426,7 @@ func (b *Backend) launch(name string, l launch, args ...any) {
 func (b *Backend) queue(tag string, f func(*cudadrv.Ctx) error) {
 	if b.step.on {
 		b.step.ops = append(b.step.ops, f)
-		b.step.sig = fnv(b.step.sig, tag)
+		b.step.topo = fnv(b.step.topo, tag)
 		return
 	}
 	b.dev.Go(f)

@@ -3,23 +3,30 @@ package cuda
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/acttail/acttail-gpu/cgo"
 	"github.com/acttail/acttail-gpu/runtime/backend"
 )
 
-// A decode step is some 10–20 launches a layer, each a few microseconds of
+// A decode step is some 10–15 launches a layer, each a few microseconds of
 // host and device overhead for kernels that may run for less. Between
 // BeginStep and EndStep the ops are recorded instead of queued; EndStep
-// captures them into a CUDA graph and launches it. Kernel arguments change
-// from step to step (position, token ids, scratch addresses), so every step
-// is captured again, and the executable graph of an earlier step of the
-// same topology is updated in place (cuGraphExecUpdate), which is much
-// cheaper than instantiating one.
-// Executable graphs are kept by topology (the sequence of kernels a step
-// queues: a one-token step, a batch step of n sequences, sparse or dense),
-// up to maxGraphs of them, so that a server alternating batch sizes updates
-// rather than instantiates.
+// launches them as one CUDA graph.
+//
+// Static steps. The values that change from one decode step to the next
+// (the token ids and the positions of RoPECache and Attention) go to the
+// kernels through a small device array, the step variables, written before
+// the graph runs, instead of as kernel arguments. So the next step of the
+// same sequence queues exactly the same work, and EndStep finds that out
+// with a dry run of the recorded ops (cudadrv.Ctx.BeginDry: every launch,
+// argument byte and address hashed, nothing queued) and launches the graph
+// it already has: no capture, no instantiation. A step whose hash is new
+// (the first one, a new sequence's buffers, a grown scratch buffer) is
+// captured; if a kept graph has the same topology (the same kernels in the
+// same order: the ops' tags), it is updated in place (cuGraphExecUpdate),
+// else a new one is instantiated. maxGraphs graphs are kept, so a server
+// alternating batch sizes reuses rather than rebuilds.
 //
 // A step that copies host memory to the device (a budget written into
 // c_sites for the first time, more than inlineTokens token ids) runs op by
@@ -31,29 +38,40 @@ import (
 
 var _ backend.Stepper = (*Backend)(nil)
 
-// maxGraphFailures is the failed captures in a row after which graphs are
-// switched off; maxGraphs is the executable graphs kept.
 const (
+	// maxGraphFailures is the failed captures in a row after which graphs
+	// are switched off.
 	maxGraphFailures = 3
-	maxGraphs        = 8
+	// maxGraphs is the executable graphs kept.
+	maxGraphs = 8
+	// maxStepVars is the step variables a step may use; past them the
+	// values go as kernel arguments (the step is then captured anew).
+	maxStepVars = 1024
 )
 
 // step is the caller-side state of the step being recorded.
 type step struct {
 	on     bool
 	ops    []func(*cudadrv.Ctx) error
-	sig    uint64 // FNV-1a of the ops' tags: the step's topology
-	eager  bool   // the step copies host memory: run it op by op
-	graphs bool   // graphs are on (Options.NoGraphs unset, no repeated failure)
-	fails  int    // failed captures in a row
+	topo   uint64  // FNV-1a of the ops' tags: the step's topology
+	vars   []int32 // the step variables' values this step
+	eager  bool    // the step copies host memory: run it op by op
+	graphs bool    // graphs are on (Options.NoGraphs unset, no repeated failure)
+	fails  int     // failed captures in a row
 	stats  GraphStats
 }
 
-// graphState is the device-thread side: executable graphs by topology,
-// oldest first in order.
+// graphState is the device-thread side: executable graphs by the hash of
+// the work they queue, oldest first in order.
 type graphState struct {
-	execs map[uint64]cudadrv.Graph
+	execs map[uint64]*graphEntry
 	order []uint64
+	vars  cudadrv.DevicePtr // maxStepVars int32
+}
+
+type graphEntry struct {
+	exec cudadrv.Graph
+	topo uint64
 }
 
 const fnvOffset, fnvPrime = 14695981039346656037, 1099511628211
@@ -68,9 +86,10 @@ func fnv(h uint64, tag string) uint64 {
 
 // GraphStats counts how decode steps ran.
 type GraphStats struct {
-	Captured     int   // steps launched as a graph
-	Updated      int   // of those, steps that updated the previous graph in place
-	Instantiated int   // of those, steps that instantiated a new graph
+	Captured     int   // steps launched as a graph: Reused + Updated + Instantiated
+	Reused       int   // steps that queued the same work as a kept graph: launched as is
+	Updated      int   // steps captured and written into a kept graph of the same topology
+	Instantiated int   // steps captured into a new graph
 	Eager        int   // steps run op by op
 	Failed       int   // captures that failed (their steps ran op by op)
 	LastError    error // the last failure
@@ -91,46 +110,74 @@ func (b *Backend) BeginStep() {
 	if b.step.on {
 		panic("cuda: BeginStep inside a step")
 	}
-	b.step.on, b.step.ops, b.step.eager, b.step.sig = true, b.step.ops[:0], false, fnvOffset
+	if b.varsDev == 0 {
+		p, err := b.alloc(4 * maxStepVars)
+		must(err)
+		b.varsDev = p
+	}
+	b.step.on, b.step.ops, b.step.eager = true, b.step.ops[:0], false
+	b.step.topo, b.step.vars = fnvOffset, b.step.vars[:0]
 }
 
-// EndStep implements backend.Stepper: it queues the recorded step, as one
-// graph when it can.
+// stepVar makes v a step variable and returns its device address, or 0
+// outside a step or when the step has used them all (then v must go as a
+// kernel argument).
+func (b *Backend) stepVar(v int) cudadrv.DevicePtr {
+	if !b.step.on || len(b.step.vars) >= maxStepVars {
+		return 0
+	}
+	b.step.vars = append(b.step.vars, int32(v))
+	return b.varsDev.Add(4 * (len(b.step.vars) - 1))
+}
+
+// EndStep implements backend.Stepper: it writes the step variables and
+// queues the recorded step, as one graph when it can.
 func (b *Backend) EndStep() {
 	if !b.step.on {
 		panic("cuda: EndStep outside a step")
 	}
-	ops, sig := b.step.ops, b.step.sig
+	ops, topo, vars := b.step.ops, b.step.topo, b.step.vars
 	b.step.on = false
-	if b.step.eager || !b.step.graphs || len(ops) == 0 {
-		b.step.stats.Eager++
-		must(b.dev.Do(func(c *cudadrv.Ctx) error { return runOps(c, ops) }))
-		return
-	}
+	eager := b.step.eager || !b.step.graphs || len(ops) == 0
+	var how int
 	var captureErr error
-	updated := false
 	must(b.dev.Do(func(c *cudadrv.Ctx) error {
-		updated, captureErr = b.capture(c, ops, sig)
-		if captureErr != nil {
+		// In stream order: after the previous step has read them.
+		if len(vars) > 0 {
+			if err := c.CopyHtoD(b.varsDev, unsafe.Pointer(&vars[0]), 4*len(vars), b.stream); err != nil {
+				return err
+			}
+		}
+		if eager {
+			return runOps(c, ops)
+		}
+		if how, captureErr = b.launchGraph(c, ops, topo); captureErr != nil {
 			return runOps(c, ops) // nothing of a failed capture ran
 		}
 		return nil
 	}))
-	if captureErr != nil {
-		b.step.stats.Eager++
-		b.step.stats.Failed++
-		b.step.stats.LastError = captureErr
+	st := &b.step.stats
+	switch {
+	case eager:
+		st.Eager++
+	case captureErr != nil:
+		st.Eager++
+		st.Failed++
+		st.LastError = captureErr
 		if b.step.fails++; b.step.fails >= maxGraphFailures {
 			b.step.graphs = false
 		}
-		return
-	}
-	b.step.fails = 0
-	b.step.stats.Captured++
-	if updated {
-		b.step.stats.Updated++
-	} else {
-		b.step.stats.Instantiated++
+	default:
+		b.step.fails = 0
+		st.Captured++
+		switch how {
+		case reused:
+			st.Reused++
+		case updated:
+			st.Updated++
+		default:
+			st.Instantiated++
+		}
 	}
 }
 
@@ -143,75 +190,100 @@ func runOps(c *cudadrv.Ctx, ops []func(*cudadrv.Ctx) error) error {
 	return nil
 }
 
-// capture records ops into a graph on the device thread and launches it,
-// updating the executable graph of the same topology (sig) when there is
-// one and the driver agrees.
-func (b *Backend) capture(c *cudadrv.Ctx, ops []func(*cudadrv.Ctx) error, sig uint64) (updated bool, err error) {
+// How launchGraph got its graph.
+const (
+	reused = iota
+	updated
+	instantiated
+)
+
+// launchGraph launches ops as a graph on the device thread: the kept graph
+// that queues the same work if there is one, else a capture of ops, written
+// into a kept graph of the same topology or instantiated anew.
+func (b *Backend) launchGraph(c *cudadrv.Ctx, ops []func(*cudadrv.Ctx) error, topo uint64) (how int, err error) {
 	if !c.HasGraphs() {
-		return false, fmt.Errorf("cuda: stream capture: not offered by this driver")
+		return 0, fmt.Errorf("cuda: stream capture: not offered by this driver")
+	}
+	c.BeginDry()
+	err = runOps(c, ops)
+	key := c.EndDry()
+	if err != nil {
+		return 0, err
+	}
+	gs := &b.graph
+	if e, ok := gs.execs[key]; ok {
+		return reused, c.GraphLaunch(e.exec, b.stream)
 	}
 	if err := c.BeginCapture(b.stream); err != nil {
-		return false, err
+		return 0, err
 	}
 	if err := runOps(c, ops); err != nil {
 		g, _ := c.EndCapture(b.stream) // leave capture mode; the graph is invalid
 		c.DestroyCaptured(g)
-		return false, fmt.Errorf("capture: %w", err)
+		return 0, fmt.Errorf("capture: %w", err)
 	}
 	g, err := c.EndCapture(b.stream)
 	if err != nil {
-		return false, fmt.Errorf("capture: %w", err)
+		return 0, fmt.Errorf("capture: %w", err)
 	}
 	defer c.DestroyCaptured(g)
-	gs := &b.graph
-	if e, ok := gs.execs[sig]; ok {
-		if c.GraphUpdate(e, g) == nil {
-			return true, c.GraphLaunch(e, b.stream)
+	for _, old := range gs.order {
+		e := gs.execs[old]
+		if e.topo != topo || c.GraphUpdate(e.exec, g) != nil {
+			continue
 		}
-		// The driver refused the update: replace the graph.
-		if err := gs.drop(c, b.stream, sig); err != nil {
-			return false, err
-		}
+		// e now queues this step's work: keep it under the new key.
+		gs.forget(old)
+		gs.keep(key, e)
+		return updated, c.GraphLaunch(e.exec, b.stream)
 	}
 	if len(gs.order) >= maxGraphs {
 		if err := gs.drop(c, b.stream, gs.order[0]); err != nil {
-			return false, err
+			return 0, err
 		}
 	}
-	e, err := c.Instantiate(g)
+	exec, err := c.Instantiate(g)
 	if err != nil {
-		return false, fmt.Errorf("instantiate: %w", err)
+		return 0, fmt.Errorf("instantiate: %w", err)
 	}
-	if gs.execs == nil {
-		gs.execs = map[uint64]cudadrv.Graph{}
-	}
-	gs.execs[sig] = e
-	gs.order = append(gs.order, sig)
-	return false, c.GraphLaunch(e, b.stream)
+	gs.keep(key, &graphEntry{exec: exec, topo: topo})
+	return instantiated, c.GraphLaunch(exec, b.stream)
 }
 
-// drop destroys the executable graph of topology sig once the work queued
-// so far no longer uses it.
-func (gs *graphState) drop(c *cudadrv.Ctx, s cudadrv.Stream, sig uint64) error {
-	if err := c.StreamSynchronize(s); err != nil {
-		return err
+func (gs *graphState) keep(key uint64, e *graphEntry) {
+	if gs.execs == nil {
+		gs.execs = map[uint64]*graphEntry{}
 	}
-	e := gs.execs[sig]
-	delete(gs.execs, sig)
+	gs.execs[key] = e
+	gs.order = append(gs.order, key)
+}
+
+func (gs *graphState) forget(key uint64) {
+	delete(gs.execs, key)
 	for i, o := range gs.order {
-		if o == sig {
+		if o == key {
 			gs.order = append(gs.order[:i], gs.order[i+1:]...)
 			break
 		}
 	}
-	return c.GraphDestroy(e)
 }
 
-// destroyAll destroys every executable graph (Close).
+// drop destroys the graph kept under key once the work queued so far no
+// longer uses it.
+func (gs *graphState) drop(c *cudadrv.Ctx, s cudadrv.Stream, key uint64) error {
+	if err := c.StreamSynchronize(s); err != nil {
+		return err
+	}
+	e := gs.execs[key]
+	gs.forget(key)
+	return c.GraphDestroy(e.exec)
+}
+
+// destroyAll destroys every kept graph (Close).
 func (gs *graphState) destroyAll(c *cudadrv.Ctx) error {
 	var errs []error
 	for _, e := range gs.execs {
-		errs = append(errs, c.GraphDestroy(e))
+		errs = append(errs, c.GraphDestroy(e.exec))
 	}
 	gs.execs, gs.order = nil, nil
 	return errors.Join(errs...)

@@ -127,8 +127,8 @@ func TestGPUStories260K(t *testing.T) {
 func checkGraphs(t *testing.T, g *Backend, min int) {
 	t.Helper()
 	s := g.GraphStats()
-	t.Logf("graphs: %d steps captured (%d updated in place, %d instantiated), %d op by op, %d failed",
-		s.Captured, s.Updated, s.Instantiated, s.Eager, s.Failed)
+	t.Logf("graphs: %d steps as graphs (%d reused as they were, %d updated in place, %d instantiated), %d op by op, %d failed",
+		s.Captured, s.Reused, s.Updated, s.Instantiated, s.Eager, s.Failed)
 	if s.Failed > 0 || !s.Enabled {
 		t.Errorf("graph capture failed %d times (enabled %v): %v", s.Failed, s.Enabled, s.LastError)
 	}

@@ -49,6 +49,20 @@ func (b *Backend) Embed(dst backend.Buffer, table backend.Weight, tokens []int) 
 		ids[i] = int32(t)
 	}
 	l := embedLaunch(len(ids), m.In)
+	if b.step.on && len(ids) <= inlineTokens { // step variables: the graph stays the same
+		first := cudadrv.DevicePtr(0)
+		for i, t := range ids {
+			if p := b.stepVar(int(t)); i == 0 {
+				first = p
+			} else if p == 0 {
+				first = 0
+			}
+		}
+		if first != 0 {
+			b.launch("at_embed", l, d.p, m.p, first, m.In, int(m.DType), make([]byte, 4*inlineTokens))
+			return
+		}
+	}
 	if len(ids) <= inlineTokens { // by value: no host copy, so a step stays capturable
 		b.launch("at_embed", l, d.p, m.p, cudadrv.DevicePtr(0), m.In, int(m.DType), packTokens(ids))
 		return
@@ -217,6 +231,16 @@ func (b *Backend) RoPE(x backend.Buffer, rows, heads, headDim, pos0 int, freqs [
 	})
 }
 
+// stepArg is a value as a kernel argument: 0 when the kernel reads it from
+// step variable posv instead, so that the argument bytes do not change
+// from step to step.
+func stepArg(v int, posv cudadrv.DevicePtr) int {
+	if posv != 0 {
+		return 0
+	}
+	return v
+}
+
 // RoPECache implements backend.Backend in one launch (at_rope_cache).
 func (b *Backend) RoPECache(q, k, v, kc, vc backend.Buffer, rows, heads, kvHeads, headDim, pos0 int, freqs []float32) {
 	kvDim := kvHeads * headDim
@@ -231,8 +255,9 @@ func (b *Backend) RoPECache(q, k, v, kc, vc backend.Buffer, rows, heads, kvHeads
 	}
 	b.useFreqs(freqs, headDim)
 	l, fn := ropeCacheLaunch(rows, heads, kvHeads, headDim), b.fn["at_rope_cache"]
+	posv := b.stepVar(pos0)
 	b.queue("at_rope_cache", func(c *cudadrv.Ctx) error {
-		return c.Launch(fn, l.grid, l.block, 0, b.stream, qs.p, ks.p, vs.p, kcs.p, vcs.p, b.dFreqs, heads, kvHeads, headDim, pos0)
+		return c.Launch(fn, l.grid, l.block, 0, b.stream, qs.p, ks.p, vs.p, kcs.p, vcs.p, b.dFreqs, heads, kvHeads, headDim, stepArg(pos0, posv), posv)
 	})
 }
 
@@ -291,9 +316,14 @@ func (b *Backend) Attention(out, q, kc, vc backend.Buffer, rows, nHeads, nKVHead
 	if rows <= 0 {
 		return
 	}
-	splits, chunk := attentionSplits(rows, pos0+rows)
+	posv := b.stepVar(pos0)
+	n := pos0 + rows
+	if posv != 0 { // a step: split for the cache's capacity, so that the grid stays the same
+		n = ks.n / (nKVHeads * headDim)
+	}
+	splits, chunk := attentionSplits(rows, n)
 	if splits == 1 {
-		b.launch("at_attention", l, o.p, qs.p, ks.p, vs.p, nHeads, nKVHeads, headDim, pos0, 0, cudadrv.DevicePtr(0))
+		b.launch("at_attention", l, o.p, qs.p, ks.p, vs.p, nHeads, nKVHeads, headDim, stepArg(pos0, posv), 0, cudadrv.DevicePtr(0), posv)
 		return
 	}
 	b.ensure(scratchAttn, 4*rows*nHeads*splits*(headDim+2))
@@ -302,7 +332,7 @@ func (b *Backend) Attention(out, q, kc, vc backend.Buffer, rows, nHeads, nKVHead
 	comb := launch{grid: cudadrv.Dim3{X: nHeads, Y: rows}, block: cudadrv.Dim3{X: eltThreads}}
 	b.queue("at_attention+combine", func(c *cudadrv.Ctx) error {
 		part := b.scratch[scratchAttn]
-		if err := c.Launch(fa, l.grid, l.block, 0, b.stream, o.p, qs.p, ks.p, vs.p, nHeads, nKVHeads, headDim, pos0, chunk, part); err != nil {
+		if err := c.Launch(fa, l.grid, l.block, 0, b.stream, o.p, qs.p, ks.p, vs.p, nHeads, nKVHeads, headDim, stepArg(pos0, posv), chunk, part, posv); err != nil {
 			return err
 		}
 		return c.Launch(fc, comb.grid, comb.block, 0, b.stream, o.p, part, nHeads, headDim, splits)
