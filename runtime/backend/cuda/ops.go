@@ -49,19 +49,14 @@ func (b *Backend) Embed(dst backend.Buffer, table backend.Weight, tokens []int) 
 		ids[i] = int32(t)
 	}
 	l := embedLaunch(len(ids), m.In)
-	if b.step.on && len(ids) <= inlineTokens { // step variables: the graph stays the same
-		first := cudadrv.DevicePtr(0)
-		for i, t := range ids {
-			if p := b.stepVar(int(t)); i == 0 {
-				first = p
-			} else if p == 0 {
-				first = 0
-			}
+	if b.step.on && len(ids) <= inlineTokens && len(b.step.vars)+len(ids) <= maxStepVars {
+		// Step variables (consecutive): the step's graph stays the same.
+		first := b.stepVar(int(ids[0]))
+		for _, t := range ids[1:] {
+			b.stepVar(int(t))
 		}
-		if first != 0 {
-			b.launch("at_embed", l, d.p, m.p, first, m.In, int(m.DType), make([]byte, 4*inlineTokens))
-			return
-		}
+		b.launch("at_embed", l, d.p, m.p, first, m.In, int(m.DType), make([]byte, 4*inlineTokens))
+		return
 	}
 	if len(ids) <= inlineTokens { // by value: no host copy, so a step stays capturable
 		b.launch("at_embed", l, d.p, m.p, cudadrv.DevicePtr(0), m.In, int(m.DType), packTokens(ids))
