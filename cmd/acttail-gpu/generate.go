@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/acttail/acttail-gpu/runtime/backend/cuda"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/sample"
 )
@@ -82,6 +83,13 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if l.engine.Sparse() {
 		_, w := l.engine.Realized()
 		fmt.Fprintf(stderr, "; realized sparsity %.3f", w)
+	}
+	if g, ok := l.engine.Backend.(*cuda.Backend); ok {
+		gs := g.GraphStats()
+		fmt.Fprintf(stderr, "; CUDA graphs: %d of %d steps (%d reused as they were)", gs.Captured, gs.Captured+gs.Eager, gs.Reused)
+		if gs.Failed > 0 {
+			fmt.Fprintf(stderr, ", %d failed captures (%v)", gs.Failed, gs.LastError)
+		}
 	}
 	fmt.Fprintln(stderr)
 	return nil
