@@ -98,6 +98,13 @@ type Stepper interface {
 	EndStep()
 }
 
+// SiteLoader is a backend that keeps budgets in device memory (the CUDA
+// backend: the kernels' constant table). The engine hands it a plan's
+// sites when the plan is set; SparseMatMul still accepts any site.
+type SiteLoader interface {
+	LoadSites(sites []Site) error
+}
+
 // Proj is one product of a group that shares its input.
 type Proj struct {
 	Dst  Buffer

@@ -79,6 +79,16 @@ type stepper struct {
 	t           *testing.T
 	in          bool
 	begin, ends int
+	loaded      []backend.Site // the last LoadSites
+}
+
+// LoadSites makes stepper a backend.SiteLoader.
+func (s *stepper) LoadSites(sites []backend.Site) error {
+	if s.in {
+		s.t.Error("LoadSites inside a step")
+	}
+	s.loaded = sites
+	return nil
 }
 
 func (s *stepper) BeginStep() {
@@ -172,6 +182,9 @@ func TestStepProtocol(t *testing.T) {
 			t.Fatal(err)
 		}
 		return append(out, logits[:2*V]...)
+	}
+	if len(st.loaded) != m.Config.NLayers*int(model.NumProjections) || st.loaded[3].K != es.Sites()[3].K {
+		t.Errorf("SetPlan handed %d sites to the SiteLoader", len(st.loaded))
 	}
 	got, want := run(es), run(ep)
 	if st.begin != 6 || st.ends != 6 {

@@ -39,6 +39,17 @@ func (m *Model) SetPlan(p *plan.Plan, mode string) error {
 		}
 		sites[i] = backend.Site{ID: i, TopK: mode == plan.ModeTopK, K: s.K, Threshold: s.Threshold}
 	}
+	return m.install(sites)
+}
+
+// install makes sites the budgets, handing them to a backend that keeps
+// them on the device (backend.SiteLoader) at once.
+func (m *Model) install(sites []backend.Site) error {
+	if l, ok := m.Backend.(backend.SiteLoader); ok && sites != nil {
+		if err := l.LoadSites(sites); err != nil {
+			return fmt.Errorf("load budgets on %s: %w", m.Backend.Name(), err)
+		}
+	}
 	m.sites = sites
 	return nil
 }
@@ -52,8 +63,7 @@ func (m *Model) SetSites(sites []backend.Site) error {
 	if sites != nil && len(sites) != m.Config.NLayers*int(model.NumProjections) {
 		return fmt.Errorf("set sites: %d sites for %d layers", len(sites), m.Config.NLayers)
 	}
-	m.sites = sites
-	return nil
+	return m.install(sites)
 }
 
 // Sparse reports whether a plan is applied.

@@ -102,7 +102,10 @@ var kernelNames = []string{
 	"at_gather_thr_f32", "at_gather_thr_f16", "at_gather_thr_bf16",
 }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend    = (*Backend)(nil)
+	_ backend.SiteLoader = (*Backend)(nil)
+)
 
 // New opens device o.Device and loads the kernels. Without a driver or a
 // GPU it returns an error wrapping cudadrv.ErrNoDriver or ErrNoDevice.
