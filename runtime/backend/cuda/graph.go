@@ -23,10 +23,11 @@ import (
 // argument byte and address hashed, nothing queued) and launches the graph
 // it already has: no capture, no instantiation. A step whose hash is new
 // (the first one, a new sequence's buffers, a grown scratch buffer) is
-// captured; if a kept graph has the same topology (the same kernels in the
-// same order: the ops' tags), it is updated in place (cuGraphExecUpdate),
-// else a new one is instantiated. maxGraphs graphs are kept, so a server
-// alternating batch sizes reuses rather than rebuilds.
+// captured and instantiated while fewer than maxGraphs graphs are kept, so
+// that a server alternating sequences and batch sizes reuses rather than
+// rebuilds; once they are all kept, the oldest of the same topology (the
+// same kernels in the same order: the ops' tags) is updated in place
+// (cuGraphExecUpdate), else the oldest is dropped.
 //
 // A step that copies host memory to the device (a budget written into
 // c_sites for the first time, more than inlineTokens token ids) runs op by
@@ -88,7 +89,7 @@ func fnv(h uint64, tag string) uint64 {
 type GraphStats struct {
 	Captured     int   // steps launched as a graph: Reused + Updated + Instantiated
 	Reused       int   // steps that queued the same work as a kept graph: launched as is
-	Updated      int   // steps captured and written into a kept graph of the same topology
+	Updated      int   // steps captured and written into a kept graph of the same topology (all kept)
 	Instantiated int   // steps captured into a new graph
 	Eager        int   // steps run op by op
 	Failed       int   // captures that failed (their steps ran op by op)
@@ -227,17 +228,20 @@ func (b *Backend) launchGraph(c *cudadrv.Ctx, ops []func(*cudadrv.Ctx) error, to
 		return 0, fmt.Errorf("capture: %w", err)
 	}
 	defer c.DestroyCaptured(g)
-	for _, old := range gs.order {
-		e := gs.execs[old]
-		if e.topo != topo || c.GraphUpdate(e.exec, g) != nil {
-			continue
-		}
-		// e now queues this step's work: keep it under the new key.
-		gs.forget(old)
-		gs.keep(key, e)
-		return updated, c.GraphLaunch(e.exec, b.stream)
-	}
 	if len(gs.order) >= maxGraphs {
+		// Full: rewrite the oldest kept graph of this topology in place (it
+		// now queues this step's work, under the new key), else drop the
+		// oldest. While there is room, every new key gets its own graph, so
+		// that up to maxGraphs sequences or batch shapes alternate freely.
+		for _, old := range gs.order {
+			e := gs.execs[old]
+			if e.topo != topo || c.GraphUpdate(e.exec, g) != nil {
+				continue
+			}
+			gs.forget(old)
+			gs.keep(key, e)
+			return updated, c.GraphLaunch(e.exec, b.stream)
+		}
 		if err := gs.drop(c, b.stream, gs.order[0]); err != nil {
 			return 0, err
 		}

@@ -235,6 +235,41 @@ func TestGPUGraphs(t *testing.T) {
 	if n := after.Captured - before.Captured; n != 18 {
 		t.Errorf("%d of 18 steps ran as graphs", n)
 	}
+
+	// More sequences than kept graphs: each has its own buffers, so its own
+	// graph; past maxGraphs the oldest are rewritten in place.
+	before = withGraphs.GraphStats()
+	logits = [2][]float32{}
+	for i, b := range []*Backend{withGraphs, noGraphs} {
+		e, err := engine.LoadWith(b, m, engine.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]float32, cfg.VocabSize)
+		var states []*engine.State
+		for j := range maxGraphs + 2 {
+			s := e.NewState(32, 4)
+			if err := s.Forward([]int{1 + j, 5}, out, false); err != nil {
+				t.Fatal(err)
+			}
+			states = append(states, s)
+		}
+		for round := range 2 {
+			for j, s := range states {
+				if err := s.Forward([]int{(round*7 + j) % cfg.VocabSize}, out, false); err != nil {
+					t.Fatal(err)
+				}
+				logits[i] = append(logits[i], out...)
+			}
+		}
+	}
+	compare(t, "graphs vs op by op, many sequences", logits[0], logits[1], 1e-5)
+	after = withGraphs.GraphStats()
+	if after.Updated == before.Updated || after.Failed > 0 {
+		t.Errorf("%d sequences over %d kept graphs: %d updated in place, %d failed (%v)", maxGraphs+2, maxGraphs,
+			after.Updated-before.Updated, after.Failed, after.LastError)
+	}
+
 	if s := noGraphs.GraphStats(); s.Captured != 0 || s.Enabled {
 		t.Errorf("NoGraphs backend captured %d steps", s.Captured)
 	}
