@@ -47,7 +47,7 @@ const (
 	maxGraphs = 8
 	// maxStepVars is the step variables a step may use; past them the
 	// values go as kernel arguments (the step is then captured anew).
-	maxStepVars = 1024
+	maxStepVars = 8192
 )
 
 // step is the caller-side state of the step being recorded.
