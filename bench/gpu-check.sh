@@ -128,6 +128,14 @@ fi
 	grep -h '^Benchmark' "$out"/bench-*.log 2>/dev/null
 	echo '```'
 	echo
+	echo "## Where a decode step's device time goes"
+	echo
+	echo "Op by op, with CUDA events around each (BenchmarkDecode7B, 8 steps a level):"
+	echo
+	echo '```'
+	grep -h '^profile ' "$out"/bench-*.log 2>/dev/null
+	echo '```'
+	echo
 	echo "## Failures"
 	echo
 	echo '```'

@@ -74,12 +74,14 @@ type Backend struct {
 	scratchBytes [numScratch]int
 	step         step              // the decode step being recorded (graph.go)
 	varsDev      cudadrv.DevicePtr // the step variables (graph.go)
+	profiling    bool              // StartProfile (profile.go)
 
 	// Device-thread state: touched only inside Do/Go closures.
 	scratch [numScratch]cudadrv.DevicePtr
 	stats   cudadrv.DevicePtr // 2 uint64 per site: kept, seen
 	dFreqs  cudadrv.DevicePtr
 	graph   graphState
+	prof    profile
 }
 
 // Scratch buffers, grown on demand.
@@ -175,7 +177,7 @@ func (b *Backend) Close() error {
 	err := b.dev.Do(func(c *cudadrv.Ctx) error {
 		var errs []error
 		errs = append(errs, c.StreamSynchronize(b.stream))
-		errs = append(errs, b.graph.destroyAll(c))
+		errs = append(errs, b.graph.destroyAll(c), b.prof.destroyEvents(c))
 		for p := range b.allocs {
 			errs = append(errs, c.MemFree(p))
 		}
@@ -427,6 +429,9 @@ func (b *Backend) launch(name string, l launch, args ...any) {
 // names the work f queues (the kernels, how many): the tags of a step are
 // its graph's topology, which picks the executable graph it updates.
 func (b *Backend) queue(tag string, f func(*cudadrv.Ctx) error) {
+	if b.profiling {
+		f = b.timedOp(tag, f)
+	}
 	if b.step.on {
 		b.step.ops = append(b.step.ops, f)
 		b.step.topo = fnv(b.step.topo, tag)

@@ -139,7 +139,7 @@ func (b *Backend) EndStep() {
 	}
 	ops, topo, vars := b.step.ops, b.step.topo, b.step.vars
 	b.step.on = false
-	eager := b.step.eager || !b.step.graphs || len(ops) == 0
+	eager := b.step.eager || !b.step.graphs || len(ops) == 0 || b.profiling
 	var how int
 	var captureErr error
 	must(b.dev.Do(func(c *cudadrv.Ctx) error {
