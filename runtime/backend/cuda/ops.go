@@ -325,12 +325,12 @@ func (b *Backend) Attention(out, q, kc, vc backend.Buffer, rows, nHeads, nKVHead
 	l.grid.Z = splits
 	fa, fc := b.fn["at_attention"], b.fn["at_attention_combine"]
 	comb := launch{grid: cudadrv.Dim3{X: nHeads, Y: rows}, block: cudadrv.Dim3{X: eltThreads}}
-	b.queue("at_attention+combine", func(c *cudadrv.Ctx) error {
+	b.queue("at_attention", func(c *cudadrv.Ctx) error {
 		part := b.scratch[scratchAttn]
-		if err := c.Launch(fa, l.grid, l.block, 0, b.stream, o.p, qs.p, ks.p, vs.p, nHeads, nKVHeads, headDim, stepArg(pos0, posv), chunk, part, posv); err != nil {
-			return err
-		}
-		return c.Launch(fc, comb.grid, comb.block, 0, b.stream, o.p, part, nHeads, headDim, splits)
+		return c.Launch(fa, l.grid, l.block, 0, b.stream, o.p, qs.p, ks.p, vs.p, nHeads, nKVHeads, headDim, stepArg(pos0, posv), chunk, part, posv)
+	})
+	b.queue("at_attention_combine", func(c *cudadrv.Ctx) error {
+		return c.Launch(fc, comb.grid, comb.block, 0, b.stream, o.p, b.scratch[scratchAttn], nHeads, headDim, splits)
 	})
 }
 
@@ -522,11 +522,11 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	if rows > gemvRows {
 		b.ensure(scratchMasked, 4*n*rows*in)
 		fg := b.fn["at_gemm_"+sfx]
-		b.queue(fmt.Sprintf("select+gemm_%s*%d", sfx, len(g)), func(c *cudadrv.Ctx) error {
+		b.queue("at_select", func(c *cudadrv.Ctx) error {
+			return c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, null, null, b.scratch[scratchMasked], b.stats, image)
+		})
+		b.queue(fmt.Sprintf("gemm_%s*%d", sfx, len(g)), func(c *cudadrv.Ctx) error {
 			xm := b.scratch[scratchMasked]
-			if err := c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, null, null, xm, b.stats, image); err != nil {
-				return err
-			}
 			for i, p := range g {
 				l := gemmLaunch(rows, p.out)
 				if err := c.Launch(fg, l.grid, l.block, 0, b.stream, p.y, p.w, xm.Add(4*i*rows*in), rows, p.out, in, 1, boolInt(p.accum)); err != nil {
@@ -549,12 +549,11 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	b.ensure(scratchIdx, 4*n*rows*in)
 	b.ensure(scratchCount, 4*n*rows)
 	gl, fg := gatherLaunch(rows, outs(g), maxKept, b.info.SMs, vecElems(m.DType, vec)), b.fn["at_gather_"+sfx]
-	b.queue("select+at_gather_"+sfx, func(c *cudadrv.Ctx) error {
-		idx, cnt := b.scratch[scratchIdx], b.scratch[scratchCount]
-		if err := c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, idx, cnt, null, b.stats, image); err != nil {
-			return err
-		}
-		return c.Launch(fg, gl.grid, gl.block, 0, b.stream, xp, idx, cnt, in, rows, boolInt(vec), image)
+	b.queue("at_select", func(c *cudadrv.Ctx) error {
+		return c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, b.scratch[scratchIdx], b.scratch[scratchCount], null, b.stats, image)
+	})
+	b.queue("at_gather_"+sfx, func(c *cudadrv.Ctx) error {
+		return c.Launch(fg, gl.grid, gl.block, 0, b.stream, xp, b.scratch[scratchIdx], b.scratch[scratchCount], in, rows, boolInt(vec), image)
 	})
 }
 
