@@ -8,7 +8,10 @@ package cudadrv
 import "C"
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash"
+	"hash/fnv"
 	"unsafe"
 )
 
@@ -38,46 +41,30 @@ type Dim3 struct{ X, Y, Z int }
 type Ctx struct {
 	args *argArena
 	// dry, when set, makes Launch, CopyHtoD, CopyDtoD and Memset hash
-	// what they would queue into *dry instead of queuing it (BeginDry).
-	dry *uint64
+	// what they would queue into it instead of queuing it (BeginDry).
+	dry hash.Hash64
 }
 
 // BeginDry starts a dry run: until EndDry, Launch, CopyHtoD, CopyDtoD and
 // Memset queue nothing and fold everything they were given (kernel,
-// grid, block, argument bytes, addresses, sizes) into a hash, which
-// EndDry returns. Two runs with the same hash queue the same work.
-func (c *Ctx) BeginDry() {
-	h := uint64(fnvOffset)
-	c.dry = &h
-}
+// grid, block, argument bytes, addresses, sizes) into a hash (FNV-1a),
+// which EndDry returns. Two runs with the same hash queue the same work.
+func (c *Ctx) BeginDry() { c.dry = fnv.New64a() }
 
 // EndDry ends a dry run and returns its hash.
 func (c *Ctx) EndDry() uint64 {
-	h := *c.dry
+	h := c.dry.Sum64()
 	c.dry = nil
 	return h
 }
 
-const fnvOffset, fnvPrime = 14695981039346656037, 1099511628211
-
-// fold adds the bytes of each value to the dry-run hash (FNV-1a).
+// fold adds values to the dry-run hash.
 func (c *Ctx) fold(vals ...uint64) {
-	h := *c.dry
+	var b [8]byte
 	for _, v := range vals {
-		for range 8 {
-			h = (h ^ (v & 0xff)) * fnvPrime
-			v >>= 8
-		}
+		binary.LittleEndian.PutUint64(b[:], v)
+		c.dry.Write(b[:])
 	}
-	*c.dry = h
-}
-
-func (c *Ctx) foldBytes(b []byte) {
-	h := *c.dry
-	for _, x := range b {
-		h = (h ^ uint64(x)) * fnvPrime
-	}
-	*c.dry = h
 }
 
 // argArena is C memory for kernel arguments: cuLaunchKernel copies them at
@@ -139,7 +126,7 @@ func (c *Ctx) CopyHtoD(dst DevicePtr, src unsafe.Pointer, bytes int, s Stream) e
 	}
 	if c.dry != nil {
 		c.fold(1, uint64(dst), uint64(bytes))
-		c.foldBytes(unsafe.Slice((*byte)(src), bytes))
+		c.dry.Write(unsafe.Slice((*byte)(src), bytes))
 		return nil
 	}
 	return check("cuMemcpyHtoDAsync_v2", C.at_cuMemcpyHtoDAsync(C.CUdeviceptr(dst), src, C.size_t(bytes), s.h))
@@ -241,7 +228,7 @@ func (c *Ctx) Launch(f Function, grid, block Dim3, shared int, s Stream, args ..
 	if c.dry != nil {
 		g, b := grid.norm(), block.norm()
 		c.fold(4, uint64(uintptr(unsafe.Pointer(f.h))), uint64(g.X), uint64(g.Y), uint64(g.Z), uint64(b.X), uint64(b.Y), uint64(b.Z), uint64(shared))
-		c.foldBytes(vals)
+		c.dry.Write(vals)
 		return nil
 	}
 	a := c.args

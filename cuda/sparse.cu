@@ -45,59 +45,6 @@ __constant__ at_site c_sites[AT_MAX_SITES];
 
 __device__ __forceinline__ uint32_t at_absbits(float v) { return __float_as_uint(v) & 0x7fffffffu; }
 
-// select_kth finds, among the bits of |x|, the k-th largest value t and how
-// many elements equal to t are kept (*need), so that count(> t) + need = k.
-__device__ void select_kth(const float *x, int n, int k, uint32_t *hist, uint32_t *t, int *need) {
-  __shared__ uint32_t s_prefix, s_mask;
-  __shared__ int s_k;
-  if (threadIdx.x == 0) {
-    s_prefix = 0;
-    s_mask = 0;
-    s_k = k;
-  }
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
-    __syncthreads();
-    const uint32_t prefix = s_prefix, mask = s_mask;
-    for (int j = threadIdx.x; j < n; j += blockDim.x) {
-      const uint32_t b = at_absbits(x[j]);
-      if ((b & mask) == prefix) atomicAdd(&hist[(b >> shift) & 255], 1u);
-    }
-    __syncthreads();
-    // Warp 0 finds the digit, scanning bins from the top: lane l owns bins
-    // 255-8l ... 248-8l.
-    if (threadIdx.x < 32) {
-      const int lane = threadIdx.x;
-      uint32_t own = 0;
-      for (int q = 0; q < 8; q++) own += hist[255 - 8 * lane - q];
-      uint32_t inc = own;
-      for (int o = 1; o < 32; o <<= 1) {
-        const uint32_t v = __shfl_up_sync(AT_FULL, inc, o);
-        if (lane >= o) inc += v;
-      }
-      const int kk = s_k;
-      const unsigned hit = __ballot_sync(AT_FULL, inc >= (uint32_t)kk);
-      const int first = __ffs(hit) - 1;  // k <= n, so some lane reaches k
-      if (lane == first) {
-        uint32_t cum = inc - own;
-        for (int q = 0; q < 8; q++) {
-          const int bin = 255 - 8 * lane - q;
-          if (cum + hist[bin] >= (uint32_t)kk) {
-            s_prefix = prefix | ((uint32_t)bin << shift);
-            s_mask = mask | (255u << shift);
-            s_k = kk - (int)cum;
-            break;
-          }
-          cum += hist[bin];
-        }
-      }
-    }
-    __syncthreads();
-  }
-  *t = s_prefix;
-  *need = s_k;
-}
-
 // pick_digit: warp 0 finds, scanning the 256 bin totals from the top, the
 // digit of the k-th largest remaining value and narrows the prefix to it;
 // *s_all says whether that bin holds exactly the values still needed.
@@ -129,6 +76,32 @@ __device__ __forceinline__ void pick_digit(const uint32_t *tot, int shift, uint3
       cum += tot[bin];
     }
   }
+}
+
+// select_kth finds, among the bits of |x|, the k-th largest value t and how
+// many elements equal to t are kept (*need), so that count(> t) + need = k.
+__device__ void select_kth(const float *x, int n, int k, uint32_t *hist, uint32_t *t, int *need) {
+  __shared__ uint32_t s_prefix, s_mask;
+  __shared__ int s_k, s_all;
+  if (threadIdx.x == 0) {
+    s_prefix = 0;
+    s_mask = 0;
+    s_k = k;
+  }
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+    __syncthreads();
+    const uint32_t prefix = s_prefix, mask = s_mask;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+      const uint32_t b = at_absbits(x[j]);
+      if ((b & mask) == prefix) atomicAdd(&hist[(b >> shift) & 255], 1u);
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) pick_digit(hist, shift, &s_prefix, &s_mask, &s_k, &s_all);
+    __syncthreads();
+  }
+  *t = s_prefix;
+  *need = s_k;
 }
 
 // AT_SELECT_PER is the inputs a thread keeps in registers: the fast path
@@ -285,30 +258,26 @@ extern "C" __global__ void __launch_bounds__(AT_SELECT_THREADS)
 
 #define AT_GATHER_THREADS 128
 
-template <int DT>
-__device__ __forceinline__ void gather(const float *x, const int *idx, const int *count, int in, int rows, int vec,
-                                       const at_group &g) {
-  // Which projection and column tile this block has: tiles of 128*V
-  // outputs, projection after projection.
-  const int V = vec ? at_vec<DT>::n : 1;
-  int p = 0, tile = blockIdx.x;
+// gather_tile finds the projection (*proj) of g and its column tile (*tile)
+// that block blockIdx.x covers (proj may be null): tiles of 128*V outputs, projection after projection.
+__device__ __forceinline__ at_proj gather_tile(const at_group &g, int V, int *tile, int *proj) {
+  int p = 0, t = blockIdx.x;
   for (; p < g.n - 1; p++) {
     const int tiles = (at_proj_of(g, p).out + AT_GATHER_THREADS * V - 1) / (AT_GATHER_THREADS * V);
-    if (tile < tiles) break;
-    tile -= tiles;
+    if (t < tiles) break;
+    t -= tiles;
   }
-  const at_proj pr = at_proj_of(g, p);
-  const int out = pr.out;
-  const void *Wt = pr.w;
-  const size_t r = blockIdx.z;
-  const size_t row = (size_t)p * rows + r;
-  const int n = idx ? count[row] : in;
-  const int chunk = (n + gridDim.y - 1) / gridDim.y;
-  const int lo = blockIdx.y * chunk, hi = min(n, lo + chunk);
-  if (lo >= hi) return;
-  const float *xr = x + r * in;
-  const int *ir = idx ? idx + row * in : nullptr;
-  float *yr = pr.y + r * out;
+  *tile = t;
+  if (proj) *proj = p;
+  return at_proj_of(g, p);
+}
+
+// accumulate adds to y the rows rows[lo..hi) of Wt (in, out) weighted by
+// their x (rows = null: rows lo..hi themselves), for the outputs of this
+// thread in column tile tile.
+template <int DT>
+__device__ __forceinline__ void accumulate(float *y, const void *Wt, const float *x, const int *rows, int lo, int hi,
+                                           int out, int tile, int vec) {
   if (vec) {
     const int o = (tile * blockDim.x + threadIdx.x) * at_vec<DT>::n;
     if (o >= out) return;
@@ -319,10 +288,10 @@ __device__ __forceinline__ void gather(const float *x, const int *idx, const int
       int rr[4];
       float a[4], w[4][at_vec<DT>::n];
 #pragma unroll
-      for (int u = 0; u < 4; u++) rr[u] = ir ? ir[j + u] : j + u;
+      for (int u = 0; u < 4; u++) rr[u] = rows ? rows[j + u] : j + u;
 #pragma unroll
       for (int u = 0; u < 4; u++) {
-        a[u] = xr[rr[u]];
+        a[u] = x[rr[u]];
         at_ld16<DT>(Wt, (size_t)rr[u] * out + o, w[u]);
       }
 #pragma unroll
@@ -331,25 +300,39 @@ __device__ __forceinline__ void gather(const float *x, const int *idx, const int
         for (int v = 0; v < at_vec<DT>::n; v++) acc[v] += a[u] * w[u][v];
     }
     for (; j < hi; j++) {
-      const int rw = ir ? ir[j] : j;
+      const int rw = rows ? rows[j] : j;
       float w[at_vec<DT>::n];
       at_ld16<DT>(Wt, (size_t)rw * out + o, w);
-      const float a = xr[rw];
+      const float a = x[rw];
 #pragma unroll
       for (int v = 0; v < at_vec<DT>::n; v++) acc[v] += a * w[v];
     }
 #pragma unroll
-    for (int v = 0; v < at_vec<DT>::n; v++) atomicAdd(&yr[o + v], acc[v]);
+    for (int v = 0; v < at_vec<DT>::n; v++) atomicAdd(&y[o + v], acc[v]);
   } else {
     const int o = tile * blockDim.x + threadIdx.x;
     if (o >= out) return;
     float acc = 0.f;
     for (int j = lo; j < hi; j++) {
-      const int rw = ir ? ir[j] : j;
-      acc += xr[rw] * at_ld<DT>(Wt, (size_t)rw * out + o);
+      const int rw = rows ? rows[j] : j;
+      acc += x[rw] * at_ld<DT>(Wt, (size_t)rw * out + o);
     }
-    atomicAdd(&yr[o], acc);
+    atomicAdd(&y[o], acc);
   }
+}
+
+template <int DT>
+__device__ __forceinline__ void gather(const float *x, const int *idx, const int *count, int in, int rows, int vec,
+                                       const at_group &g) {
+  int tile, p;
+  const at_proj pr = gather_tile(g, vec ? at_vec<DT>::n : 1, &tile, &p);
+  const size_t r = blockIdx.z;
+  const size_t row = (size_t)p * rows + r;
+  const int n = idx ? count[row] : in;
+  const int chunk = (n + gridDim.y - 1) / gridDim.y;
+  const int lo = blockIdx.y * chunk, hi = min(n, lo + chunk);
+  if (lo >= hi) return;
+  accumulate<DT>(pr.y + r * pr.out, pr.w, x + r * in, idx ? idx + row * in : nullptr, lo, hi, pr.out, tile, vec);
 }
 
 // at_gather_thr_{f32,f16,bf16}: threshold sites without at_select. grid as
@@ -366,17 +349,9 @@ __device__ __forceinline__ void gather_thr(const float *x, int in, int vec, unsi
                                            const at_group &g) {
   __shared__ int sidx[AT_THR_CHUNK];
   __shared__ int wcount[AT_GATHER_THREADS / 32];
-  const int V = vec ? at_vec<DT>::n : 1;
-  int p = 0, tile = blockIdx.x;
-  for (; p < g.n - 1; p++) {
-    const int tiles = (at_proj_of(g, p).out + AT_GATHER_THREADS * V - 1) / (AT_GATHER_THREADS * V);
-    if (tile < tiles) break;
-    tile -= tiles;
-  }
-  const at_proj pr = at_proj_of(g, p);
+  int tile;
+  const at_proj pr = gather_tile(g, vec ? at_vec<DT>::n : 1, &tile, nullptr);
   const float threshold = c_sites[pr.slot].threshold;
-  const int out = pr.out;
-  const void *Wt = pr.w;
   const size_t r = blockIdx.z;
   const int chunk = (in + gridDim.y - 1) / gridDim.y;
   const int lo = blockIdx.y * chunk, hi = min(in, lo + chunk);
@@ -403,45 +378,7 @@ __device__ __forceinline__ void gather_thr(const float *x, int in, int vec, unsi
     atomicAdd(&stats[2 * pr.stat], (unsigned long long)n);
     atomicAdd(&stats[2 * pr.stat + 1], (unsigned long long)(hi - lo));
   }
-  float *yr = pr.y + r * out;
-  if (vec) {
-    const int o = (tile * blockDim.x + threadIdx.x) * at_vec<DT>::n;
-    if (o >= out) return;
-    float acc[at_vec<DT>::n] = {};
-    int j = 0;
-    for (; j + 4 <= n; j += 4) {
-      float a[4], w[4][at_vec<DT>::n];
-#pragma unroll
-      for (int u = 0; u < 4; u++) {
-        const int rw = sidx[j + u];
-        a[u] = xr[rw];
-        at_ld16<DT>(Wt, (size_t)rw * out + o, w[u]);
-      }
-#pragma unroll
-      for (int u = 0; u < 4; u++)
-#pragma unroll
-        for (int v = 0; v < at_vec<DT>::n; v++) acc[v] += a[u] * w[u][v];
-    }
-    for (; j < n; j++) {
-      const int rw = sidx[j];
-      float w[at_vec<DT>::n];
-      at_ld16<DT>(Wt, (size_t)rw * out + o, w);
-      const float a = xr[rw];
-#pragma unroll
-      for (int v = 0; v < at_vec<DT>::n; v++) acc[v] += a * w[v];
-    }
-#pragma unroll
-    for (int v = 0; v < at_vec<DT>::n; v++) atomicAdd(&yr[o + v], acc[v]);
-  } else {
-    const int o = tile * blockDim.x + threadIdx.x;
-    if (o >= out) return;
-    float acc = 0.f;
-    for (int j = 0; j < n; j++) {
-      const int rw = sidx[j];
-      acc += xr[rw] * at_ld<DT>(Wt, (size_t)rw * out + o);
-    }
-    atomicAdd(&yr[o], acc);
-  }
+  accumulate<DT>(pr.y + r * pr.out, pr.w, xr, sidx, 0, n, pr.out, tile, vec);
 }
 
 #define AT_GATHER(suffix, DT)                                                                                 \

@@ -434,7 +434,8 @@ func (b *Backend) queue(tag string, f func(*cudadrv.Ctx) error) {
 	}
 	if b.step.on {
 		b.step.ops = append(b.step.ops, f)
-		b.step.topo = fnv(b.step.topo, tag)
+		b.step.topo.Write([]byte(tag))
+		b.step.topo.Write([]byte{0}) // tags never hold a NUL
 		return
 	}
 	b.dev.Go(f)

@@ -3,6 +3,8 @@ package cuda
 import (
 	"errors"
 	"fmt"
+	"hash"
+	"hash/fnv"
 	"unsafe"
 
 	"github.com/acttail/acttail-gpu/cgo"
@@ -54,11 +56,11 @@ const (
 type step struct {
 	on     bool
 	ops    []func(*cudadrv.Ctx) error
-	topo   uint64  // FNV-1a of the ops' tags: the step's topology
-	vars   []int32 // the step variables' values this step
-	eager  bool    // the step copies host memory: run it op by op
-	graphs bool    // graphs are on (Options.NoGraphs unset, no repeated failure)
-	fails  int     // failed captures in a row
+	topo   hash.Hash64 // FNV-1a of the ops' tags: the step's topology
+	vars   []int32     // the step variables' values this step
+	eager  bool        // the step copies host memory: run it op by op
+	graphs bool        // graphs are on (Options.NoGraphs unset, no repeated failure)
+	fails  int         // failed captures in a row
 	stats  GraphStats
 }
 
@@ -73,16 +75,6 @@ type graphState struct {
 type graphEntry struct {
 	exec cudadrv.Graph
 	topo uint64
-}
-
-const fnvOffset, fnvPrime = 14695981039346656037, 1099511628211
-
-// fnv extends the FNV-1a hash h with tag and a separator.
-func fnv(h uint64, tag string) uint64 {
-	for i := 0; i < len(tag); i++ {
-		h = (h ^ uint64(tag[i])) * fnvPrime
-	}
-	return (h ^ 0xff) * fnvPrime
 }
 
 // GraphStats counts how decode steps ran.
@@ -117,7 +109,11 @@ func (b *Backend) BeginStep() {
 		b.varsDev = p
 	}
 	b.step.on, b.step.ops, b.step.eager = true, b.step.ops[:0], false
-	b.step.topo, b.step.vars = fnvOffset, b.step.vars[:0]
+	if b.step.topo == nil {
+		b.step.topo = fnv.New64a()
+	}
+	b.step.topo.Reset()
+	b.step.vars = b.step.vars[:0]
 }
 
 // stepVar makes v a step variable and returns its device address, or 0
@@ -137,7 +133,7 @@ func (b *Backend) EndStep() {
 	if !b.step.on {
 		panic("cuda: EndStep outside a step")
 	}
-	ops, topo, vars := b.step.ops, b.step.topo, b.step.vars
+	ops, topo, vars := b.step.ops, b.step.topo.Sum64(), b.step.vars
 	b.step.on = false
 	eager := b.step.eager || !b.step.graphs || len(ops) == 0 || b.profiling
 	var how int
