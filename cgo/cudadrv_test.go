@@ -305,9 +305,11 @@ func TestEmulatedDriver(t *testing.T) {
 		t.Skip("already running on " + cudaemu.Env)
 	}
 	lib := cudaemu.Build(t, "..")
-	out, err := cudaemu.Rerun(lib, nil, "-test.run", "^TestGPU", "-test.v", "-test.count=1")
-	if err != nil || !bytes.Contains(out, []byte("--- PASS: TestGPULaunchGraphEvents")) {
-		t.Fatalf("GPU tests on the emulator: %v\n%s", err, out)
+	out, err := cudaemu.Rerun(lib, []string{BLASEnv + "=" + lib}, "-test.run", "^TestGPU", "-test.v", "-test.count=1")
+	for _, want := range []string{"--- PASS: TestGPULaunchGraphEvents", "--- PASS: TestGPUBLAS"} {
+		if err != nil || !bytes.Contains(out, []byte(want)) {
+			t.Fatalf("GPU tests on the emulator (%s): %v\n%s", want, err, out)
+		}
 	}
 }
 
@@ -325,6 +327,10 @@ func TestDryRun(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := c.Memset(dst, 0, 64, Stream{}); err != nil {
+			t.Fatal(err)
+		}
+		g := GEMM{M: grid, N: 1, K: 1, AB: R16BF, A: 0x4000, B: 0x5000, C: dst, LdA: grid, LdB: 1, LdC: grid, Alpha: arg}
+		if err := c.Gemm(&BLAS{}, g); err != nil {
 			t.Fatal(err)
 		}
 		return c.EndDry()

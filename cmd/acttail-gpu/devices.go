@@ -4,15 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/acttail/acttail-gpu/runtime/backend/cuda"
 	"io"
 
+	"github.com/acttail/acttail-gpu/runtime/backend/cuda"
 	"github.com/acttail/acttail-gpu/runtime/power"
 )
 
-// cudaProbe reports the CUDA device --device auto would run on, or why
-// there is none. Tests replace it.
-var cudaProbe = cuda.Available
+// cudaProbe reports the CUDA backend --device auto would run on (device,
+// and cuBLAS or not), or why there is none. Tests replace it.
+var cudaProbe = func() (string, error) { return cuda.Available(cuda.Options{}) }
 
 // deviceReport is what devices prints, and its --json form.
 type deviceReport struct {

@@ -26,6 +26,7 @@ type modelFlags struct {
 	device   string
 	kernels  string
 	noGraphs bool
+	noBLAS   bool
 	plan     string // --plan, for commands that take one
 	sparse   bool   // load the projections for sparse products
 }
@@ -36,6 +37,7 @@ func (f *modelFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.device, "device", "auto", "compute device: auto (CUDA when a GPU answers, else CPU), cpu or cuda")
 	fs.StringVar(&f.kernels, "kernels", "", "CUDA: load this fatbin instead of the embedded kernels")
 	fs.BoolVar(&f.noGraphs, "no-cuda-graphs", false, "CUDA: run decode steps op by op instead of as CUDA graphs")
+	fs.BoolVar(&f.noBLAS, "no-cublas", false, "CUDA: run prefill GEMMs on the built-in kernels even where cuBLAS is installed")
 }
 
 // open loads the checkpoint named by the flags (or the default model).
@@ -61,7 +63,7 @@ func (f *modelFlags) backend(stderr io.Writer) (backend.Backend, error) {
 	case "cpu":
 		return cpu.New(f.threads), nil
 	case "cuda", "auto":
-		b, err := cuda.New(cuda.Options{Kernels: f.kernels, NoGraphs: f.noGraphs})
+		b, err := cuda.New(cuda.Options{Kernels: f.kernels, NoGraphs: f.noGraphs, NoBLAS: f.noBLAS})
 		if err == nil {
 			return b, nil
 		}

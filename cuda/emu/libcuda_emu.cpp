@@ -15,6 +15,13 @@
 // driver's rules: host copies and synchronization inside a capture
 // invalidate it, an update needs the same nodes in the same order.
 //
+// It also answers for the slice of libcublas that cgo/ uses (cublasCreate,
+// SetStream, SetWorkspace, GemmEx, ...), so that ACTTAIL_LIBCUBLAS can name
+// this library too: a GEMM is a host node on the stream, computed in float
+// from F32, F16 or BF16 inputs with cuBLAS's column-major conventions, its
+// arguments checked as cuBLAS does and every matrix bounds-checked against
+// its allocation.
+//
 // Checks the GPU would not make: every copy and memset must lie inside one
 // allocation, a block may not exceed 1024 threads, and a block whose
 // threads wait at different barriers is reported (deadlock) and aborts.
@@ -24,6 +31,7 @@
 
 #include "../acttail.cu"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -251,7 +259,7 @@ Kernel kernel(const char *name, void (*f)(A...)) {
 #define AT_KERNEL(name) kernel(#name, name),
 const std::vector<Kernel> kernels = {
     AT_KERNEL(scale) AT_KERNEL(at_rmsnorm) AT_KERNEL(at_rope) AT_KERNEL(at_rope_cache) AT_KERNEL(at_zero) AT_KERNEL(at_swiglu) AT_KERNEL(at_add) AT_KERNEL(at_embed)
-        AT_KERNEL(at_transpose) AT_KERNEL(at_select) AT_KERNEL(at_attention) AT_KERNEL(at_attention_combine) AT_KERNEL(at_argmax)
+        AT_KERNEL(at_transpose) AT_KERNEL(at_narrow) AT_KERNEL(at_select) AT_KERNEL(at_attention) AT_KERNEL(at_attention_combine) AT_KERNEL(at_argmax)
             AT_KERNEL(at_sample) AT_KERNEL(at_gemv_f32) AT_KERNEL(at_gemv_f16) AT_KERNEL(at_gemv_bf16)
                 AT_KERNEL(at_gemv_q8) AT_KERNEL(at_gemm_f32) AT_KERNEL(at_gemm_f16) AT_KERNEL(at_gemm_bf16)
                     AT_KERNEL(at_gemm_q8) AT_KERNEL(at_gather_f32) AT_KERNEL(at_gather_f16)
@@ -289,8 +297,9 @@ bool inside(uint64_t p, size_t n) {
 }
 
 struct Node {
-  enum Kind { LAUNCH, COPY, SET } kind;
+  enum Kind { LAUNCH, COPY, SET, HOST } kind;
   const Kernel *k = nullptr;
+  std::function<void()> host;  // HOST: work of a library on the stream (the cuBLAS stand-in)
   dim3 grid, block;
   std::vector<char> args;  // each argument at offs[i]
   std::vector<size_t> offs;
@@ -315,6 +324,9 @@ CUresult run(const Node &nd) {
       return OK;
     case Node::SET:
       std::memset(reinterpret_cast<void *>(nd.dst), nd.v, nd.n);
+      return OK;
+    case Node::HOST:
+      nd.host();
       return OK;
     case Node::LAUNCH:
       break;
@@ -637,6 +649,112 @@ CUresult cuGraphExecUpdate_v2(void *e, void *g, UpdateInfo *info) {
   }
   exec->nodes = from->nodes;
   return OK;
+}
+
+}  // extern "C"
+
+// ---------------------------------------------------------------- cuBLAS
+
+namespace {
+
+typedef int cublasStatus_t;
+enum : cublasStatus_t { BLAS_OK = 0, BLAS_NOT_INITIALIZED = 1, BLAS_INVALID_VALUE = 7, BLAS_NOT_SUPPORTED = 15 };
+
+struct BlasHandle {
+  void *stream = nullptr;
+  uint64_t workspace = 0;
+};
+
+// elem reads element i of a matrix of cudaDataType t (0 F32, 2 F16, 14 BF16).
+float elem(uint64_t p, size_t i, int t) {
+  if (t == 0) return reinterpret_cast<const float *>(p)[i];
+  const uint16_t h = reinterpret_cast<const uint16_t *>(p)[i];
+  if (t == 2) return __half2float(__ushort_as_half(h));
+  return __uint_as_float((uint32_t)h << 16);
+}
+
+// fits reports whether a column-major rows x cols matrix with leading
+// dimension ld of size-byte elements lies in one allocation.
+bool fits(uint64_t p, int rows, int cols, int ld, size_t size) {
+  return inside(p, ((size_t)ld * (cols - 1) + rows) * size);
+}
+
+}  // namespace
+
+extern "C" {
+
+cublasStatus_t cublasCreate_v2(void **h) {
+  GUARD;
+  if (!inited) return BLAS_NOT_INITIALIZED;
+  *h = new BlasHandle;
+  return BLAS_OK;
+}
+cublasStatus_t cublasDestroy_v2(void *h) {
+  delete static_cast<BlasHandle *>(h);
+  return BLAS_OK;
+}
+cublasStatus_t cublasGetVersion_v2(void *, int *v) {
+  *v = 0;  // not a cuBLAS release
+  return BLAS_OK;
+}
+cublasStatus_t cublasSetStream_v2(void *h, void *s) {
+  static_cast<BlasHandle *>(h)->stream = s;
+  return BLAS_OK;
+}
+cublasStatus_t cublasSetWorkspace_v2(void *h, void *p, size_t bytes) {
+  GUARD;
+  if (bytes && !inside(reinterpret_cast<uint64_t>(p), bytes)) return BLAS_INVALID_VALUE;
+  static_cast<BlasHandle *>(h)->workspace = reinterpret_cast<uint64_t>(p);
+  return BLAS_OK;
+}
+const char *cublasGetStatusString(cublasStatus_t s) {
+  switch (s) {
+    case BLAS_OK: return "CUBLAS_STATUS_SUCCESS";
+    case BLAS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case BLAS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case BLAS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: return "CUBLAS_STATUS_UNKNOWN";
+  }
+}
+
+// cublasGemmEx: C = alpha op(A) op(B) + beta C, column-major; op(A) m x k,
+// op(B) k x n. Host scalars (the default pointer mode), C in F32, compute
+// CUBLAS_COMPUTE_32F (68) or its pedantic form, A and B of one type.
+cublasStatus_t cublasGemmEx(void *handle, int transa, int transb, int m, int n, int k, const void *alpha,
+                            const void *A, int atype, int lda, const void *B, int btype, int ldb, const void *beta,
+                            void *C, int ctype, int ldc, int compute, int) {
+  GUARD;
+  BlasHandle *h = static_cast<BlasHandle *>(handle);
+  if (!h) return BLAS_NOT_INITIALIZED;
+  if (m < 0 || n < 0 || k < 0 || (transa != 0 && transa != 1) || (transb != 0 && transb != 1)) return BLAS_INVALID_VALUE;
+  const int rowsA = transa ? k : m, colsA = transa ? m : k, rowsB = transb ? n : k, colsB = transb ? k : n;
+  if (lda < std::max(1, rowsA) || ldb < std::max(1, rowsB) || ldc < std::max(1, m)) return BLAS_INVALID_VALUE;
+  if (atype != btype || (atype != 0 && atype != 2 && atype != 14) || ctype != 0 || (compute != 68 && compute != 69))
+    return BLAS_NOT_SUPPORTED;
+  if (m == 0 || n == 0) return BLAS_OK;
+  const size_t esize = atype == 0 ? 4 : 2;
+  const uint64_t a = reinterpret_cast<uint64_t>(A), b = reinterpret_cast<uint64_t>(B), c = reinterpret_cast<uint64_t>(C);
+  if ((k > 0 && (!fits(a, rowsA, colsA, lda, esize) || !fits(b, rowsB, colsB, ldb, esize))) || !fits(c, m, n, ldc, 4)) {
+    std::fprintf(stderr, "cublas-emu: cublasGemmEx m=%d n=%d k=%d: a matrix lies outside its allocation\n", m, n, k);
+    return BLAS_INVALID_VALUE;
+  }
+  const float al = *static_cast<const float *>(alpha), be = *static_cast<const float *>(beta);
+  Node nd{Node::HOST};
+  nd.host = [=] {
+    float *cm = reinterpret_cast<float *>(c);
+    for (int j = 0; j < n; j++)
+      for (int i = 0; i < m; i++) {
+        float acc = 0.f;
+        for (int l = 0; l < k; l++) {
+          const size_t ai = transa ? (size_t)i * lda + l : (size_t)l * lda + i;
+          const size_t bi = transb ? (size_t)l * ldb + j : (size_t)j * ldb + l;
+          acc += elem(a, ai, atype) * elem(b, bi, btype);
+        }
+        float &out = cm[(size_t)j * ldc + i];
+        out = al * acc + (be == 0.f ? 0.f : be * out);  // beta = 0: C is not read (may hold NaN)
+      }
+  };
+  return submit(h->stream, std::move(nd)) == OK ? BLAS_OK : BLAS_INVALID_VALUE;
 }
 
 }  // extern "C"

@@ -126,6 +126,58 @@ func BenchmarkMatVec(b *testing.B) {
 	}
 }
 
+// BenchmarkPrefill is the GEMM of a prefill chunk (512 tokens) on the
+// Llama-2-7B MLP shapes in bf16, two ways side by side: own (at_gemm, TF32
+// tensor cores) and cublas (cublasGemmEx, where cuBLAS loads; its time
+// includes narrowing the activations to bf16). It reports TFLOP/s, and
+// x_own, own's time over cuBLAS's.
+func BenchmarkPrefill(b *testing.B) {
+	g := gpuBench(b)
+	own, err := New(Options{Kernels: os.Getenv("ACTTAIL_KERNELS"), NoBLAS: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer own.Close()
+	rows := 512
+	if smoke() {
+		rows = 16
+	}
+	for _, sh := range [][2]int{{11008, 4096}, {4096, 11008}} {
+		sh[0], sh[1] = shape(sh[0], sh[1])
+		t := benchTensor(b, model.BF16, sh[0], sh[1])
+		var ownSec float64
+		for _, v := range []struct {
+			name string
+			be   *Backend
+		}{{"own", own}, {"cublas", g}} {
+			b.Run(fmt.Sprintf("BF16_%dx%d_rows%d/%s", sh[0], sh[1], rows, v.name), func(b *testing.B) {
+				if v.be.blas == nil && v.name == "cublas" {
+					b.Skipf("no cuBLAS: %s", v.be.BLAS())
+				}
+				w, err := v.be.Upload(t)
+				if err != nil {
+					b.Fatal(err)
+				}
+				x, y := v.be.Alloc(rows*sh[1]), v.be.Alloc(rows*sh[0])
+				v.be.MatMul(y, w, x, rows)
+				must(v.be.Sync())
+				b.ResetTimer()
+				for range b.N {
+					v.be.MatMul(y, w, x, rows)
+				}
+				must(v.be.Sync())
+				sec := b.Elapsed().Seconds() / float64(b.N)
+				b.ReportMetric(2*float64(rows*sh[0]*sh[1])/sec/1e12, "TFLOP/s")
+				if v.name == "own" {
+					ownSec = sec
+				} else if ownSec > 0 {
+					b.ReportMetric(ownSec/sec, "x_own")
+				}
+			})
+		}
+	}
+}
+
 // BenchmarkSparse is the sparse product on the transposed 4096×11008 bf16
 // down projection at sparsity s, on random inputs, three ways:
 //   - gather: the at_gather kernel alone, over a kept list at_select made

@@ -41,17 +41,21 @@ type Options struct {
 	Device int
 	// NoGraphs runs decode steps op by op instead of as CUDA graphs.
 	NoGraphs bool
+	// NoBLAS keeps the GEMMs of prefill on this repository's kernels even
+	// where cuBLAS is installed (--no-cublas).
+	NoBLAS bool
 }
 
-// Available describes device 0 (name, memory, driver), or returns the
-// cgo ErrNoDriver / ErrNoDevice error that says why there is none.
-func Available() (string, error) {
-	d, err := cudadrv.Open(0)
+// Available describes the backend New(o) makes (device, memory, driver,
+// what runs the GEMMs), or returns the error that says why there is none
+// (wrapping cgo's ErrNoDriver or ErrNoDevice where there is no GPU).
+func Available(o Options) (string, error) {
+	b, err := New(o)
 	if err != nil {
 		return "", err
 	}
-	defer d.Close()
-	return d.Info().String(), nil
+	d := b.Describe()
+	return d, b.Close()
 }
 
 // Backend is the CUDA backend. Its methods are called from one goroutine
@@ -63,6 +67,10 @@ type Backend struct {
 	mod    cudadrv.Module
 	fn     map[string]cudadrv.Function
 	sites  cudadrv.DevicePtr // c_sites
+	// blas is the cuBLAS handle for prefill GEMMs (blas.go), nil without
+	// one; blasNote says why there is none.
+	blas     *cudadrv.BLAS
+	blasNote string
 
 	// Caller-side state (the goroutine calling the ops).
 	mirror       [maxSites][siteBytes]byte // what c_sites holds
@@ -92,11 +100,12 @@ const (
 	scratchTokens        // int32 token ids
 	scratchResult        // int32 argmax / sample result
 	scratchAttn          // float32 split-attention partials
+	scratchNarrow        // 16-bit GEMM inputs for cuBLAS (blas.go)
 	numScratch
 )
 
 var kernelNames = []string{
-	"at_rmsnorm", "at_rope", "at_rope_cache", "at_swiglu", "at_add", "at_zero", "at_embed", "at_transpose", "at_select",
+	"at_rmsnorm", "at_rope", "at_rope_cache", "at_swiglu", "at_add", "at_zero", "at_embed", "at_transpose", "at_narrow", "at_select",
 	"at_attention", "at_attention_combine", "at_argmax", "at_sample",
 	"at_gemv_f32", "at_gemv_f16", "at_gemv_bf16", "at_gemv_q8",
 	"at_gemm_f32", "at_gemm_f16", "at_gemm_bf16", "at_gemm_q8",
@@ -146,7 +155,11 @@ func New(o Options) (*Backend, error) {
 			return fmt.Errorf("kernels (%s): c_sites is %d bytes, want %d", kernelSource(o.Kernels), size, maxSites*siteBytes)
 		}
 		zero := make([]byte, size)
-		return c.CopyHtoD(b.sites, unsafe.Pointer(&zero[0]), size, b.stream)
+		if err := c.CopyHtoD(b.sites, unsafe.Pointer(&zero[0]), size, b.stream); err != nil {
+			return err
+		}
+		b.openBLAS(c, o.NoBLAS)
+		return nil
 	})
 	if err != nil {
 		dev.Close()
@@ -165,8 +178,14 @@ func kernelSource(path string) string {
 // Name implements backend.Backend.
 func (*Backend) Name() string { return "cuda" }
 
-// Describe implements backend.Backend.
-func (b *Backend) Describe() string { return b.info.String() }
+// Describe implements backend.Backend: the device, and what runs the
+// prefill GEMMs.
+func (b *Backend) Describe() string {
+	if b.blas != nil {
+		return b.info.String() + ", GEMM " + b.blas.String()
+	}
+	return b.info.String() + ", GEMM own kernels"
+}
 
 // Info describes the device.
 func (b *Backend) Info() cudadrv.Info { return b.info }
@@ -177,7 +196,7 @@ func (b *Backend) Close() error {
 	err := b.dev.Do(func(c *cudadrv.Ctx) error {
 		var errs []error
 		errs = append(errs, c.StreamSynchronize(b.stream))
-		errs = append(errs, b.graph.destroyAll(c), b.prof.destroyEvents(c))
+		errs = append(errs, b.graph.destroyAll(c), b.prof.destroyEvents(c), c.CloseBLAS(b.blas))
 		for p := range b.allocs {
 			errs = append(errs, c.MemFree(p))
 		}

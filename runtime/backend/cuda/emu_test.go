@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/acttail/acttail-gpu/cgo"
 	"github.com/acttail/acttail-gpu/internal/cudaemu"
 )
 
@@ -24,7 +25,7 @@ func TestEmulatedGPU(t *testing.T) {
 	// -short: the large matrices take minutes on the emulator; the odd
 	// shapes, tails and every code path stay.
 	start := time.Now()
-	out, err := cudaemu.Rerun(lib, []string{"ACTTAIL_KERNELS="}, "-test.run", "^TestGPU", "-test.short", "-test.v", "-test.count=1")
+	out, err := cudaemu.Rerun(lib, []string{"ACTTAIL_KERNELS=", cudadrv.BLASEnv + "=" + lib}, "-test.run", "^TestGPU", "-test.short", "-test.v", "-test.count=1")
 	passed := regexp.MustCompile(`(?m)^--- PASS: (TestGPU\w+)`).FindAllSubmatch(out, -1)
 	if err != nil || len(passed) == 0 {
 		t.Fatalf("GPU tests on the emulator: %v\n%s", err, tail(out, 200))
@@ -43,9 +44,9 @@ func TestEmulatedGPU(t *testing.T) {
 	// Every benchmark's code (plans, calibration, graphs on and off, the
 	// gather alone) on small shapes: the GPU run should not be where it
 	// first runs.
-	out, err = cudaemu.Rerun(lib, []string{"ACTTAIL_KERNELS=", "ACTTAIL_BENCH_SMOKE=1"},
+	out, err = cudaemu.Rerun(lib, []string{"ACTTAIL_KERNELS=", "ACTTAIL_BENCH_SMOKE=1", cudadrv.BLASEnv + "=" + lib},
 		"-test.run", "^$", "-test.bench", ".", "-test.benchtime", "2x")
-	for _, want := range []string{"BenchmarkCopy", "BenchmarkMatVec/BF16", "s=0.9/gather", "s=0.9/threshold", "threshold/eager", "x_dense", "profile Decode7B/transposed_s=0.8_topk at_select"} {
+	for _, want := range []string{"BenchmarkCopy", "BenchmarkMatVec/BF16", "rows16/cublas", "x_own", "s=0.9/gather", "s=0.9/threshold", "threshold/eager", "x_dense", "profile Decode7B/transposed_s=0.8_topk at_select"} {
 		if err != nil || !bytes.Contains(out, []byte(want)) {
 			t.Fatalf("benchmarks on the emulator (%s): %v\n%s", want, err, tail(out, 60))
 		}
@@ -74,7 +75,7 @@ func TestEmulatedGPUMemcheck(t *testing.T) {
 	}
 	lib, preload := cudaemu.BuildASan(t, filepath.Join("..", "..", ".."))
 	start := time.Now()
-	out, err := cudaemu.Rerun(lib, []string{"ACTTAIL_KERNELS=", "LD_PRELOAD=" + preload, "ASAN_OPTIONS=detect_leaks=0"},
+	out, err := cudaemu.Rerun(lib, []string{"ACTTAIL_KERNELS=", cudadrv.BLASEnv + "=" + lib, "LD_PRELOAD=" + preload, "ASAN_OPTIONS=detect_leaks=0"},
 		"-test.run", "^TestGPU", "-test.short", "-test.v", "-test.count=1")
 	if err != nil || bytes.Contains(out, []byte("AddressSanitizer")) {
 		t.Fatalf("GPU tests on the emulator with AddressSanitizer: %v\n%s", err, tail(out, 200))

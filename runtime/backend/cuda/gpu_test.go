@@ -11,6 +11,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/acttail/acttail-gpu/cgo"
@@ -20,10 +21,18 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/sample"
 )
 
-// newGPU opens the CUDA backend or skips the test.
+// newGPU opens the CUDA backend (with cuBLAS where it loads) or skips the
+// test.
 func newGPU(t testing.TB) *Backend {
 	t.Helper()
-	b, err := New(Options{Kernels: os.Getenv("ACTTAIL_KERNELS")})
+	return newGPUWith(t, Options{})
+}
+
+// newGPUWith is newGPU with options (the kernels still from ACTTAIL_KERNELS).
+func newGPUWith(t testing.TB, o Options) *Backend {
+	t.Helper()
+	o.Kernels = os.Getenv("ACTTAIL_KERNELS")
+	b, err := New(o)
 	if errors.Is(err, cudadrv.ErrNoDriver) || errors.Is(err, cudadrv.ErrNoDevice) {
 		t.Skipf("needs a GPU: %v", err)
 	}
@@ -250,36 +259,55 @@ func TestGPUEmbed(t *testing.T) {
 	}
 }
 
+// gemmBackends is the backends a product test runs on: one with this
+// repository's GEMM kernels and, where cuBLAS loads, one with cuBLAS (only
+// rows > gemvRows differ between them).
+func gemmBackends(t *testing.T) []*Backend {
+	bs := []*Backend{newGPUWith(t, Options{NoBLAS: true})}
+	if g := newGPU(t); g.blas != nil {
+		bs = append(bs, g)
+	} else {
+		t.Logf("no cuBLAS variant: %s", g.BLAS())
+	}
+	return bs
+}
+
 func TestGPUMatMul(t *testing.T) {
 	defer guard(t)
-	g, c := newGPU(t), cpu.New(0)
+	c := cpu.New(0)
 	r := rand.New(rand.NewPCG(7, 8))
 	shapes := [][2]int{{172, 64}, {64, 172}, {100, 96}, {512, 4096}, {33, 32}}
-	for _, d := range dtypes {
-		for _, sh := range shapes {
-			out, in := sh[0], sh[1]
-			if d == model.Q8_0 && in%model.Q8Block != 0 || testing.Short() && out*in > 1<<16 {
-				continue
-			}
-			w := randTensor(t, r, d, out, in)
-			for _, sparse := range []bool{false, true} {
-				gw, cw := upload(t, g, c, w, sparse)
-				tol := tolerance(d)
-				if sparse {
-					tol = transposedTolerance(d)
+	for _, g := range gemmBackends(t) {
+		rowSet := []int{1, 3, 8, 9, 70}
+		if g.blas != nil {
+			rowSet = []int{9, 70}
+		}
+		for _, d := range dtypes {
+			for _, sh := range shapes {
+				out, in := sh[0], sh[1]
+				if d == model.Q8_0 && in%model.Q8Block != 0 || testing.Short() && out*in > 1<<16 {
+					continue
 				}
-				for _, rows := range []int{1, 3, 8, 9, 70} {
-					x := newPair(g, c, randVec(r, rows*in))
-					y := newPair(g, c, randVec(r, rows*out))
-					if sparse { // dense site on the transposed layout
-						s := backend.Site{ID: -1, TopK: true, K: in}
-						g.SparseMatMul(y.g, gw, x.g, rows, s)
-						c.SparseMatMul(y.c, cw, x.c, rows, s)
-					} else {
-						g.MatMul(y.g, gw, x.g, rows)
-						c.MatMul(y.c, cw, x.c, rows)
+				w := randTensor(t, r, d, out, in)
+				for _, sparse := range []bool{false, true} {
+					gw, cw := upload(t, g, c, w, sparse)
+					tol := tolerance(d)
+					if sparse {
+						tol = transposedTolerance(d)
 					}
-					y.check(t, g, c, fmt.Sprintf("matmul %s %dx%d rows=%d transposed=%v", d, out, in, rows, sparse), tol)
+					for _, rows := range rowSet {
+						x := newPair(g, c, randVec(r, rows*in))
+						y := newPair(g, c, randVec(r, rows*out))
+						if sparse { // dense site on the transposed layout
+							s := backend.Site{ID: -1, TopK: true, K: in}
+							g.SparseMatMul(y.g, gw, x.g, rows, s)
+							c.SparseMatMul(y.c, cw, x.c, rows, s)
+						} else {
+							g.MatMul(y.g, gw, x.g, rows)
+							c.MatMul(y.c, cw, x.c, rows)
+						}
+						y.check(t, g, c, fmt.Sprintf("matmul %s %dx%d rows=%d transposed=%v (%s)", d, out, in, rows, sparse, g.BLAS()), tol)
+					}
 				}
 			}
 		}
@@ -369,17 +397,29 @@ func TestGPUSparseMatMul(t *testing.T) {
 // budgets of every kind in one group, decode and prefill row counts.
 func TestGPUGroups(t *testing.T) {
 	defer guard(t)
-	g, c := newGPU(t), cpu.New(0)
 	r := rand.New(rand.NewPCG(17, 18))
-	groups := []struct {
-		in   int
-		outs []int
-	}{
+	groups := []groupCase{
 		{64, []int{64, 32, 32}}, // stories260K q/k/v
 		{64, []int{172, 172}},   // stories260K gate/up
 		{96, []int{40, 33, 8}},  // odd widths: scalar gather, vector gemv
 		{4096, []int{4096, 1024, 1024}},
 	}
+	for _, g := range gemmBackends(t) {
+		c := cpu.New(0) // stats are compared per GPU backend
+		rowSet := []int{1, 3, 8, 12}
+		if g.blas != nil {
+			rowSet = []int{12}
+		}
+		checkGroups(t, g, c, r, groups, rowSet)
+	}
+}
+
+type groupCase struct {
+	in   int
+	outs []int
+}
+
+func checkGroups(t *testing.T, g *Backend, c *cpu.Backend, r *rand.Rand, groups []groupCase, rowSet []int) {
 	for _, d := range dtypes {
 		for _, gr := range groups {
 			in := gr.in
@@ -405,7 +445,7 @@ func TestGPUGroups(t *testing.T) {
 					}
 				}
 				for _, sites := range budgets {
-					for _, rows := range []int{1, 3, 8, 12} {
+					for _, rows := range rowSet {
 						x := newPair(g, c, tiedVec(r, rows*in))
 						ys := make([]pair, len(gr.outs))
 						gp, cp := make([]backend.Proj, len(gr.outs)), make([]backend.Proj, len(gr.outs))
@@ -425,8 +465,8 @@ func TestGPUGroups(t *testing.T) {
 							c.MatMuls(x.c, rows, cp)
 						}
 						for i := range ys {
-							ys[i].check(t, g, c, fmt.Sprintf("group %s in=%d outs=%v rows=%d sparse=%v: projection %d site %+v",
-								d, in, gr.outs, rows, sparse, i, gp[i].Site), tol)
+							ys[i].check(t, g, c, fmt.Sprintf("group %s in=%d outs=%v rows=%d sparse=%v: projection %d site %+v (%s)",
+								d, in, gr.outs, rows, sparse, i, gp[i].Site, g.BLAS()), tol)
 						}
 					}
 				}
@@ -500,4 +540,20 @@ func cdfInterval(v []float32, temp float64, i int) (lo, hi float64) {
 	}
 	p := math.Exp((float64(v[i]) - m) / temp)
 	return before / sum, (before + p) / sum
+}
+
+// TestGPUDescribe checks that the backend says what runs its GEMMs.
+func TestGPUDescribe(t *testing.T) {
+	own := newGPUWith(t, Options{NoBLAS: true})
+	if d := own.Describe(); !strings.HasSuffix(d, "GEMM own kernels") || own.BLAS() != "own kernels: off (NoBLAS)" {
+		t.Errorf("NoBLAS: Describe %q, BLAS %q", d, own.BLAS())
+	}
+	g := newGPU(t)
+	t.Logf("%s; %s", g.Describe(), g.BLAS())
+	if g.blas != nil && !strings.Contains(g.Describe(), "GEMM cuBLAS ") {
+		t.Errorf("with cuBLAS: Describe %q", g.Describe())
+	}
+	if d, err := Available(Options{NoBLAS: true}); err != nil || d != own.Describe() {
+		t.Errorf("Available = %q, %v; want %q", d, err, own.Describe())
+	}
 }

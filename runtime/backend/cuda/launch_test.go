@@ -248,7 +248,7 @@ func TestNewWithoutGPU(t *testing.T) {
 	if !errors.Is(err, cudadrv.ErrNoDriver) && !errors.Is(err, cudadrv.ErrNoDevice) {
 		t.Fatalf("New: %v, want ErrNoDriver or ErrNoDevice", err)
 	}
-	if _, err := Available(); err == nil {
+	if _, err := Available(Options{}); err == nil {
 		t.Fatal("Available succeeded where New failed")
 	}
 }

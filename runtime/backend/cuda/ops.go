@@ -177,17 +177,7 @@ func (b *Backend) dense(x backend.Buffer, rows int, ps []backend.Proj) {
 	must(err)
 	g, xp := group(ps), buf(x).p
 	if rows > gemvRows {
-		fg := b.fn["at_gemm_"+sfx]
-		trans := boolInt(m.Trans)
-		b.queue(fmt.Sprintf("gemm_%s*%d", sfx, len(g)), func(c *cudadrv.Ctx) error {
-			for _, p := range g {
-				l := gemmLaunch(rows, p.out)
-				if err := c.Launch(fg, l.grid, l.block, 0, b.stream, p.y, p.w, xp, rows, p.out, m.In, trans, boolInt(p.accum)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		b.gemms(m, func() cudadrv.DevicePtr { return xp }, 0, rows, g)
 		return
 	}
 	if !m.Trans {
@@ -521,20 +511,10 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	null := cudadrv.DevicePtr(0)
 	if rows > gemvRows {
 		b.ensure(scratchMasked, 4*n*rows*in)
-		fg := b.fn["at_gemm_"+sfx]
 		b.queue("at_select", func(c *cudadrv.Ctx) error {
 			return c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, null, null, b.scratch[scratchMasked], b.stats, image)
 		})
-		b.queue(fmt.Sprintf("gemm_%s*%d", sfx, len(g)), func(c *cudadrv.Ctx) error {
-			xm := b.scratch[scratchMasked]
-			for i, p := range g {
-				l := gemmLaunch(rows, p.out)
-				if err := c.Launch(fg, l.grid, l.block, 0, b.stream, p.y, p.w, xm.Add(4*i*rows*in), rows, p.out, in, 1, boolInt(p.accum)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		b.gemms(m, func() cudadrv.DevicePtr { return b.scratch[scratchMasked] }, rows*in, rows, g)
 		return
 	}
 	vec := vecAll(m.DType, g)
