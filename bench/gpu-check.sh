@@ -85,7 +85,7 @@ run cgo-tests 30 "$carry/cudadrv.test" -test.v -test.skip Emulated
 run tests-embedded 90 "$carry/cuda.test" -test.v -test.run '^TestGPU'
 
 # (c) benchmarks, embedded kernels.
-run bench-kernels 60 "$carry/cuda.test" -test.run '^$' -test.bench 'Copy|MatVec|Sparse|Prefill' -test.benchtime 200x
+run bench-kernels 75 "$carry/cuda.test" -test.run '^$' -test.bench 'Copy|MatVec|Sparse|Prefill|DecodeFloor' -test.benchtime 200x
 run bench-decode7b 150 "$carry/cuda.test" -test.run '^$' -test.bench 'Decode7B' -test.benchtime 40x
 
 # (b, continued) the kernels this host's nvcc built, and the sanitizers.

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"reflect"
+	"slices"
 )
 
 // maxArgs bounds a kernel's parameter count, argBytes their packed size.
@@ -19,6 +21,12 @@ const (
 // []byte, the image of a struct passed by value (its fields laid out by
 // the caller, alignment at most 8), in as many 8-byte slots as it needs.
 func PackArgs(args []any) (vals []byte, offs []int, err error) {
+	return appendArgs(nil, nil, args)
+}
+
+// appendArgs is PackArgs into the storage of vals and offs (reused by
+// every launch of a Ctx, so that packing allocates nothing).
+func appendArgs(vals []byte, offs []int, args []any) ([]byte, []int, error) {
 	if len(args) > maxArgs {
 		return nil, nil, fmt.Errorf("%d kernel arguments, at most %d", len(args), maxArgs)
 	}
@@ -37,8 +45,9 @@ func PackArgs(args []any) (vals []byte, offs []int, err error) {
 	if size > argBytes {
 		return nil, nil, fmt.Errorf("%d bytes of kernel arguments, at most %d", size, argBytes)
 	}
-	vals = make([]byte, size)
-	offs = make([]int, len(args))
+	vals = slices.Grow(vals[:0], size)[:size]
+	clear(vals)
+	offs = slices.Grow(offs[:0], len(args))[:len(args)]
 	o := 0
 	for i, a := range args {
 		offs[i] = o
@@ -68,7 +77,9 @@ func PackArgs(args []any) (vals []byte, offs []int, err error) {
 			}
 			binary.LittleEndian.PutUint32(s, uint32(int32(v)))
 		default:
-			return nil, nil, fmt.Errorf("argument %d: unsupported type %T", i, a)
+			// reflect.TypeOf, unlike fmt's %T, does not make the arguments
+			// escape: callers' boxed values stay on their stacks.
+			return nil, nil, fmt.Errorf("argument %d: unsupported type %s", i, reflect.TypeOf(a))
 		}
 	}
 	return vals, offs, nil

@@ -37,6 +37,7 @@ type Options struct {
 type layer struct {
 	attnNorm, ffnNorm backend.Weight
 	w                 [model.NumProjections]backend.Weight
+	in                [model.NumProjections]int // each projection's input width
 }
 
 // Load uploads every tensor of m to b. m must stay open while the Model is
@@ -88,6 +89,7 @@ func LoadWith(b backend.Backend, m *model.Model, o Options) (*Model, error) {
 			if L.w[p], err = up(model.ProjName(l, p)); err != nil {
 				return nil, err
 			}
+			L.in[p] = L.w[p].Shape()[1]
 		}
 	}
 	return e, nil
@@ -278,14 +280,15 @@ func (s *State) linear(l int, x backend.Buffer, rows int, outs ...out) {
 func (m *Model) project(l int, x backend.Buffer, rows int, sparse bool, outs ...out) {
 	ps := make([]backend.Proj, len(outs))
 	for i, o := range outs {
-		w := m.layers[l].w[o.p]
-		ps[i] = backend.Proj{Dst: o.dst, W: w, Add: o.add}
+		ly := &m.layers[l]
+		ps[i] = backend.Proj{Dst: o.dst, W: ly.w[o.p], Add: o.add}
 		if !m.sparse {
 			continue
 		}
-		ps[i].Site = backend.Site{ID: -1, TopK: true, K: w.Shape()[1]} // dense, not counted
 		if sparse {
 			ps[i].Site = m.sites[l*int(model.NumProjections)+int(o.p)]
+		} else {
+			ps[i].Site = backend.Site{ID: -1, TopK: true, K: ly.in[o.p]} // dense, not counted
 		}
 	}
 	if m.sparse {

@@ -386,7 +386,7 @@ func BenchmarkDecode7B(b *testing.B) {
 				if !graphs {
 					mode = "eager"
 				}
-				g.step.graphs = graphs
+				g.setGraphs(graphs)
 				b.Run(name+"/"+mode, func(b *testing.B) {
 					st := e.NewState(512, 1)
 					logits := make([]float32, c.VocabSize)
@@ -425,6 +425,92 @@ func BenchmarkDecode7B(b *testing.B) {
 		}
 		if err := g.Close(); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeFloor is one-token decode on a model with Llama-2-7B's
+// layer count, heads and vocabulary but a width of 128 (hidden 344): the
+// device has next to nothing to compute, so a step takes its fixed cost,
+// which sparsity cannot remove: the host's recording, dry run and graph
+// launch (or the eager launches), the latency of some 300–420 small
+// kernels, and reading the logits. Dense, 80% top-k and a threshold plan,
+// each as graphs and op by op; us/step, and x_eager (eager time over graph
+// time). On the emulator with ACTTAIL_EMU_SKIP_KERNELS=1 the kernels are
+// not run, and us/step is the host's share alone.
+func BenchmarkDecodeFloor(b *testing.B) {
+	g, err := New(Options{Kernels: os.Getenv("ACTTAIL_KERNELS")})
+	if err != nil {
+		b.Skipf("needs a GPU: %v", err)
+	}
+	defer g.Close()
+	cfg, err := synth.Preset("llama-2-7b")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Dim, cfg.HiddenDim, cfg.HeadDim, cfg.SeqLen = 128, 344, 4, 512
+	if smoke() {
+		cfg.NLayers, cfg.VocabSize = 4, 512
+	}
+	m, err := synth.New(cfg, model.BF16, 11)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := engine.LoadWith(g, m, engine.Options{Sparse: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, level := range []string{"dense", "topk_0.8", "threshold"} {
+		switch level {
+		case "dense":
+			err = e.SetPlan(nil, "")
+		case "topk_0.8":
+			err = e.SetPlan(uniformPlan(&cfg, 0.8), plan.ModeTopK)
+		default:
+			p := uniformPlan(&cfg, 0.8)
+			if err = e.SetPlan(p, plan.ModeTopK); err == nil {
+				for i := range p.Sites {
+					p.Sites[i].Threshold = 0.5
+				}
+				err = e.SetSites(calib.ThresholdSites(p.Sites))
+			}
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		var graphSec float64
+		for _, graphs := range []bool{true, false} {
+			mode := "graphs"
+			if !graphs {
+				mode = "eager"
+			}
+			g.setGraphs(graphs)
+			b.Run(level+"/"+mode, func(b *testing.B) {
+				st := e.NewState(cfg.SeqLen, 1)
+				logits := make([]float32, cfg.VocabSize)
+				step := func(i int) {
+					if st.Pos == st.Context() {
+						st.Reset()
+					}
+					if err := st.Forward([]int{i % cfg.VocabSize}, logits, false); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for i := range 3 {
+					step(i)
+				}
+				b.ResetTimer()
+				for i := range b.N {
+					step(i)
+				}
+				sec := b.Elapsed().Seconds() / float64(b.N)
+				b.ReportMetric(sec*1e6, "us/step")
+				if graphs {
+					graphSec = sec
+				} else if graphSec > 0 {
+					b.ReportMetric(sec/graphSec, "x_eager")
+				}
+			})
 		}
 	}
 }

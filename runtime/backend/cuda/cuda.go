@@ -436,10 +436,14 @@ func (b *Backend) UploadSparse(t *model.Tensor) (backend.Weight, error) {
 	return &Mat{p: dst, DType: dt, Out: out, In: in, Trans: true}, nil
 }
 
-// launch queues a kernel; its error surfaces at the next waiting op.
+// launch queues a kernel whose arguments are known now (they are packed
+// here, once, not each time the op runs); its error surfaces at the next
+// waiting op.
 func (b *Backend) launch(name string, l launch, args ...any) {
 	f := b.fn[name]
-	b.queue(name, func(c *cudadrv.Ctx) error { return c.Launch(f, l.grid, l.block, l.shared, b.stream, args...) })
+	p, err := cudadrv.Pack(args...)
+	must(err)
+	b.queue(name, func(c *cudadrv.Ctx) error { return c.LaunchPacked(f, l.grid, l.block, l.shared, b.stream, p) })
 }
 
 // queue runs f on the device thread after the work queued before it, or
@@ -453,8 +457,8 @@ func (b *Backend) queue(tag string, f func(*cudadrv.Ctx) error) {
 	}
 	if b.step.on {
 		b.step.ops = append(b.step.ops, f)
-		b.step.topo.Write([]byte(tag))
-		b.step.topo.Write([]byte{0}) // tags never hold a NUL
+		b.step.topo.WriteString(tag)
+		b.step.topo.WriteByte(0) // tags never hold a NUL
 		return
 	}
 	b.dev.Go(f)

@@ -3,8 +3,8 @@ package cuda
 import (
 	"errors"
 	"fmt"
-	"hash"
-	"hash/fnv"
+	"hash/maphash"
+	"sync"
 	"unsafe"
 
 	"github.com/acttail/acttail-gpu/cgo"
@@ -52,15 +52,21 @@ const (
 	maxStepVars = 8192
 )
 
-// step is the caller-side state of the step being recorded.
+// topoSeed seeds every step's topology hash, so that steps compare.
+var topoSeed = maphash.MakeSeed()
+
+// step is the caller-side state of the step being recorded, and (under
+// mu) how the steps so far ran, which the device thread updates.
 type step struct {
-	on     bool
-	ops    []func(*cudadrv.Ctx) error
-	topo   hash.Hash64 // FNV-1a of the ops' tags: the step's topology
-	vars   []int32     // the step variables' values this step
-	eager  bool        // the step copies host memory: run it op by op
-	graphs bool        // graphs are on (Options.NoGraphs unset, no repeated failure)
-	fails  int         // failed captures in a row
+	on    bool
+	ops   []func(*cudadrv.Ctx) error
+	topo  maphash.Hash // hash of the ops' tags: the step's topology
+	vars  []int32      // the step variables' values this step
+	eager bool         // the step copies host memory: run it op by op
+
+	mu     sync.Mutex
+	graphs bool // graphs are on (Options.NoGraphs unset, no repeated failure)
+	fails  int  // failed captures in a row
 	stats  GraphStats
 }
 
@@ -89,11 +95,22 @@ type GraphStats struct {
 	Enabled      bool  // graphs are on
 }
 
-// GraphStats reports how the steps so far ran.
+// GraphStats reports how the steps so far ran (it waits for the steps
+// queued to be launched).
 func (b *Backend) GraphStats() GraphStats {
+	must(b.dev.Do(func(*cudadrv.Ctx) error { return nil }))
+	b.step.mu.Lock()
+	defer b.step.mu.Unlock()
 	s := b.step.stats
 	s.Enabled = b.step.graphs
 	return s
+}
+
+// setGraphs turns graphs on or off for the steps recorded from now on.
+func (b *Backend) setGraphs(on bool) {
+	b.step.mu.Lock()
+	b.step.graphs = on
+	b.step.mu.Unlock()
 }
 
 // BeginStep implements backend.Stepper: the ops until EndStep are one
@@ -109,10 +126,7 @@ func (b *Backend) BeginStep() {
 		b.varsDev = p
 	}
 	b.step.on, b.step.ops, b.step.eager = true, b.step.ops[:0], false
-	if b.step.topo == nil {
-		b.step.topo = fnv.New64a()
-	}
-	b.step.topo.Reset()
+	b.step.topo.SetSeed(topoSeed)
 	b.step.vars = b.step.vars[:0]
 }
 
@@ -127,18 +141,23 @@ func (b *Backend) stepVar(v int) cudadrv.DevicePtr {
 	return b.varsDev.Add(4 * (len(b.step.vars) - 1))
 }
 
-// EndStep implements backend.Stepper: it writes the step variables and
-// queues the recorded step, as one graph when it can.
+// EndStep implements backend.Stepper: it queues the step (the step
+// variables' values, then its ops, as one graph when it can) on the device
+// thread and returns; an error surfaces at the next op that waits, as for
+// every op. The step's ops and variables go with it, and the next step
+// records into new slices.
 func (b *Backend) EndStep() {
 	if !b.step.on {
 		panic("cuda: EndStep outside a step")
 	}
 	ops, topo, vars := b.step.ops, b.step.topo.Sum64(), b.step.vars
 	b.step.on = false
+	b.step.ops = make([]func(*cudadrv.Ctx) error, 0, len(ops))
+	b.step.vars = make([]int32, 0, len(vars))
+	b.step.mu.Lock()
 	eager := b.step.eager || !b.step.graphs || len(ops) == 0 || b.profiling
-	var how int
-	var captureErr error
-	must(b.dev.Do(func(c *cudadrv.Ctx) error {
+	b.step.mu.Unlock()
+	b.dev.Go(func(c *cudadrv.Ctx) error {
 		// In stream order: after the previous step has read them.
 		if len(vars) > 0 {
 			if err := c.CopyHtoD(b.varsDev, unsafe.Pointer(&vars[0]), 4*len(vars), b.stream); err != nil {
@@ -146,16 +165,26 @@ func (b *Backend) EndStep() {
 			}
 		}
 		if eager {
+			b.countStep(-1, nil)
 			return runOps(c, ops)
 		}
-		if how, captureErr = b.launchGraph(c, ops, topo); captureErr != nil {
+		how, err := b.launchGraph(c, ops, topo)
+		b.countStep(how, err)
+		if err != nil {
 			return runOps(c, ops) // nothing of a failed capture ran
 		}
 		return nil
-	}))
+	})
+}
+
+// countStep adds a step to the stats: how it got its graph (launchGraph),
+// or -1 for op by op, or the capture's error.
+func (b *Backend) countStep(how int, captureErr error) {
+	b.step.mu.Lock()
+	defer b.step.mu.Unlock()
 	st := &b.step.stats
 	switch {
-	case eager:
+	case how < 0:
 		st.Eager++
 	case captureErr != nil:
 		st.Eager++

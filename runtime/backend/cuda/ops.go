@@ -187,12 +187,9 @@ func (b *Backend) dense(x backend.Buffer, rows int, ps []backend.Proj) {
 	// Input-channel-major: the gather over every input (idx = null).
 	vec := vecAll(m.DType, g)
 	l := gatherLaunch(rows, outs(g), m.In, b.info.SMs, vecElems(m.DType, vec))
-	f, image := b.fn["at_gather_"+sfx], packGroup(g)
-	null := cudadrv.DevicePtr(0)
+	image, null := packGroup(g), cudadrv.DevicePtr(0)
 	b.zero(g, rows, image)
-	b.queue("at_gather_"+sfx, func(c *cudadrv.Ctx) error {
-		return c.Launch(f, l.grid, l.block, 0, b.stream, xp, null, null, m.In, rows, boolInt(vec), image)
-	})
+	b.launch("at_gather_"+sfx, l, xp, null, null, m.In, rows, boolInt(vec), image)
 }
 
 func boolInt(v bool) int {
@@ -389,9 +386,9 @@ func (b *Backend) LoadSites(sites []backend.Site) error {
 // useSite makes c_sites hold s and returns its slot.
 func (b *Backend) useSite(s backend.Site) int {
 	slot := siteSlot(s.ID)
-	p := packSite(s)
-	if b.mirror[slot] != p {
-		b.mirror[slot] = p
+	if packed := packSite(s); b.mirror[slot] != packed {
+		b.mirror[slot] = packed
+		p := packed // the closure's own copy (a variable it captures lives on the heap)
 		dst := b.sites.Add(slot * siteBytes)
 		b.hostCopy()
 		b.queue("site", func(c *cudadrv.Ctx) error { return c.CopyHtoD(dst, unsafe.Pointer(&p[0]), siteBytes, b.stream) })
@@ -456,7 +453,8 @@ func (b *Backend) SparseMatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
 	if rows <= 0 {
 		return
 	}
-	var dense, topk, thr []backend.Proj
+	var db, tb, hb [2 * groupMax]backend.Proj // room for the usual groups without allocating
+	dense, topk, thr := db[:0], tb[:0], hb[:0]
 	for _, p := range ps {
 		m := mat(p.W)
 		if !p.Site.Dense(m.In) {
