@@ -98,6 +98,20 @@ type Stepper interface {
 	EndStep()
 }
 
+// Picker is a backend that picks the next token where the logits are (the
+// CUDA backend: at_argmax and at_sample), so that a decode step reads one
+// token id instead of a row of logits. Both read the first n values of
+// logits and, like ops, panic on a device error.
+type Picker interface {
+	// Argmax is the index of the largest value, the lowest on ties (as
+	// sample.Greedy).
+	Argmax(logits Buffer, n int) int
+	// Sample draws from softmax(logits / temperature) by inverse CDF in
+	// index order at u, uniform in [0, 1) (as sample.Sampler without
+	// truncation).
+	Sample(logits Buffer, n int, temperature, u float32) int
+}
+
 // SiteLoader is a backend that keeps budgets in device memory (the CUDA
 // backend: the kernels' constant table). The engine hands it a plan's
 // sites when the plan is set; SparseMatMul still accepts any site.

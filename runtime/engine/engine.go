@@ -182,6 +182,27 @@ func (s *State) Reset() { s.Pos = 0 }
 // advances Pos. If all is true, logits gets len(tokens) × vocab values (one
 // row per token); otherwise it gets the vocab logits of the last token.
 func (s *State) Forward(tokens []int, logits []float32, all bool) error {
+	want := s.m.Config.VocabSize
+	if all {
+		want *= len(tokens)
+	}
+	if len(logits) < want {
+		return fmt.Errorf("logits buffer holds %d values, need %d", len(logits), want)
+	}
+	return s.run(tokens, logits, all)
+}
+
+// Decode runs one token at position Pos as a decode step and advances Pos,
+// leaving its logits on the backend (Logits) instead of reading them: for a
+// backend.Picker to choose the next token there.
+func (s *State) Decode(token int) error { return s.run([]int{token}, nil, false) }
+
+// Logits is the backend buffer whose first VocabSize values are the
+// logits of the last token Forward or Decode ran.
+func (s *State) Logits() backend.Buffer { return s.logits }
+
+// run is Forward; with logits nil it reads nothing back.
+func (s *State) run(tokens []int, logits []float32, all bool) error {
 	c := &s.m.Config
 	if s.Pos+len(tokens) > s.ctx {
 		return fmt.Errorf("%w: %d tokens at position %d, context %d", ErrContextFull, len(tokens), s.Pos, s.ctx)
@@ -190,13 +211,6 @@ func (s *State) Forward(tokens []int, logits []float32, all bool) error {
 		if t < 0 || t >= c.VocabSize {
 			return fmt.Errorf("token id %d outside the vocabulary (%d)", t, c.VocabSize)
 		}
-	}
-	want := c.VocabSize
-	if all {
-		want *= len(tokens)
-	}
-	if len(logits) < want {
-		return fmt.Errorf("logits buffer holds %d values, need %d", len(logits), want)
 	}
 	for done := 0; done < len(tokens); {
 		n := min(s.maxRows, len(tokens)-done)
@@ -221,9 +235,11 @@ func (s *State) Forward(tokens []int, logits []float32, all bool) error {
 			if step {
 				st.EndStep()
 			}
-			if all {
+			switch {
+			case logits == nil:
+			case all:
 				s.m.Backend.Read(logits[done*c.VocabSize:(done+n)*c.VocabSize], s.logits, 0)
-			} else {
+			default:
 				s.m.Backend.Read(logits[:c.VocabSize], s.logits, 0)
 			}
 		}

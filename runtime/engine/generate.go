@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/sample"
 )
 
@@ -63,14 +64,35 @@ func (s *State) Generate(ctx context.Context, prompt []int, o GenOptions, emit f
 	}
 	st.PromptSeconds = time.Since(t0).Seconds()
 	smp := sample.New(o.Sample)
+	// step runs the chosen token and picks the next: on the device when the
+	// backend can and the options need no truncation (one id read back a
+	// token instead of the logits), else on the host. Both draw the same
+	// uniform variates, so a seed gives the same text either way (up to a
+	// draw that lands within rounding of a boundary between two tokens).
+	step := func(tok int) (int, error) {
+		err := s.Forward([]int{tok}, logits, false)
+		return smp.Next(logits), err
+	}
+	if p, ok := s.m.Backend.(backend.Picker); ok && o.Sample.Plain() {
+		temp, vocab := o.Sample.Temperature, s.Vocab()
+		step = func(tok int) (int, error) {
+			if err := s.Decode(tok); err != nil {
+				return 0, err
+			}
+			if temp == 0 {
+				return p.Argmax(s.logits, vocab), nil
+			}
+			return p.Sample(s.logits, vocab, float32(temp), float32(smp.Uniform())), nil
+		}
+	}
 	t1 := time.Now()
 	defer func() { st.DecodeSeconds = time.Since(t1).Seconds() }()
+	next := smp.Next(logits) // the prompt's logits are on the host already
 	for {
 		if ctx.Err() != nil {
 			st.Reason = "cancel"
 			return st, ctx.Err()
 		}
-		next := smp.Next(logits)
 		if o.IsEnd != nil && o.IsEnd(next) {
 			st.Reason = "stop"
 			return st, nil
@@ -82,7 +104,8 @@ func (s *State) Generate(ctx context.Context, prompt []int, o GenOptions, emit f
 		if (o.MaxTokens > 0 && st.GenTokens >= o.MaxTokens) || s.Pos >= s.ctx {
 			return st, nil
 		}
-		if err := s.Forward([]int{next}, logits, false); err != nil {
+		var err error
+		if next, err = step(next); err != nil {
 			return st, err
 		}
 	}

@@ -31,6 +31,11 @@ func (o Options) Validate() error {
 	return nil
 }
 
+// Plain reports options without truncation (no top-k, no top-p): greedy
+// or plain temperature sampling, which a backend.Picker draws on the
+// device with the same uniform variates (Sampler.Uniform).
+func (o Options) Plain() bool { return o.TopK == 0 && (o.TopP == 0 || o.TopP == 1) }
+
 // Sampler draws tokens. It is not safe for concurrent use.
 type Sampler struct {
 	opt  Options
@@ -57,6 +62,11 @@ func Greedy(logits []float32) int {
 	}
 	return best
 }
+
+// Uniform is the next uniform variate in [0, 1) of the sampler's stream:
+// the one Next would use for its next draw, for a draw made elsewhere (on
+// the device). Greedy draws use none.
+func (s *Sampler) Uniform() float64 { return s.rng.Float64() }
 
 // Next picks a token from logits (which it does not modify).
 func (s *Sampler) Next(logits []float32) int {
@@ -106,7 +116,7 @@ func (s *Sampler) Next(logits []float32) int {
 			sum += q
 		}
 	}
-	r := s.rng.Float64() * sum
+	r := s.Uniform() * sum
 	for j, q := range prob {
 		r -= q
 		if r < 0 {

@@ -116,6 +116,7 @@ var kernelNames = []string{
 var (
 	_ backend.Backend    = (*Backend)(nil)
 	_ backend.SiteLoader = (*Backend)(nil)
+	_ backend.Picker     = (*Backend)(nil)
 )
 
 // New opens device o.Device and loads the kernels. Without a driver or a

@@ -1,9 +1,11 @@
 package cuda
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/acttail/acttail-gpu/internal/testfiles"
@@ -13,6 +15,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/format"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/sample"
 	"github.com/acttail/acttail-gpu/runtime/synth"
 )
 
@@ -118,7 +121,36 @@ func TestGPUStories260K(t *testing.T) {
 	}
 	defer m.Close()
 	compareModel(t, g, m, 1e-3)
+	compareGenerate(t, g, m)
 	checkGraphs(t, g, 8)
+}
+
+// compareGenerate generates 24 tokens on the GPU, which picks them on the
+// device (backend.Picker: at_argmax, at_sample), and on the CPU, which
+// picks from the logits on the host, greedy and at temperature 0.8 with
+// one seed: the same uniform variates, so the same tokens.
+func compareGenerate(t *testing.T, g *Backend, m *model.Model) {
+	t.Helper()
+	prompt := []int{1, 403, 407, 261, 378}
+	gen := func(b backend.Backend, o sample.Options) []int {
+		e, err := engine.Load(b, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []int
+		_, err = e.NewState(64, 16).Generate(context.Background(), prompt, engine.GenOptions{MaxTokens: 24, Sample: o},
+			func(id int) error { got = append(got, id); return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	for _, o := range []sample.Options{{}, {Temperature: 0.8, Seed: 3}} {
+		want, got := gen(cpu.New(0), o), gen(g, o)
+		if !slices.Equal(got, want) {
+			t.Errorf("generate %+v: cuda %v, cpu %v", o, got, want)
+		}
+	}
 }
 
 // checkGraphs requires that the decode steps so far ran as CUDA graphs: at
