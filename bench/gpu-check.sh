@@ -26,6 +26,9 @@ fi
 out=build/gpu-check
 mkdir -p "$out"
 results=docs/gpu-results.md
+# On the kernel emulator (ACTTAIL_LIBCUDA set) the run is a rehearsal: its
+# results are not GPU results and stay out of docs/.
+[[ -n ${ACTTAIL_LIBCUDA:-} ]] && results=$out/gpu-results.md
 status=()
 note() { echo "== $*"; }
 record() { status+=("$(printf '%-34s %s' "$1" "$2")"); }

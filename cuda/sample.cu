@@ -1,17 +1,20 @@
 // sample.cu: picking the next token on the device.
 //
-// at_argmax: grid (1), block 1024: index of the largest logit, the lowest
-//   index on ties (as sample.Greedy).
-// at_sample: grid (1), block 1024: inverse-CDF sampling from
-//   softmax(logits / temperature) with a uniform u in [0, 1) drawn on the
-//   host. Each thread owns a contiguous chunk; chunk sums are scanned in
-//   static shared memory and the thread whose chunk holds u * total walks
-//   it. Falls back to the last index on rounding.
+// at_pick: grid (rows), block 1024, static shared memory (about 4 KB).
+//   Block r picks from row r of logits (n values at r*n) into result[r],
+//   with params[2r] = 1/temperature and params[2r+1] = u:
+//   - 1/temperature 0: the index of the largest logit, the lowest index
+//     on ties (as sample.Greedy): pick_argmax;
+//   - else inverse-CDF sampling from softmax(logits / temperature) at u,
+//     uniform in [0, 1) drawn on the host: each thread owns a contiguous
+//     chunk, chunk sums are scanned in shared memory and the thread whose
+//     chunk holds u * total walks it; the last index on rounding
+//     (pick_sample).
 #include "common.cuh"
 
 #define AT_SAMPLE_THREADS 1024
 
-extern "C" __global__ void __launch_bounds__(AT_SAMPLE_THREADS) at_argmax(int *result, const float *logits, int n) {
+__device__ void pick_argmax(int *result, const float *logits, int n) {
   __shared__ float sv[32];
   __shared__ int si[32];
   float best = -INFINITY;
@@ -38,8 +41,7 @@ extern "C" __global__ void __launch_bounds__(AT_SAMPLE_THREADS) at_argmax(int *r
   }
 }
 
-extern "C" __global__ void __launch_bounds__(AT_SAMPLE_THREADS)
-    at_sample(int *result, const float *logits, int n, float invTemp, float u) {
+__device__ void pick_sample(int *result, const float *logits, int n, float invTemp, float u) {
   __shared__ float scratch[32];
   __shared__ float prefix[AT_SAMPLE_THREADS + 1];
   float mx = -INFINITY;
@@ -70,4 +72,14 @@ extern "C" __global__ void __launch_bounds__(AT_SAMPLE_THREADS)
     }
     *result = hi - 1;
   }
+}
+
+extern "C" __global__ void __launch_bounds__(AT_SAMPLE_THREADS)
+    at_pick(int *result, const float *logits, int n, const float *params) {
+  const size_t r = blockIdx.x;
+  const float invTemp = params[2 * r];  // the same for the whole block: no divergent barrier
+  if (invTemp == 0.f)
+    pick_argmax(result + r, logits + r * n, n);
+  else
+    pick_sample(result + r, logits + r * n, n, invTemp, params[2 * r + 1]);
 }

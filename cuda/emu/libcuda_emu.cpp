@@ -259,8 +259,8 @@ Kernel kernel(const char *name, void (*f)(A...)) {
 #define AT_KERNEL(name) kernel(#name, name),
 const std::vector<Kernel> kernels = {
     AT_KERNEL(scale) AT_KERNEL(at_rmsnorm) AT_KERNEL(at_rope) AT_KERNEL(at_rope_cache) AT_KERNEL(at_zero) AT_KERNEL(at_swiglu) AT_KERNEL(at_add) AT_KERNEL(at_embed)
-        AT_KERNEL(at_transpose) AT_KERNEL(at_narrow) AT_KERNEL(at_select) AT_KERNEL(at_attention) AT_KERNEL(at_attention_combine) AT_KERNEL(at_argmax)
-            AT_KERNEL(at_sample) AT_KERNEL(at_gemv_f32) AT_KERNEL(at_gemv_f16) AT_KERNEL(at_gemv_bf16)
+        AT_KERNEL(at_transpose) AT_KERNEL(at_narrow) AT_KERNEL(at_select) AT_KERNEL(at_attention) AT_KERNEL(at_attention_combine) AT_KERNEL(at_pick)
+            AT_KERNEL(at_gemv_f32) AT_KERNEL(at_gemv_f16) AT_KERNEL(at_gemv_bf16)
                 AT_KERNEL(at_gemv_q8) AT_KERNEL(at_gemm_f32) AT_KERNEL(at_gemm_f16) AT_KERNEL(at_gemm_bf16)
                     AT_KERNEL(at_gemm_q8) AT_KERNEL(at_gather_f32) AT_KERNEL(at_gather_f16)
                         AT_KERNEL(at_gather_bf16) AT_KERNEL(at_gather_thr_f32) AT_KERNEL(at_gather_thr_f16)

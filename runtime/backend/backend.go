@@ -99,17 +99,15 @@ type Stepper interface {
 }
 
 // Picker is a backend that picks the next token where the logits are (the
-// CUDA backend: at_argmax and at_sample), so that a decode step reads one
-// token id instead of a row of logits. Both read the first n values of
-// logits and, like ops, panic on a device error.
+// CUDA backend: at_pick), so that a decode step reads back token ids
+// instead of rows of logits. Like ops, it panics on a device error.
 type Picker interface {
-	// Argmax is the index of the largest value, the lowest on ties (as
-	// sample.Greedy).
-	Argmax(logits Buffer, n int) int
-	// Sample draws from softmax(logits / temperature) by inverse CDF in
-	// index order at u, uniform in [0, 1) (as sample.Sampler without
-	// truncation).
-	Sample(logits Buffer, n int, temperature, u float32) int
+	// Pick chooses a token from each of rows rows of n logits (row r at
+	// offset r·n): where temps[r] is 0, the index of the largest value, the
+	// lowest on ties (as sample.Greedy); else a draw from
+	// softmax(row / temps[r]) by inverse CDF in index order at us[r],
+	// uniform in [0, 1) (as sample.Sampler without truncation).
+	Pick(logits Buffer, rows, n int, temps, us []float32) []int
 }
 
 // SiteLoader is a backend that keeps budgets in device memory (the CUDA

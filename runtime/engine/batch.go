@@ -28,7 +28,8 @@ func (m *Model) NewBatch(maxSeqs int) *Batch {
 }
 
 // Step feeds tokens[i] to states[i] at its current position, advances
-// every state, and writes the logits of sequence i to logits[i·vocab:].
+// every state, and writes the logits of sequence i to logits[i·vocab:]
+// (logits nil: they stay on the backend, Logits, for a backend.Picker).
 // Each state must belong to the batch's model and have room for one more
 // token; a sequence is sparse if its position is at or past its SparseFrom.
 // Rows share one sparse/dense decision per projection: if any sequence
@@ -44,7 +45,7 @@ func (bt *Batch) Step(states []*State, tokens []int, logits []float32) (dense bo
 		return false, fmt.Errorf("batch of %d sequences, room for %d", n, bt.max)
 	case len(tokens) != n:
 		return false, fmt.Errorf("%d tokens for %d sequences", len(tokens), n)
-	case len(logits) < n*c.VocabSize:
+	case logits != nil && len(logits) < n*c.VocabSize:
 		return false, fmt.Errorf("logits buffer holds %d values, need %d", len(logits), n*c.VocabSize)
 	}
 	sparse := m.sites != nil
@@ -101,6 +102,12 @@ func (bt *Batch) Step(states []*State, tokens []int, logits []float32) (dense bo
 	if step {
 		st.EndStep()
 	}
-	b.Read(logits[:n*c.VocabSize], bt.logits, 0)
+	if logits != nil {
+		b.Read(logits[:n*c.VocabSize], bt.logits, 0)
+	}
 	return dense, nil
 }
+
+// Logits is the backend buffer whose row i holds the logits of sequence i
+// of the last Step.
+func (bt *Batch) Logits() backend.Buffer { return bt.logits }

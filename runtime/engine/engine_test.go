@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/acttail/acttail-gpu/internal/hostpick"
 	"github.com/acttail/acttail-gpu/internal/testfiles"
 	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
@@ -205,49 +206,6 @@ func TestGenerateStopsAndCounts(t *testing.T) {
 	}
 }
 
-// hostPicker is a backend.Picker over the CPU backend that picks on the
-// host from the logits it reads, counting its calls and the logits rows
-// read by anything else.
-type hostPicker struct {
-	*cpu.Backend
-	vocab       int
-	picks, rows int
-}
-
-func (h *hostPicker) Read(dst []float32, b backend.Buffer, off int) {
-	if len(dst) == h.vocab {
-		h.rows++
-	}
-	h.Backend.Read(dst, b, off)
-}
-
-func (h *hostPicker) logits(b backend.Buffer, n int) []float32 {
-	h.picks++
-	v := make([]float32, n)
-	h.Backend.Read(v, b, 0)
-	return v
-}
-
-func (h *hostPicker) Argmax(b backend.Buffer, n int) int { return sample.Greedy(h.logits(b, n)) }
-
-func (h *hostPicker) Sample(b backend.Buffer, n int, temperature, u float32) int {
-	v := h.logits(b, n)
-	maxv := slices.Max(v)
-	p := make([]float64, n)
-	var sum float64
-	for i, x := range v {
-		p[i] = math.Exp(float64(x-maxv) / float64(temperature))
-		sum += p[i]
-	}
-	r := float64(u) * sum
-	for i, q := range p {
-		if r -= q; r < 0 {
-			return i
-		}
-	}
-	return n - 1
-}
-
 // TestGenerateOnPicker checks that Generate picks on a backend.Picker when
 // the options need no truncation, reading no logits row after the prompt's,
 // and gets the host's tokens; with top-k it reads the logits.
@@ -268,16 +226,16 @@ func TestGenerateOnPicker(t *testing.T) {
 	}
 	for _, o := range []sample.Options{{}, {Temperature: 0.9, Seed: 4}, {Temperature: 0.9, Seed: 4, TopK: 5}} {
 		want := gen(cpu.New(1), o)
-		hp := &hostPicker{Backend: cpu.New(1), vocab: m.Config.VocabSize}
+		hp := &hostpick.Backend{Backend: cpu.New(1), Vocab: m.Config.VocabSize}
 		got := gen(hp, o)
 		if !slices.Equal(got, want) {
 			t.Errorf("%+v: picker tokens %v, host %v", o, got, want)
 		}
-		if o.Plain() && (hp.picks != 11 || hp.rows != 1) {
-			t.Errorf("%+v: %d picks and %d logits rows read, want 11 and 1 (the prompt's)", o, hp.picks, hp.rows)
+		if o.Plain() && (hp.Picks != 11 || hp.Rows != 1) {
+			t.Errorf("%+v: %d picks and %d logits rows read, want 11 and 1 (the prompt's)", o, hp.Picks, hp.Rows)
 		}
-		if !o.Plain() && (hp.picks != 0 || hp.rows != 12) {
-			t.Errorf("%+v (truncated): %d picks and %d logits rows read, want 0 and 12", o, hp.picks, hp.rows)
+		if !o.Plain() && (hp.Picks != 0 || hp.Rows != 12) {
+			t.Errorf("%+v (truncated): %d picks and %d logits rows read, want 0 and 12", o, hp.Picks, hp.Rows)
 		}
 	}
 }

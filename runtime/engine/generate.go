@@ -74,15 +74,15 @@ func (s *State) Generate(ctx context.Context, prompt []int, o GenOptions, emit f
 		return smp.Next(logits), err
 	}
 	if p, ok := s.m.Backend.(backend.Picker); ok && o.Sample.Plain() {
-		temp, vocab := o.Sample.Temperature, s.Vocab()
+		temps, us := []float32{float32(o.Sample.Temperature)}, []float32{0}
 		step = func(tok int) (int, error) {
 			if err := s.Decode(tok); err != nil {
 				return 0, err
 			}
-			if temp == 0 {
-				return p.Argmax(s.logits, vocab), nil
+			if temps[0] > 0 {
+				us[0] = float32(smp.Uniform())
 			}
-			return p.Sample(s.logits, vocab, float32(temp), float32(smp.Uniform())), nil
+			return p.Pick(s.logits, 1, s.Vocab(), temps, us)[0], nil
 		}
 	}
 	t1 := time.Now()

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/sample"
 )
@@ -140,12 +141,18 @@ type scheduler struct {
 	group   []*job
 	states  []*engine.State
 	tokens  []int
+	// picker picks tokens on the device (nil: the backend cannot); temps
+	// and us are its per-row arguments.
+	picker    backend.Picker
+	temps, us []float32
 }
 
 func newScheduler(s *Server) *scheduler {
 	m := s.cfg.Model
-	return &scheduler{s: s, m: m, batch: m.NewBatch(s.cfg.MaxBatch),
+	sc := &scheduler{s: s, m: m, batch: m.NewBatch(s.cfg.MaxBatch),
 		logits: make([]float32, s.cfg.MaxBatch*m.Config.VocabSize)}
+	sc.picker, _ = m.Backend.(backend.Picker)
+	return sc
 }
 
 // run is the scheduler loop; it returns after Shutdown once no job is
@@ -238,7 +245,11 @@ func (sc *scheduler) tick() {
 		}
 		sc.apply(v)
 		t0 := time.Now()
-		dense, err := sc.batch.Step(sc.states, sc.tokens, sc.logits)
+		logits := sc.logits
+		if sc.picker != nil {
+			logits = nil // picked on the device; rows read only for truncated sampling
+		}
+		dense, err := sc.batch.Step(sc.states, sc.tokens, logits)
 		if err != nil {
 			sc.s.log.Error("decode step", "model", sc.s.variants[v].name, "err", err)
 			for _, j := range sc.group {
@@ -253,14 +264,52 @@ func (sc *scheduler) tick() {
 			}
 		}
 		sc.s.metrics.step(v, len(sc.group), time.Since(t0), dense, realized)
+		var picked []int
+		if logits == nil {
+			picked = sc.pick()
+		}
 		for i, j := range sc.group {
-			if sc.emit(j, j.smp.Next(sc.logits[i*V:(i+1)*V])) {
+			var tok int
+			switch {
+			case logits != nil:
+				tok = j.smp.Next(sc.logits[i*V : (i+1)*V])
+			case j.sample.Plain():
+				tok = picked[i]
+			default: // top-k or top-p: this row's logits, sampled on the host
+				sc.m.Backend.Read(sc.logits[:V], sc.batch.Logits(), i*V)
+				tok = j.smp.Next(sc.logits[:V])
+			}
+			if sc.emit(j, tok) {
 				live = append(live, j)
 			}
 		}
 	}
 	clear(sc.active[len(live):])
 	sc.active = live
+}
+
+// pick chooses on the device the tokens of the group's plain rows
+// (greedy or temperature: sample.Options.Plain) of the step just run, each
+// with the next variate of its job's own stream (as Sampler.Next would
+// use); other rows get a greedy pick that is not used. Nil when no row is
+// plain.
+func (sc *scheduler) pick() []int {
+	sc.temps, sc.us = sc.temps[:0], sc.us[:0]
+	plain := false
+	for _, j := range sc.group {
+		t, u := float32(0), float32(0)
+		if j.sample.Plain() {
+			plain = true
+			if j.sample.Temperature > 0 {
+				t, u = float32(j.sample.Temperature), float32(j.smp.Uniform())
+			}
+		}
+		sc.temps, sc.us = append(sc.temps, t), append(sc.us, u)
+	}
+	if !plain {
+		return nil
+	}
+	return sc.picker.Pick(sc.batch.Logits(), len(sc.group), sc.m.Config.VocabSize, sc.temps, sc.us)
 }
 
 // apply installs variant v's sites unless they are in force.

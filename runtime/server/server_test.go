@@ -20,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/acttail/acttail-gpu/internal/hostpick"
 	"github.com/acttail/acttail-gpu/internal/testfiles"
+	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
@@ -77,9 +79,15 @@ type fixture struct {
 // Plans filled in) and shuts it down at the end of the test.
 func start(t *testing.T, cfg Config, withPlan bool) *fixture {
 	t.Helper()
+	return startOn(t, cfg, withPlan, func(*model.Model) backend.Backend { return cpu.New(0) })
+}
+
+// startOn is start on the backend newBackend makes for the model.
+func startOn(t *testing.T, cfg Config, withPlan bool, newBackend func(*model.Model) backend.Backend) *fixture {
+	t.Helper()
 	m, tok := stories(t)
 	f := &fixture{m: m, tok: tok, key: cfg.APIKey}
-	e, err := engine.LoadWith(cpu.New(0), m, engine.Options{Sparse: withPlan})
+	e, err := engine.LoadWith(newBackend(m), m, engine.Options{Sparse: withPlan})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -587,6 +595,62 @@ func TestConcurrentStreams(t *testing.T) {
 	if m["acttail_time_to_first_token_seconds_count"] != requests || m["acttail_decode_tokens_per_second"] <= 0 {
 		t.Errorf("first-token histogram or decode rate missing: %v", m)
 	}
+}
+
+// TestDevicePicks serves on a backend that picks tokens (a
+// backend.Picker, here on the host: internal/hostpick) and checks that
+// concurrent greedy, temperature and top-p requests get the text of a
+// server that reads the logits, that the plain ones are picked and that
+// only the top-p rows are read.
+func TestDevicePicks(t *testing.T) {
+	var hp *hostpick.Backend
+	cfg := Config{MaxBatch: 8, Queue: 64}
+	entered, release := holdScheduler(&cfg)
+	picking := startOn(t, cfg, false, func(m *model.Model) backend.Backend {
+		hp = &hostpick.Backend{Backend: cpu.New(0), Vocab: m.Config.VocabSize}
+		return hp
+	})
+	reading := start(t, Config{}, false)
+	const maxTokens = 24
+	bodies := []map[string]any{
+		{"prompt": storyPrompt, "max_tokens": maxTokens, "temperature": 0},
+		{"prompt": "The cat", "max_tokens": maxTokens, "temperature": 0.9, "seed": 5},
+		{"prompt": "Lily and Ben", "max_tokens": maxTokens, "temperature": 1, "top_p": 0.8, "seed": 6},
+		{"prompt": "One day, a little dog", "max_tokens": maxTokens, "temperature": 0.7, "seed": 8},
+	}
+	want := make([]string, len(bodies))
+	for i, b := range bodies {
+		want[i] = reading.complete(t, "/v1/completions", b).Choices[0].Text
+	}
+	var wg sync.WaitGroup
+	got := make([]string, len(bodies))
+	for i, b := range bodies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i] = picking.complete(t, "/v1/completions", b).Choices[0].Text
+		}()
+	}
+	// Hold the first step until every request is admitted or queued, so
+	// that they run as batches of mixed rows.
+	<-entered
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if int(picking.metrics(t)["acttail_active_sequences"])+picking.s.queue.len() == len(bodies) {
+			break
+		}
+	}
+	release()
+	wg.Wait()
+	for i := range bodies {
+		if got[i] != want[i] {
+			t.Errorf("request %v: picked %q, read %q", bodies[i], got[i], want[i])
+		}
+	}
+	// Each prompt's logits are read once; after that only the top-p rows.
+	if hp.Picks < 3 || hp.Rows <= len(bodies) {
+		t.Errorf("%d rows picked and %d logits rows read: want picks, and reads past the %d prompts'", hp.Picks, hp.Rows, len(bodies))
+	}
+	t.Logf("%d rows picked, %d logits rows read", hp.Picks, hp.Rows)
 }
 
 // holdScheduler makes the scheduler wait before each decode step until

@@ -67,7 +67,8 @@ func TestHostChecks(t *testing.T) {
 		{"sparse short", "need 128", func() { b.SparseMatMul(bf(344), mt, bf(100), 2, backend.Site{TopK: true, K: 3}) }},
 		{"read offset", "outside a buffer of 4", func() { b.Read(make([]float32, 1), bf(4), 5) }},
 		{"write offset", "outside a buffer of 4", func() { b.Write(bf(4), -1, []float32{1}) }},
-		{"argmax", "3 logits in a buffer of 2", func() { b.Argmax(bf(2), 3) }},
+		{"pick size", "2 rows of 3 logits in a buffer of 5", func() { b.Pick(bf(5), 2, 3, []float32{0, 0}, []float32{0, 0}) }},
+		{"pick params", "1 temperatures", func() { b.Pick(bf(6), 2, 3, []float32{0}, []float32{0, 0}) }},
 	}
 	for _, tc := range panics {
 		func() {

@@ -101,12 +101,13 @@ const (
 	scratchResult        // int32 argmax / sample result
 	scratchAttn          // float32 split-attention partials
 	scratchNarrow        // 16-bit GEMM inputs for cuBLAS (blas.go)
+	scratchPick          // float32 pairs (1/temperature, u) for at_pick
 	numScratch
 )
 
 var kernelNames = []string{
 	"at_rmsnorm", "at_rope", "at_rope_cache", "at_swiglu", "at_add", "at_zero", "at_embed", "at_transpose", "at_narrow", "at_select",
-	"at_attention", "at_attention_combine", "at_argmax", "at_sample",
+	"at_attention", "at_attention_combine", "at_pick",
 	"at_gemv_f32", "at_gemv_f16", "at_gemv_bf16", "at_gemv_q8",
 	"at_gemm_f32", "at_gemm_f16", "at_gemm_bf16", "at_gemm_q8",
 	"at_gather_f32", "at_gather_f16", "at_gather_bf16",

@@ -498,27 +498,42 @@ func TestGPULoadSites(t *testing.T) {
 	}
 }
 
-func TestGPUArgmaxSample(t *testing.T) {
+// TestGPUPick picks from several rows at once, greedy and sampled, on
+// vocabulary sizes from 1 to Llama 3's: each greedy row must give
+// sample.Greedy's index (a unique maximum, then ties below it), each
+// sampled row an index whose CDF interval holds u (to 1e-4).
+func TestGPUPick(t *testing.T) {
 	defer guard(t)
 	g := newGPU(t)
 	r := rand.New(rand.NewPCG(15, 16))
+	const temp = 0.8
+	us := []float32{0, 0, 0.25, 0.5, 0.999, 0}
+	temps := []float32{0, temp, temp, temp, temp, 0}
 	for _, n := range []int{1, 172, 512, 32000, 128256} {
-		v := randVec(r, n)
-		v[n/3] = 9 // a unique maximum, then a tie below it
-		if n > 2 {
-			v[n/2], v[n-1] = 9, 9
+		rows := len(us)
+		v := make([]float32, rows*n)
+		for i := range rows {
+			row := v[i*n : (i+1)*n]
+			copy(row, randVec(r, n))
+			row[(i+1)*n/7] = 9 // a unique maximum, then ties below it
+			if n > 2 {
+				row[n/2], row[n-1] = 9, 9
+			}
 		}
-		b := g.Alloc(n)
+		b := g.Alloc(rows * n)
 		g.Write(b, 0, v)
-		if got, want := g.Argmax(b, n), sample.Greedy(v); got != want {
-			t.Errorf("argmax n=%d: %d, want %d", n, got, want)
-		}
-		const temp = 0.8
-		for _, u := range []float32{0, 0.25, 0.5, 0.999} {
-			got := g.Sample(b, n, temp, u)
-			lo, hi := cdfInterval(v, temp, got)
-			if float64(u) < lo-1e-4 || float64(u) > hi+1e-4 {
-				t.Errorf("sample n=%d u=%g: index %d covers [%g, %g)", n, u, got, lo, hi)
+		got := g.Pick(b, rows, n, temps, us)
+		for i, id := range got {
+			row := v[i*n : (i+1)*n]
+			if temps[i] == 0 {
+				if want := sample.Greedy(row); id != want {
+					t.Errorf("argmax n=%d row %d: %d, want %d", n, i, id, want)
+				}
+				continue
+			}
+			lo, hi := cdfInterval(row, temp, id)
+			if float64(us[i]) < lo-1e-4 || float64(us[i]) > hi+1e-4 {
+				t.Errorf("sample n=%d row %d u=%g: index %d covers [%g, %g)", n, i, us[i], id, lo, hi)
 			}
 		}
 	}

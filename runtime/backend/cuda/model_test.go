@@ -126,7 +126,7 @@ func TestGPUStories260K(t *testing.T) {
 }
 
 // compareGenerate generates 24 tokens on the GPU, which picks them on the
-// device (backend.Picker: at_argmax, at_sample), and on the CPU, which
+// device (backend.Picker: at_pick), and on the CPU, which
 // picks from the logits on the host, greedy and at temperature 0.8 with
 // one seed: the same uniform variates, so the same tokens.
 func compareGenerate(t *testing.T, g *Backend, m *model.Model) {

@@ -339,35 +339,40 @@ func (b *Backend) Add(dst, x backend.Buffer, n int) {
 	b.launch("at_add", strideGrid(n), d.p, xs.p, int64(n))
 }
 
-// Argmax returns the index of the largest of the first n values of logits
-// (the lowest on ties), computed on the device.
-func (b *Backend) Argmax(logits backend.Buffer, n int) int {
-	return b.pick("at_argmax", buf(logits), n)
-}
-
-// Sample draws an index from softmax(logits[:n] / temperature) by inverse
-// CDF at u in [0, 1), on the device.
-func (b *Backend) Sample(logits backend.Buffer, n int, temperature float32, u float32) int {
-	return b.pick("at_sample", buf(logits), n, 1/temperature, u)
-}
-
-func (b *Backend) pick(kernel string, logits *Buf, n int, extra ...any) int {
-	b.outsideStep(kernel)
-	if n <= 0 || n > logits.n {
-		panic(fmt.Sprintf("cuda: %s: %d logits in a buffer of %d", kernel, n, logits.n))
+// Pick implements backend.Picker: one at_pick launch over rows rows of n
+// logits, each row's 1/temperature and u in a small device array, and one
+// read of the rows token ids.
+func (b *Backend) Pick(logits backend.Buffer, rows, n int, temps, us []float32) []int {
+	b.outsideStep("Pick")
+	lb := buf(logits)
+	if rows <= 0 || n <= 0 || rows*n > lb.n || len(temps) < rows || len(us) < rows {
+		panic(fmt.Sprintf("cuda: pick: %d rows of %d logits in a buffer of %d, %d temperatures, %d variates", rows, n, lb.n, len(temps), len(us)))
 	}
-	b.ensure(scratchResult, 4)
-	var r int32
-	f := b.fn[kernel]
+	params := make([]float32, 2*rows)
+	for r := range rows {
+		if temps[r] > 0 {
+			params[2*r], params[2*r+1] = 1/temps[r], us[r]
+		}
+	}
+	b.ensure(scratchResult, 4*rows)
+	b.ensure(scratchPick, 8*rows)
+	res := make([]int32, rows)
+	f := b.fn["at_pick"]
 	must(b.dev.Do(func(c *cudadrv.Ctx) error {
-		res := b.scratch[scratchResult]
-		args := append([]any{res, logits.p, n}, extra...)
-		if err := c.Launch(f, cudadrv.Dim3{X: 1}, cudadrv.Dim3{X: sampleThreads}, 0, b.stream, args...); err != nil {
+		out, par := b.scratch[scratchResult], b.scratch[scratchPick]
+		if err := c.CopyHtoD(par, unsafe.Pointer(&params[0]), 8*rows, b.stream); err != nil {
 			return err
 		}
-		return c.CopyDtoH(unsafe.Pointer(&r), res, 4, b.stream)
+		if err := c.Launch(f, cudadrv.Dim3{X: rows}, cudadrv.Dim3{X: sampleThreads}, 0, b.stream, out, lb.p, n, par); err != nil {
+			return err
+		}
+		return c.CopyDtoH(unsafe.Pointer(&res[0]), out, 4*rows, b.stream)
 	}))
-	return int(r)
+	ids := make([]int, rows)
+	for r, v := range res {
+		ids[r] = int(v)
+	}
+	return ids
 }
 
 // LoadSites writes every site's budget into the kernels' constant table at
