@@ -7,8 +7,10 @@
 # CARRY (default ./carry) holds test binaries built elsewhere (docs/cuda.md):
 #   cuda.test     go test -c ./runtime/backend/cuda
 #   cudadrv.test  go test -c ./cgo
+#   acttail-gpu   go build ./cmd/acttail-gpu (the command-line run; skipped without it)
 # SHARED (default $ACTTAIL_SHARED, else ../shared, else ./shared) holds
-# models/stories260K; the whole-model test skips without it.
+# models/stories260K (the whole-model test skips without it) and
+# data/tinystories-{calib,eval}.txt (for the command-line sweep).
 #
 # It (a) builds the kernels with this host's nvcc for sm_90, (b) runs the
 # correctness tests against the CPU backend with the embedded fatbin, (c)
@@ -91,6 +93,23 @@ run tests-embedded 90 "$carry/cuda.test" -test.v -test.run '^TestGPU'
 run bench-kernels 75 "$carry/cuda.test" -test.run '^$' -test.bench 'Copy|MatVec|Sparse|Prefill|DecodeFloor' -test.benchtime 200x
 run bench-decode7b 150 "$carry/cuda.test" -test.run '^$' -test.bench 'Decode7B' -test.benchtime 40x
 
+# The product on the GPU: what devices sees (NVML, cuBLAS), a generation,
+# and a short sparsity sweep with perplexity, speed and NVML energy.
+if [[ -x $carry/acttail-gpu && -n $ACTTAIL_MODEL_DIR ]]; then
+	run cli-devices 15 "$carry/acttail-gpu" devices
+	run cli-generate 20 "$carry/acttail-gpu" generate --device cuda --model "$ACTTAIL_MODEL_DIR" \
+		--prompt "Once upon a time" --max-tokens 64 --temperature 0
+	if [[ -f $shared/data/tinystories-calib.txt && -f $shared/data/tinystories-eval.txt ]]; then
+		run cli-sweep 60 "$carry/acttail-gpu" bench --sparsity-sweep --device cuda --model "$ACTTAIL_MODEL_DIR" \
+			--calib "$shared/data/tinystories-calib.txt" --data "$shared/data/tinystories-eval.txt" \
+			--levels 0,0.5,0.8 --methods uniform,acttail --eps-list 0.1 --directions smaller-alpha-sparser \
+			--max-eval-tokens 4096 --speed-repeats 1 \
+			--out-dir "$out/sweep"
+	fi
+else
+	record cli "skipped (no $carry/acttail-gpu or no model)"
+fi
+
 # (b, continued) the kernels this host's nvcc built, and the sanitizers.
 if [[ -n $fatbin ]]; then
 	run tests-host-nvcc 90 env ACTTAIL_KERNELS="$fatbin" "$carry/cuda.test" -test.v -test.run '^TestGPU'
@@ -131,6 +150,14 @@ fi
 	grep -h '^Benchmark' "$out"/bench-*.log 2>/dev/null
 	echo '```'
 	echo
+	echo "## The command line on the GPU"
+	echo
+	echo '```'
+	for f in cli-devices cli-generate cli-sweep; do
+		[[ -f $out/$f.log ]] && { echo "\$ acttail-gpu ${f#cli-}"; tail -n 25 "$out/$f.log"; echo; }
+	done
+	echo '```'
+	echo
 	echo "## Where a decode step's device time goes"
 	echo
 	echo "Op by op, with CUDA events around each (BenchmarkDecode7B, 8 steps a level):"
@@ -158,5 +185,6 @@ if [[ -n ${OUT:-} && -d ${OUT:-} ]]; then
 	mkdir -p "$OUT/gpu-check"
 	cp "$results" "$OUT/" 2>/dev/null
 	cp "$out"/*.log "$out"/host.txt "$OUT/gpu-check/" 2>/dev/null
+	[[ -d $out/sweep ]] && cp -r "$out/sweep" "$OUT/gpu-check/"
 	echo "copied $results and the logs to $OUT"
 fi
