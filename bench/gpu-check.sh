@@ -77,6 +77,11 @@ if [[ -z $fatbin ]]; then
 		fatbin=$out/acttail-sm90.fatbin
 fi
 
+# cuBLAS (optional) is searched on the loader's path, then in
+# /usr/local/cuda/lib64; put the toolkit's directory on the path so that
+# libcublas finds its libcublasLt beside it.
+[[ -d /usr/local/cuda/lib64 ]] && export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+
 export ACTTAIL_MODEL_DIR=""
 [[ -n $shared && -d $shared/models/stories260K ]] && export ACTTAIL_MODEL_DIR=$shared/models/stories260K
 echo "model dir: ${ACTTAIL_MODEL_DIR:-none (whole-model test skips)}"

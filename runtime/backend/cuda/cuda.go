@@ -194,7 +194,7 @@ func (b *Backend) Info() cudadrv.Info { return b.info }
 
 // Close implements backend.Backend: it frees every buffer and weight.
 func (b *Backend) Close() error {
-	b.step = step{} // a step cut short by a panic is dropped
+	b.step.on, b.step.ops = false, nil // a step cut short by a panic is dropped (the device thread may still count earlier ones)
 	err := b.dev.Do(func(c *cudadrv.Ctx) error {
 		var errs []error
 		errs = append(errs, c.StreamSynchronize(b.stream))
