@@ -32,8 +32,8 @@ import (
 // (cuGraphExecUpdate), else the oldest is dropped.
 //
 // A step that copies host memory to the device (a budget written into
-// c_sites for the first time, more than inlineTokens token ids) runs op by
-// op: a captured copy would read the host memory when the graph runs, not
+// c_sites for the first time, token ids past the maxStepVars step
+// variables) runs op by op: a captured copy would read the host memory when the graph runs, not
 // when it was recorded. So does every step when the driver has no stream
 // capture or Options.NoGraphs is set. If a capture fails, the step's ops
 // run op by op instead and the error is kept (GraphStats); after

@@ -268,6 +268,44 @@ func TestGPUGraphs(t *testing.T) {
 		t.Errorf("%d of 18 steps ran as graphs", n)
 	}
 
+	// A batch of more sequences than gemvRows runs its products as GEMMs
+	// (cuBLAS where it loads, after at_narrow for 16-bit weights) inside the
+	// step's graph: the second and third steps reuse the first one's graph.
+	before = withGraphs.GraphStats()
+	logits = [2][]float32{}
+	for i, b := range []*Backend{withGraphs, noGraphs} {
+		e, err := engine.LoadWith(b, m, engine.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const n = gemvRows + 4
+		out := make([]float32, n*cfg.VocabSize)
+		var states []*engine.State
+		for j := range n {
+			s := e.NewState(32, 4)
+			if err := s.Forward([]int{1 + j, 2}, out, false); err != nil {
+				t.Fatal(err)
+			}
+			states = append(states, s)
+		}
+		bt := e.NewBatch(n)
+		for round := range 3 {
+			toks := make([]int, n)
+			for j := range toks {
+				toks[j] = (round*11 + j*3) % cfg.VocabSize
+			}
+			if _, err := bt.Step(states, toks, out); err != nil {
+				t.Fatal(err)
+			}
+			logits[i] = append(logits[i], out...)
+		}
+	}
+	compare(t, "graphs vs op by op, a batch of 12 (GEMMs)", logits[0], logits[1], 1e-5)
+	after = withGraphs.GraphStats()
+	if c, r := after.Captured-before.Captured, after.Reused-before.Reused; c != 3 || r < 2 || after.Failed > 0 {
+		t.Errorf("a batch of 12: %d of 3 steps as graphs, %d reused, %d failed (%v)", c, r, after.Failed, after.LastError)
+	}
+
 	// More sequences than kept graphs: each has its own buffers, so its own
 	// graph; past maxGraphs the oldest are rewritten in place.
 	before = withGraphs.GraphStats()

@@ -49,8 +49,9 @@ func (b *Backend) Embed(dst backend.Buffer, table backend.Weight, tokens []int) 
 		ids[i] = int32(t)
 	}
 	l := embedLaunch(len(ids), m.In)
-	if b.step.on && len(ids) <= inlineTokens && len(b.step.vars)+len(ids) <= maxStepVars {
-		// Step variables (consecutive): the step's graph stays the same.
+	if b.step.on && len(b.step.vars)+len(ids) <= maxStepVars {
+		// Step variables (consecutive, any number of them): the step's
+		// graph stays the same.
 		first := b.stepVar(int(ids[0]))
 		for _, t := range ids[1:] {
 			b.stepVar(int(t))
