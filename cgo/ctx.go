@@ -160,6 +160,33 @@ func (c *Ctx) CopyDtoH(dst unsafe.Pointer, src DevicePtr, bytes int, s Stream) e
 	return c.StreamSynchronize(s)
 }
 
+// MemAllocHost allocates bytes of page-locked host memory, which
+// CopyDtoHAsync can fill while the host goes on. It is C memory: it holds
+// no Go pointers and the garbage collector does not move it.
+func (c *Ctx) MemAllocHost(bytes int) (unsafe.Pointer, error) {
+	var p unsafe.Pointer
+	if err := check("cuMemAllocHost_v2", C.at_cuMemAllocHost(&p, C.size_t(max(bytes, 1)))); err != nil {
+		return nil, fmt.Errorf("alloc %d bytes of pinned host memory: %w", bytes, err)
+	}
+	return p, nil
+}
+
+// MemFreeHost frees memory from MemAllocHost.
+func (c *Ctx) MemFreeHost(p unsafe.Pointer) error {
+	return check("cuMemFreeHost", C.at_cuMemFreeHost(p))
+}
+
+// CopyDtoHAsync queues a copy of bytes from src to dst, page-locked
+// memory from MemAllocHost, on s and returns at once: dst holds the
+// values once the work queued before it is done (an event recorded after
+// it says when).
+func (c *Ctx) CopyDtoHAsync(dst unsafe.Pointer, src DevicePtr, bytes int, s Stream) error {
+	if bytes == 0 {
+		return nil
+	}
+	return check("cuMemcpyDtoHAsync_v2", C.at_cuMemcpyDtoHAsync(dst, C.CUdeviceptr(src), C.size_t(bytes), s.h))
+}
+
 // CopyDtoD queues a device-to-device copy on s.
 func (c *Ctx) CopyDtoD(dst, src DevicePtr, bytes int, s Stream) error {
 	if bytes == 0 {

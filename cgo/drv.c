@@ -27,6 +27,8 @@
   X(REQUIRED, cuMemAlloc, (CUdeviceptr *, size_t), "cuMemAlloc_v2", 0) \
   X(REQUIRED, cuMemFree, (CUdeviceptr), "cuMemFree_v2", 0)          \
   X(REQUIRED, cuMemGetInfo, (size_t *, size_t *), "cuMemGetInfo_v2", 0) \
+  X(REQUIRED, cuMemAllocHost, (void **, size_t), "cuMemAllocHost_v2", 0) \
+  X(REQUIRED, cuMemFreeHost, (void *), "cuMemFreeHost", 0) \
   X(REQUIRED, cuMemcpyHtoD, (CUdeviceptr, const void *, size_t), "cuMemcpyHtoD_v2", 0) \
   X(REQUIRED, cuMemcpyDtoH, (void *, CUdeviceptr, size_t), "cuMemcpyDtoH_v2", 0) \
   X(REQUIRED, cuMemcpyDtoD, (CUdeviceptr, CUdeviceptr, size_t), "cuMemcpyDtoD_v2", 0) \
@@ -104,6 +106,8 @@ CUresult at_cuStreamSynchronize(CUstream s) { return p_cuStreamSynchronize(s); }
 CUresult at_cuMemAlloc(CUdeviceptr *p, size_t n) { return p_cuMemAlloc(p, n); }
 CUresult at_cuMemFree(CUdeviceptr p) { return p_cuMemFree(p); }
 CUresult at_cuMemGetInfo(size_t *f, size_t *t) { return p_cuMemGetInfo(f, t); }
+CUresult at_cuMemAllocHost(void **p, size_t n) { return p_cuMemAllocHost(p, n); }
+CUresult at_cuMemFreeHost(void *p) { return p_cuMemFreeHost(p); }
 CUresult at_cuMemcpyHtoD(CUdeviceptr d, const void *s, size_t n) { return p_cuMemcpyHtoD(d, s, n); }
 CUresult at_cuMemcpyDtoH(void *d, CUdeviceptr s, size_t n) { return p_cuMemcpyDtoH(d, s, n); }
 CUresult at_cuMemcpyDtoD(CUdeviceptr d, CUdeviceptr s, size_t n) { return p_cuMemcpyDtoD(d, s, n); }

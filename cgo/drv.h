@@ -34,6 +34,8 @@ CUresult at_cuStreamSynchronize(CUstream s);
 CUresult at_cuMemAlloc(CUdeviceptr *p, size_t bytes);
 CUresult at_cuMemFree(CUdeviceptr p);
 CUresult at_cuMemGetInfo(size_t *free, size_t *total);
+CUresult at_cuMemAllocHost(void **p, size_t bytes);
+CUresult at_cuMemFreeHost(void *p);
 CUresult at_cuMemcpyHtoD(CUdeviceptr dst, const void *src, size_t n);
 CUresult at_cuMemcpyDtoH(void *dst, CUdeviceptr src, size_t n);
 CUresult at_cuMemcpyDtoD(CUdeviceptr dst, CUdeviceptr src, size_t n);

@@ -458,6 +458,14 @@ CUresult cuMemFree_v2(uint64_t p) {
   std::free(reinterpret_cast<void *>(p));
   return OK;
 }
+CUresult cuMemAllocHost_v2(void **p, size_t bytes) {
+  *p = std::malloc(bytes ? bytes : 1);
+  return *p ? OK : 2;
+}
+CUresult cuMemFreeHost(void *p) {
+  std::free(p);
+  return OK;
+}
 CUresult cuMemGetInfo_v2(size_t *free, size_t *total) {
   GUARD;
   *free = kTotal - allocated;

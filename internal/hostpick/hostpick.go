@@ -5,6 +5,7 @@
 package hostpick
 
 import (
+	"fmt"
 	"math"
 	"slices"
 
@@ -12,16 +13,21 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/sample"
 )
 
-// Backend wraps a backend with Pick done on the host. It counts the rows
-// picked and the full logits rows (Vocab values) read by anyone else.
+// Backend wraps a backend with Pick and the backend.Chainer calls done on
+// the host. It counts the rows picked and the full logits rows (Vocab
+// values) read by anyone else.
 type Backend struct {
 	backend.Backend
 	Vocab int
 	Picks int // rows picked
 	Rows  int // Read calls of exactly Vocab values
+
+	last    int   // the last PickNext's token
+	unread  []int // PickNext's tokens not yet Picked, oldest first
+	tickets int   // issued
 }
 
-var _ backend.Picker = (*Backend)(nil)
+var _ backend.Chainer = (*Backend)(nil)
 
 // Read implements backend.Backend, counting logits rows.
 func (h *Backend) Read(dst []float32, b backend.Buffer, off int) {
@@ -63,4 +69,28 @@ func Pick(v []float32, temperature, u float32) int {
 		}
 	}
 	return len(v) - 1
+}
+
+// PickNext implements backend.Chainer: it picks at once and keeps the
+// token for EmbedPicked and Picked.
+func (h *Backend) PickNext(b backend.Buffer, n int, temperature, u float32) backend.Ticket {
+	h.last = h.Pick(b, 1, n, []float32{temperature}, []float32{u})[0]
+	h.unread = append(h.unread, h.last)
+	h.tickets++
+	return backend.Ticket(h.tickets - 1)
+}
+
+// EmbedPicked implements backend.Chainer.
+func (h *Backend) EmbedPicked(dst backend.Buffer, table backend.Weight) {
+	h.Backend.Embed(dst, table, []int{h.last})
+}
+
+// Picked implements backend.Chainer; tickets must come in order.
+func (h *Backend) Picked(t backend.Ticket) int {
+	if want := h.tickets - len(h.unread); int(t) != want {
+		panic(fmt.Sprintf("hostpick: ticket %d read, want %d", t, want))
+	}
+	tok := h.unread[0]
+	h.unread = h.unread[1:]
+	return tok
 }

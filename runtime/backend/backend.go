@@ -110,6 +110,26 @@ type Picker interface {
 	Pick(logits Buffer, rows, n int, temps, us []float32) []int
 }
 
+// Chainer is a Picker whose pick can stay on the device and feed the next
+// decode step, so that the step is queued before the host has the token:
+// the device goes from one step to the next without waiting for the host,
+// which reads each token one step behind.
+type Chainer interface {
+	Picker
+	// PickNext queues a pick from the first n values of logits (as Pick
+	// with one row) and returns at once. Its token stays on the device for
+	// EmbedPicked, and reaches the host at Picked(t). Tickets are read in
+	// the order they were issued, with at most 4 unread.
+	PickNext(logits Buffer, n int, temperature, u float32) Ticket
+	// EmbedPicked is Embed of the last PickNext's token, as one row.
+	EmbedPicked(dst Buffer, table Weight)
+	// Picked waits for the token of t.
+	Picked(t Ticket) int
+}
+
+// Ticket is a token picked by Chainer.PickNext, not yet read.
+type Ticket int
+
 // SiteLoader is a backend that keeps budgets in device memory (the CUDA
 // backend: the kernels' constant table). The engine hands it a plan's
 // sites when the plan is set; SparseMatMul still accepts any site.

@@ -201,6 +201,30 @@ func (s *State) Decode(token int) error { return s.run([]int{token}, nil, false)
 // logits of the last token Forward or Decode ran.
 func (s *State) Logits() backend.Buffer { return s.logits }
 
+// DecodePicked is Decode of the token the backend picked last
+// (backend.Chainer.PickNext), which it reads on the device: the step can be
+// queued before the host knows the token.
+func (s *State) DecodePicked() error {
+	ch, ok := s.m.Backend.(backend.Chainer)
+	if !ok {
+		return fmt.Errorf("decode: the %s backend cannot embed a token it picked", s.m.Backend.Name())
+	}
+	if s.Pos+1 > s.ctx {
+		return fmt.Errorf("%w: 1 token at position %d, context %d", ErrContextFull, s.Pos, s.ctx)
+	}
+	st, step := s.m.Backend.(backend.Stepper)
+	step = step && s.Observe == nil
+	if step {
+		st.BeginStep()
+	}
+	s.forwardWith(1, func(dst backend.Buffer) { ch.EmbedPicked(dst, s.m.embed) })
+	s.classify(1, 0)
+	if step {
+		st.EndStep()
+	}
+	return nil
+}
+
 // run is Forward; with logits nil it reads nothing back.
 func (s *State) run(tokens []int, logits []float32, all bool) error {
 	c := &s.m.Config
@@ -251,10 +275,15 @@ func (s *State) run(tokens []int, logits []float32, all bool) error {
 // forward runs one chunk of rows tokens through every block, leaving the
 // residual stream in s.x and advancing Pos.
 func (s *State) forward(tokens []int) {
+	s.forwardWith(len(tokens), func(dst backend.Buffer) { s.m.Backend.Embed(dst, s.m.embed, tokens) })
+}
+
+// forwardWith is forward of rows tokens that embed writes into s.x.
+func (s *State) forwardWith(rows int, embed func(dst backend.Buffer)) {
 	m, b, c := s.m, s.m.Backend, &s.m.Config
-	rows, pos := len(tokens), s.Pos
+	pos := s.Pos
 	eps := float32(c.NormEps)
-	b.Embed(s.x, m.embed, tokens)
+	embed(s.x)
 	for l := range m.layers {
 		L := &m.layers[l]
 		// attention: x += Wo · attn(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x))

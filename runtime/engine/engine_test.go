@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -206,9 +207,9 @@ func TestGenerateStopsAndCounts(t *testing.T) {
 	}
 }
 
-// TestGenerateOnPicker checks that Generate picks on a backend.Picker when
-// the options need no truncation, reading no logits row after the prompt's,
-// and gets the host's tokens; with top-k it reads the logits.
+// TestGenerateOnPicker checks that Generate picks on a backend.Chainer
+// when the options need no truncation, reading no logits row after the
+// prompt's, and gets the host's tokens; with top-k it reads the logits.
 func TestGenerateOnPicker(t *testing.T) {
 	m := randomModel(t, smallConfig(), model.F32, 12)
 	gen := func(b backend.Backend, o sample.Options) []int {
@@ -236,6 +237,47 @@ func TestGenerateOnPicker(t *testing.T) {
 		}
 		if !o.Plain() && (hp.Picks != 0 || hp.Rows != 12) {
 			t.Errorf("%+v (truncated): %d picks and %d logits rows read, want 0 and 12", o, hp.Picks, hp.Rows)
+		}
+	}
+}
+
+// TestGenerateChainedStops checks the chained loop where it must undo the
+// step it queued ahead: an end token, then a second Generate on the same
+// state, must give the host's tokens and positions; so must the context
+// filling up.
+func TestGenerateChainedStops(t *testing.T) {
+	m := randomModel(t, smallConfig(), model.F32, 13)
+	run := func(b backend.Backend, ctxLen int, end func(int) bool) ([]int, []int) {
+		e, err := Load(b, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := e.NewState(ctxLen, 8)
+		var got, pos []int
+		for _, prompt := range [][]int{{1, 2, 3}, {4}} {
+			_, err := s.Generate(context.Background(), prompt, GenOptions{MaxTokens: 10, IsEnd: end, Sample: sample.Options{Temperature: 0.7, Seed: 9}},
+				func(id int) error { got = append(got, id); return nil })
+			if err != nil && !errors.Is(err, ErrContextFull) {
+				t.Fatal(err)
+			}
+			pos = append(pos, s.Pos)
+		}
+		return got, pos
+	}
+	free, _ := run(cpu.New(1), 0, nil)
+	endTok := free[5]
+	for _, tc := range []struct {
+		name string
+		ctx  int
+		end  func(int) bool
+	}{
+		{"end token", 0, func(id int) bool { return id == endTok }},
+		{"context", 9, nil},
+	} {
+		want, wantPos := run(cpu.New(1), tc.ctx, tc.end)
+		got, gotPos := run(&hostpick.Backend{Backend: cpu.New(1), Vocab: m.Config.VocabSize}, tc.ctx, tc.end)
+		if !slices.Equal(got, want) || !slices.Equal(gotPos, wantPos) {
+			t.Errorf("%s: chained %v at positions %v, host %v at %v", tc.name, got, gotPos, want, wantPos)
 		}
 	}
 }

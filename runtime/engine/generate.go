@@ -64,49 +64,90 @@ func (s *State) Generate(ctx context.Context, prompt []int, o GenOptions, emit f
 	}
 	st.PromptSeconds = time.Since(t0).Seconds()
 	smp := sample.New(o.Sample)
-	// step runs the chosen token and picks the next: on the device when the
-	// backend can and the options need no truncation (one id read back a
-	// token instead of the logits), else on the host. Both draw the same
-	// uniform variates, so a seed gives the same text either way (up to a
-	// draw that lands within rounding of a boundary between two tokens).
-	step := func(tok int) (int, error) {
-		err := s.Forward([]int{tok}, logits, false)
-		return smp.Next(logits), err
-	}
-	if p, ok := s.m.Backend.(backend.Picker); ok && o.Sample.Plain() {
-		temps, us := []float32{float32(o.Sample.Temperature)}, []float32{0}
-		step = func(tok int) (int, error) {
-			if err := s.Decode(tok); err != nil {
-				return 0, err
-			}
-			if temps[0] > 0 {
-				us[0] = float32(smp.Uniform())
-			}
-			return p.Pick(s.logits, 1, s.Vocab(), temps, us)[0], nil
-		}
-	}
 	t1 := time.Now()
 	defer func() { st.DecodeSeconds = time.Since(t1).Seconds() }()
 	next := smp.Next(logits) // the prompt's logits are on the host already
-	for {
+	// take delivers tok unless generation stops at it (cancel, an end
+	// token, emit's error); after it, more reports whether a token after
+	// tok is wanted and fits.
+	take := func(tok int) (stop bool, err error) {
 		if ctx.Err() != nil {
 			st.Reason = "cancel"
-			return st, ctx.Err()
+			return true, ctx.Err()
 		}
-		if o.IsEnd != nil && o.IsEnd(next) {
+		if o.IsEnd != nil && o.IsEnd(tok) {
 			st.Reason = "stop"
-			return st, nil
+			return true, nil
 		}
 		st.GenTokens++
-		if err := emit(next); err != nil {
+		return false, emit(tok)
+	}
+	more := func() bool { return (o.MaxTokens == 0 || st.GenTokens < o.MaxTokens) && s.Pos < s.ctx }
+	if ch, ok := s.m.Backend.(backend.Chainer); ok && o.Sample.Plain() {
+		return st, s.generateChained(ch, smp, o.Sample.Temperature, next, take, more, &st, o.MaxTokens)
+	}
+	for {
+		if stop, err := take(next); stop || err != nil {
 			return st, err
 		}
-		if (o.MaxTokens > 0 && st.GenTokens >= o.MaxTokens) || s.Pos >= s.ctx {
+		if !more() {
 			return st, nil
 		}
-		var err error
-		if next, err = step(next); err != nil {
+		if err := s.Forward([]int{next}, logits, false); err != nil {
 			return st, err
 		}
+		next = smp.Next(logits)
+	}
+}
+
+// generateChained is Generate's decode loop on a backend that picks tokens
+// on the device and feeds them to the next step there (backend.Chainer),
+// when the options need no truncation. The step for token k+2 is queued
+// before token k+1 is read, so the device does not wait for the host
+// between steps; the host delivers each token one step behind. When
+// generation stops at a token after all (an end token, a cancel, emit's
+// error), the step queued for the token after it is dropped: Pos goes
+// back, and the cache entry it wrote is overwritten by the next token
+// there. The variates are those Sampler.Next would use, so a seed gives
+// the host's text (up to a draw within rounding of a boundary between two
+// tokens).
+func (s *State) generateChained(ch backend.Chainer, smp *sample.Sampler, temperature float64, first int,
+	take func(int) (bool, error), more func() bool, st *Stats, maxTokens int) error {
+	temp := float32(temperature)
+	pick := func() backend.Ticket {
+		u := float32(0)
+		if temp > 0 {
+			u = float32(smp.Uniform())
+		}
+		return ch.PickNext(s.logits, s.Vocab(), temp, u)
+	}
+	if stop, err := take(first); stop || err != nil || !more() {
+		return err
+	}
+	if err := s.Decode(first); err != nil {
+		return err
+	}
+	pending := pick()
+	for {
+		// If a token after the pending one may be wanted, queue its step
+		// (on the pending token, on the device) before reading it.
+		spec := (maxTokens == 0 || st.GenTokens+1 < maxTokens) && s.Pos < s.ctx
+		var ahead backend.Ticket
+		if spec {
+			if err := s.DecodePicked(); err != nil {
+				ch.Picked(pending)
+				return err
+			}
+			ahead = pick()
+		}
+		stop, err := take(ch.Picked(pending))
+		if stop || err != nil || !spec {
+			if spec { // generation ends at the pending token: drop the step queued after it
+				ch.Picked(ahead)
+				s.Pos--
+			}
+			return err
+		}
+		pending = ahead
 	}
 }

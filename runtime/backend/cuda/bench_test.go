@@ -299,12 +299,64 @@ var (
 	llamaErr  error
 )
 
+// decodeModes are the ways the decode benchmarks run a step:
+//   - graphs: Forward of one token as a CUDA graph, logits read back;
+//   - eager: the same op by op;
+//   - chained: as generate runs on this backend (backend.Chainer), a graph
+//     whose token is the one at_pick chose on the device, queued before the
+//     previous token is read, so the host's share overlaps the device's.
+var decodeModes = []string{"graphs", "eager", "chained"}
+
+// decodeStepper returns one decode step of st in mode (decodeModes), and
+// the call that ends the run (it reads the last chained pick).
+func decodeStepper(b *testing.B, g *Backend, st *engine.State, mode string) (step, finish func()) {
+	V := st.Vocab()
+	if mode != "chained" {
+		logits := make([]float32, V)
+		i := 0
+		return func() {
+			if st.Pos == st.Context() {
+				st.Reset()
+			}
+			if err := st.Forward([]int{i % V}, logits, false); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}, func() {}
+	}
+	var pending backend.Ticket
+	started := false
+	return func() {
+			if !started || st.Pos == st.Context() {
+				if started {
+					g.Picked(pending)
+					st.Reset()
+				}
+				if err := st.Decode(1); err != nil {
+					b.Fatal(err)
+				}
+				pending, started = g.PickNext(st.Logits(), V, 0, 0), true
+				return
+			}
+			if err := st.DecodePicked(); err != nil {
+				b.Fatal(err)
+			}
+			next := g.PickNext(st.Logits(), V, 0, 0)
+			g.Picked(pending)
+			pending = next
+		}, func() {
+			if started {
+				g.Picked(pending)
+			}
+		}
+}
+
 // BenchmarkDecode7B is one-token decode on a synthetic Llama-2-7B-shaped
 // bf16 model (13.5 GB, made on the host): dense weights, and transposed
 // weights with no plan, 50% and 80% uniform plans in top-k and in
-// threshold mode (thresholds calibrated on the GPU); each as CUDA graphs and
-// op by op. x_dense is tok/s over the dense model's, same mode; %sparse is
-// the weighted sparsity the timed steps realized.
+// threshold mode (thresholds calibrated on the GPU); each in the
+// decodeModes. x_dense is tok/s over the dense model's, same mode;
+// %sparse is the weighted sparsity the timed steps realized.
 func BenchmarkDecode7B(b *testing.B) {
 	gpuBench(b) // copy bandwidth
 	llamaOnce.Do(func() {
@@ -381,30 +433,19 @@ func BenchmarkDecode7B(b *testing.B) {
 				}
 			}
 			e.Realized() // reset the counters
-			for _, graphs := range []bool{true, false} {
-				mode := "graphs"
-				if !graphs {
-					mode = "eager"
-				}
-				g.setGraphs(graphs)
+			for _, mode := range decodeModes {
+				g.setGraphs(mode != "eager")
 				b.Run(name+"/"+mode, func(b *testing.B) {
 					st := e.NewState(512, 1)
-					logits := make([]float32, c.VocabSize)
-					step := func(i int) {
-						if st.Pos == st.Context() {
-							st.Reset()
-						}
-						if err := st.Forward([]int{i % c.VocabSize}, logits, false); err != nil {
-							b.Fatal(err)
-						}
-					}
-					for i := range 3 {
-						step(i)
+					step, finish := decodeStepper(b, g, st, mode)
+					for range 3 {
+						step()
 					}
 					b.ResetTimer()
-					for i := range b.N {
-						step(i)
+					for range b.N {
+						step()
 					}
+					finish()
 					sec := b.Elapsed().Seconds() / float64(b.N)
 					b.ReportMetric(1/sec, "tok/s")
 					b.ReportMetric(100*float64(weights)*(1-s)/sec/copyBW, "%copy")
@@ -418,6 +459,7 @@ func BenchmarkDecode7B(b *testing.B) {
 					}
 				})
 			}
+			g.setGraphs(true)
 			if gs := g.GraphStats(); gs.Failed > 0 {
 				b.Logf("%s: %d graph captures failed: %v", name, gs.Failed, gs.LastError)
 			}
@@ -434,9 +476,9 @@ func BenchmarkDecode7B(b *testing.B) {
 // device has next to nothing to compute, so a step takes its fixed cost,
 // which sparsity cannot remove: the host's recording, dry run and graph
 // launch (or the eager launches), the latency of some 300–420 small
-// kernels, and reading the logits. Dense, 80% top-k and a threshold plan,
-// each as graphs and op by op; us/step, and x_eager (eager time over graph
-// time). On the emulator with ACTTAIL_EMU_SKIP_KERNELS=1 the kernels are
+// kernels, and reading the logits or the picked token. Dense, 80% top-k
+// and a threshold plan, each in the decodeModes; us/step, and x_graphs
+// (time over the graphs mode's). On the emulator with ACTTAIL_EMU_SKIP_KERNELS=1 the kernels are
 // not run, and us/step is the host's share alone.
 func BenchmarkDecodeFloor(b *testing.B) {
 	g, err := New(Options{Kernels: os.Getenv("ACTTAIL_KERNELS")})
@@ -479,38 +521,28 @@ func BenchmarkDecodeFloor(b *testing.B) {
 			b.Fatal(err)
 		}
 		var graphSec float64
-		for _, graphs := range []bool{true, false} {
-			mode := "graphs"
-			if !graphs {
-				mode = "eager"
-			}
-			g.setGraphs(graphs)
+		for _, mode := range decodeModes {
+			g.setGraphs(mode != "eager")
 			b.Run(level+"/"+mode, func(b *testing.B) {
 				st := e.NewState(cfg.SeqLen, 1)
-				logits := make([]float32, cfg.VocabSize)
-				step := func(i int) {
-					if st.Pos == st.Context() {
-						st.Reset()
-					}
-					if err := st.Forward([]int{i % cfg.VocabSize}, logits, false); err != nil {
-						b.Fatal(err)
-					}
-				}
-				for i := range 3 {
-					step(i)
+				step, finish := decodeStepper(b, g, st, mode)
+				for range 3 {
+					step()
 				}
 				b.ResetTimer()
-				for i := range b.N {
-					step(i)
+				for range b.N {
+					step()
 				}
+				finish()
 				sec := b.Elapsed().Seconds() / float64(b.N)
 				b.ReportMetric(sec*1e6, "us/step")
-				if graphs {
+				if mode == "graphs" {
 					graphSec = sec
 				} else if graphSec > 0 {
-					b.ReportMetric(sec/graphSec, "x_eager")
+					b.ReportMetric(sec/graphSec, "x_graphs")
 				}
 			})
 		}
+		g.setGraphs(true)
 	}
 }

@@ -90,6 +90,7 @@ type Backend struct {
 	dFreqs  cudadrv.DevicePtr
 	graph   graphState
 	prof    profile
+	chain   chain // backend.Chainer (chain.go); issued and read are caller-side
 }
 
 // Scratch buffers, grown on demand.
@@ -198,7 +199,7 @@ func (b *Backend) Close() error {
 	err := b.dev.Do(func(c *cudadrv.Ctx) error {
 		var errs []error
 		errs = append(errs, c.StreamSynchronize(b.stream))
-		errs = append(errs, b.graph.destroyAll(c), b.prof.destroyEvents(c), c.CloseBLAS(b.blas))
+		errs = append(errs, b.graph.destroyAll(c), b.prof.destroyEvents(c), c.CloseBLAS(b.blas), b.chain.free(c))
 		for p := range b.allocs {
 			errs = append(errs, c.MemFree(p))
 		}

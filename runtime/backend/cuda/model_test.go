@@ -125,30 +125,44 @@ func TestGPUStories260K(t *testing.T) {
 	checkGraphs(t, g, 8)
 }
 
-// compareGenerate generates 24 tokens on the GPU, which picks them on the
-// device (backend.Picker: at_pick), and on the CPU, which
-// picks from the logits on the host, greedy and at temperature 0.8 with
-// one seed: the same uniform variates, so the same tokens.
+// compareGenerate generates on the GPU, which picks each token on the
+// device and feeds it to the next step there (backend.Chainer: at_pick,
+// at_embed from the picked id), and on the CPU, which picks from the logits
+// on the host: greedy and at temperature 0.8 with one seed (the same
+// variates), then with an end token in the middle (the step queued ahead
+// is dropped) followed by a second prompt on the same state. The tokens
+// and positions must agree.
 func compareGenerate(t *testing.T, g *Backend, m *model.Model) {
 	t.Helper()
-	prompt := []int{1, 403, 407, 261, 378}
-	gen := func(b backend.Backend, o sample.Options) []int {
+	gen := func(b backend.Backend, o sample.Options, end func(int) bool) ([]int, []int) {
 		e, err := engine.Load(b, m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got []int
-		_, err = e.NewState(64, 16).Generate(context.Background(), prompt, engine.GenOptions{MaxTokens: 24, Sample: o},
-			func(id int) error { got = append(got, id); return nil })
-		if err != nil {
-			t.Fatal(err)
+		s := e.NewState(96, 16)
+		var got, pos []int
+		for _, prompt := range [][]int{{1, 403, 407, 261, 378}, {1, 261}} {
+			_, err = s.Generate(context.Background(), prompt, engine.GenOptions{MaxTokens: 24, Sample: o, IsEnd: end},
+				func(id int) error { got = append(got, id); return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			pos = append(pos, s.Pos)
 		}
-		return got
+		return got, pos
 	}
 	for _, o := range []sample.Options{{}, {Temperature: 0.8, Seed: 3}} {
-		want, got := gen(cpu.New(0), o), gen(g, o)
-		if !slices.Equal(got, want) {
-			t.Errorf("generate %+v: cuda %v, cpu %v", o, got, want)
+		want, wantPos := gen(cpu.New(0), o, nil)
+		got, gotPos := gen(g, o, nil)
+		if !slices.Equal(got, want) || !slices.Equal(gotPos, wantPos) {
+			t.Errorf("generate %+v: cuda %v at %v, cpu %v at %v", o, got, gotPos, want, wantPos)
+		}
+		end := want[9]
+		isEnd := func(id int) bool { return id == end }
+		want, wantPos = gen(cpu.New(0), o, isEnd)
+		got, gotPos = gen(g, o, isEnd)
+		if !slices.Equal(got, want) || !slices.Equal(gotPos, wantPos) {
+			t.Errorf("generate %+v, end token %d: cuda %v at %v, cpu %v at %v", o, end, got, gotPos, want, wantPos)
 		}
 	}
 }
