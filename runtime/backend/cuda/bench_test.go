@@ -314,7 +314,7 @@ func decodeStepper(b *testing.B, g *Backend, st *engine.State, mode string) (ste
 	if mode != "chained" {
 		logits := make([]float32, V)
 		i := 0
-		return func() {
+		step = func() {
 			if st.Pos == st.Context() {
 				st.Reset()
 			}
@@ -322,33 +322,36 @@ func decodeStepper(b *testing.B, g *Backend, st *engine.State, mode string) (ste
 				b.Fatal(err)
 			}
 			i++
-		}, func() {}
+		}
+		return step, func() {}
 	}
 	var pending backend.Ticket
 	started := false
-	return func() {
-			if !started || st.Pos == st.Context() {
-				if started {
-					g.Picked(pending)
-					st.Reset()
-				}
-				if err := st.Decode(1); err != nil {
-					b.Fatal(err)
-				}
-				pending, started = g.PickNext(st.Logits(), V, 0, 0), true
-				return
-			}
-			if err := st.DecodePicked(); err != nil {
-				b.Fatal(err)
-			}
-			next := g.PickNext(st.Logits(), V, 0, 0)
-			g.Picked(pending)
-			pending = next
-		}, func() {
+	step = func() {
+		if !started || st.Pos == st.Context() {
 			if started {
 				g.Picked(pending)
+				st.Reset()
 			}
+			if err := st.Decode(1); err != nil {
+				b.Fatal(err)
+			}
+			pending, started = g.PickNext(st.Logits(), V, 0, 0), true
+			return
 		}
+		if err := st.DecodePicked(); err != nil {
+			b.Fatal(err)
+		}
+		next := g.PickNext(st.Logits(), V, 0, 0)
+		g.Picked(pending)
+		pending = next
+	}
+	finish = func() {
+		if started {
+			g.Picked(pending)
+		}
+	}
+	return step, finish
 }
 
 // BenchmarkDecode7B is one-token decode on a synthetic Llama-2-7B-shaped
