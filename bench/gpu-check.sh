@@ -158,8 +158,10 @@ fi
 	echo "## The command line on the GPU"
 	echo
 	echo '```'
-	for f in cli-devices cli-generate cli-sweep; do
-		[[ -f $out/$f.log ]] && { echo "\$ acttail-gpu ${f#cli-}"; tail -n 25 "$out/$f.log"; echo; }
+	for f in devices generate "bench --sparsity-sweep"; do
+		log=$out/cli-${f%% *}.log
+		[[ $f == bench* ]] && log=$out/cli-sweep.log
+		[[ -f $log ]] && { echo "\$ acttail-gpu $f ..."; tail -n 25 "$log"; echo; }
 	done
 	echo '```'
 	echo
