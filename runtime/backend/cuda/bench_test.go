@@ -354,6 +354,21 @@ func decodeStepper(b *testing.B, g *Backend, st *engine.State, mode string) (ste
 	return step, finish
 }
 
+// timeDecode times b.N decode steps of st in mode after 3 untimed ones and
+// returns seconds a step.
+func timeDecode(b *testing.B, g *Backend, st *engine.State, mode string) float64 {
+	step, finish := decodeStepper(b, g, st, mode)
+	for range 3 {
+		step()
+	}
+	b.ResetTimer()
+	for range b.N {
+		step()
+	}
+	finish()
+	return b.Elapsed().Seconds() / float64(b.N)
+}
+
 // BenchmarkDecode7B is one-token decode on a synthetic Llama-2-7B-shaped
 // bf16 model (13.5 GB, made on the host): dense weights, and transposed
 // weights with no plan, 50% and 80% uniform plans in top-k and in
@@ -439,17 +454,7 @@ func BenchmarkDecode7B(b *testing.B) {
 			for _, mode := range decodeModes {
 				g.setGraphs(mode != "eager")
 				b.Run(name+"/"+mode, func(b *testing.B) {
-					st := e.NewState(512, 1)
-					step, finish := decodeStepper(b, g, st, mode)
-					for range 3 {
-						step()
-					}
-					b.ResetTimer()
-					for range b.N {
-						step()
-					}
-					finish()
-					sec := b.Elapsed().Seconds() / float64(b.N)
+					sec := timeDecode(b, g, e.NewState(512, 1), mode)
 					b.ReportMetric(1/sec, "tok/s")
 					b.ReportMetric(100*float64(weights)*(1-s)/sec/copyBW, "%copy")
 					if !sparse {
@@ -527,17 +532,7 @@ func BenchmarkDecodeFloor(b *testing.B) {
 		for _, mode := range decodeModes {
 			g.setGraphs(mode != "eager")
 			b.Run(level+"/"+mode, func(b *testing.B) {
-				st := e.NewState(cfg.SeqLen, 1)
-				step, finish := decodeStepper(b, g, st, mode)
-				for range 3 {
-					step()
-				}
-				b.ResetTimer()
-				for range b.N {
-					step()
-				}
-				finish()
-				sec := b.Elapsed().Seconds() / float64(b.N)
+				sec := timeDecode(b, g, e.NewState(cfg.SeqLen, 1), mode)
 				b.ReportMetric(sec*1e6, "us/step")
 				if mode == "graphs" {
 					graphSec = sec
