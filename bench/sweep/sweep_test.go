@@ -10,8 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/acttail/acttail-gpu/internal/hostpick"
 	"github.com/acttail/acttail-gpu/profile"
 	"github.com/acttail/acttail-gpu/profile/alloc"
+	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/eval"
@@ -28,13 +30,19 @@ func tinySweep(t *testing.T, data []Data) []Row {
 
 func tinySweepWith(t *testing.T, data []Data, speed SpeedOptions) []Row {
 	t.Helper()
+	return tinySweepOn(t, data, speed, cpu.New(1))
+}
+
+// tinySweepOn is tinySweepWith on backend b.
+func tinySweepOn(t *testing.T, data []Data, speed SpeedOptions, b backend.Backend) []Row {
+	t.Helper()
 	cfg := model.Config{Arch: "llama", Dim: 64, HiddenDim: 96, NLayers: 2, NHeads: 4, NKVHeads: 2, HeadDim: 16,
 		VocabSize: 97, SeqLen: 64, NormEps: 1e-5, RopeTheta: 10000}
 	m, err := synth.New(cfg, model.F32, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := engine.LoadWith(cpu.New(1), m, engine.Options{Sparse: true})
+	e, err := engine.LoadWith(b, m, engine.Options{Sparse: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,6 +99,25 @@ func TestSpeedRows(t *testing.T) {
 	}
 	if rows[0].Speed.SpeedUp != 1 {
 		t.Errorf("dense speed-up %g, want 1", rows[0].Speed.SpeedUp)
+	}
+}
+
+// On a backend that chains decode steps on the device (backend.Chainer,
+// here internal/hostpick on the CPU), the speed rows run the way generate
+// does there: every decode token picked on the backend, no step queued past
+// the last, and the same realized sparsity.
+func TestSpeedChained(t *testing.T) {
+	hp := &hostpick.Backend{Backend: cpu.New(1), Vocab: 97}
+	rows := tinySweepOn(t, nil, SpeedOptions{On: true, PrefillTokens: 12, DecodeTokens: 6, Repeats: 2}, hp)
+	for _, r := range rows {
+		s := r.Speed
+		if !(s.DecodeTPS > 0) || s.P50 > s.P99 || math.Abs(s.Realized-r.Planned) > 1e-9 {
+			t.Errorf("%s at %g: %+v", r.Label, r.Level, *s)
+		}
+	}
+	// Per row: 6 warm-up tokens, then 2 repeats of 6.
+	if want := len(rows) * (6 + 2*6); hp.Picks != want {
+		t.Errorf("%d tokens picked on the backend, want %d", hp.Picks, want)
 	}
 }
 
