@@ -81,6 +81,7 @@ type Backend struct {
 	allocs       map[cudadrv.DevicePtr]int // every allocation, freed by Close
 	scratchBytes [numScratch]int
 	step         step              // the decode step being recorded (graph.go)
+	norm         *pendingNorm      // an RMSNorm not queued yet (ops.go, flushNorm)
 	varsDev      cudadrv.DevicePtr // the step variables (graph.go)
 	profiling    bool              // StartProfile (profile.go)
 
@@ -195,6 +196,7 @@ func (b *Backend) Info() cudadrv.Info { return b.info }
 
 // Close implements backend.Backend: it frees every buffer and weight.
 func (b *Backend) Close() error {
+	b.flushNorm(nil)                   // the pending RMSNorm goes first
 	b.step.on, b.step.ops = false, nil // a step cut short by a panic is dropped (the device thread may still count earlier ones)
 	err := b.dev.Do(func(c *cudadrv.Ctx) error {
 		var errs []error
@@ -321,6 +323,7 @@ func (b *Backend) Alloc(n int) backend.Buffer {
 // Write implements backend.Backend.
 // Like the CPU backend's copy, it writes only what fits after off.
 func (b *Backend) Write(dst backend.Buffer, off int, src []float32) {
+	b.flushNorm(nil) // the pending RMSNorm goes first
 	b.outsideStep("write")
 	d := buf(dst)
 	span("write", d.n, off, 0)
@@ -336,6 +339,7 @@ func (b *Backend) Write(dst backend.Buffer, off int, src []float32) {
 // Read implements backend.Backend: it waits for the work queued so far.
 // Like the CPU backend's copy, it reads only what lies after off.
 func (b *Backend) Read(dst []float32, src backend.Buffer, off int) {
+	b.flushNorm(nil) // the pending RMSNorm goes first
 	b.outsideStep("read")
 	s := buf(src)
 	span("read", s.n, off, 0)
@@ -350,6 +354,7 @@ func (b *Backend) Read(dst []float32, src backend.Buffer, off int) {
 
 // Sync waits for the work queued so far and reports its first error.
 func (b *Backend) Sync() error {
+	b.flushNorm(nil) // the pending RMSNorm goes first
 	b.outsideStep("sync")
 	return b.dev.Do(func(c *cudadrv.Ctx) error { return c.StreamSynchronize(b.stream) })
 }
@@ -449,12 +454,19 @@ func (b *Backend) launch(name string, l launch, args ...any) {
 	b.queue(name, func(c *cudadrv.Ctx) error { return c.LaunchPacked(f, l.grid, l.block, l.shared, b.stream, p) })
 }
 
-// queue runs f on the device thread after the work queued before it, or
+// queue runs f on the device thread after the work queued before it (and
+// the pending RMSNorm, flushNorm), or
 // records it when a step is being recorded. f may only queue stream work
 // (launches, device copies, memsets; host copies only with hostCopy). tag
 // names the work f queues (the kernels, how many): the tags of a step are
 // its graph's topology, which picks the executable graph it updates.
 func (b *Backend) queue(tag string, f func(*cudadrv.Ctx) error) {
+	b.flushNorm(nil)
+	b.queueNow(tag, f)
+}
+
+// queueNow is queue without flushing the pending RMSNorm.
+func (b *Backend) queueNow(tag string, f func(*cudadrv.Ctx) error) {
 	if b.profiling {
 		f = b.timedOp(tag, f)
 	}

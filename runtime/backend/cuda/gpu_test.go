@@ -572,3 +572,50 @@ func TestGPUDescribe(t *testing.T) {
 		t.Errorf("Available = %q, %v; want %q", d, err, own.Describe())
 	}
 }
+
+// TestGPUNormThenGroup runs RMSNorm and then a sparse group that reads its
+// output, as the engine does before q/k/v and gate/up: for threshold sites
+// and dense sites on the transposed layout, the group's outputs are zeroed
+// by the norm's own launch (at_rmsnorm+zero, no at_zero), and an output
+// that accumulates (Proj.Add) must keep what it held. Each output and the
+// norm's result are checked against the CPU backend; a norm followed by
+// something else (a Read, another norm, a top-k group) is queued as is.
+func TestGPUNormThenGroup(t *testing.T) {
+	defer guard(t)
+	g, c := newGPU(t), cpu.New(0)
+	r := rand.New(rand.NewPCG(23, 24))
+	const in = 96
+	outs := []int{40, 33, 8}
+	gw, cw := upload(t, g, c, randTensor(t, r, model.F32, in, 0), false)
+	ws := make([][2]backend.Weight, len(outs))
+	for i, out := range outs {
+		ws[i][0], ws[i][1] = upload(t, g, c, randTensor(t, r, model.BF16, out, in), true)
+	}
+	for _, sites := range [][]backend.Site{
+		{{ID: 0, Threshold: 0.5}, {ID: 1, Threshold: 0.9}, {ID: 2, Threshold: 0.2}},
+		{{ID: -1, TopK: true, K: in}, {ID: -1, TopK: true, K: in}, {ID: -1, TopK: true, K: in}}, // dense
+		{{ID: 3, TopK: true, K: in / 3}, {ID: 4, TopK: true, K: in / 2}, {ID: 5, TopK: true, K: 7}},
+	} {
+		for _, rows := range []int{1, 3} {
+			x := newPair(g, c, randVec(r, rows*in))
+			xn := newPair(g, c, make([]float32, rows*in))
+			ys := make([]pair, len(outs))
+			gp, cp := make([]backend.Proj, len(outs)), make([]backend.Proj, len(outs))
+			for i, out := range outs {
+				ys[i] = newPair(g, c, randVec(r, rows*out)) // what an accumulating output holds
+				add := i == 1
+				gp[i] = backend.Proj{Dst: ys[i].g, W: ws[i][0], Add: add, Site: sites[i]}
+				cp[i] = backend.Proj{Dst: ys[i].c, W: ws[i][1], Add: add, Site: sites[i]}
+			}
+			// Nothing between the norm and the group, as in the engine.
+			g.RMSNorm(xn.g, x.g, gw, rows, 1e-5)
+			c.RMSNorm(xn.c, x.c, cw, rows, 1e-5)
+			g.SparseMatMuls(xn.g, rows, gp)
+			c.SparseMatMuls(xn.c, rows, cp)
+			for i := range ys {
+				ys[i].check(t, g, c, fmt.Sprintf("norm then group, rows=%d site %+v, projection %d", rows, sites[i], i), 2e-2)
+			}
+			xn.check(t, g, c, fmt.Sprintf("norm then group, rows=%d: the norm", rows), 1e-4)
+		}
+	}
+}

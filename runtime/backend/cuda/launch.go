@@ -226,7 +226,7 @@ type proj struct {
 // per at_proj y, w (8 bytes each), out, slot, stat, accum (4 bytes each);
 // then the count. Unused entries are zero with stat -1.
 func packGroup(ps []proj) []byte {
-	if len(ps) == 0 || len(ps) > groupMax {
+	if len(ps) > groupMax {
 		panic(fmt.Sprintf("cuda: a group of %d projections", len(ps)))
 	}
 	b := make([]byte, groupBytes)

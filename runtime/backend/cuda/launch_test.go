@@ -200,16 +200,17 @@ func TestPackGroup(t *testing.T) {
 			t.Errorf("%s = %d, want %d", c.name, c.got, c.want)
 		}
 	}
-	for _, n := range []int{0, groupMax + 1} {
-		func() {
-			defer func() {
-				if recover() == nil {
-					t.Errorf("a group of %d packed", n)
-				}
-			}()
-			packGroup(make([]proj, n))
-		}()
+	if e := packGroup(nil); len(e) != groupBytes || binary.LittleEndian.Uint32(e[groupMax*projBytes:]) != 0 {
+		t.Errorf("the empty group packs as %v", e)
 	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Errorf("a group of %d packed", groupMax+1)
+			}
+		}()
+		packGroup(make([]proj, groupMax+1))
+	}()
 }
 
 func TestFusable(t *testing.T) {

@@ -76,13 +76,57 @@ func (b *Backend) Embed(dst backend.Buffer, table backend.Weight, tokens []int) 
 }
 
 // RMSNorm implements backend.Backend.
+// It is queued with the next op: a threshold group that reads dst next has
+// its outputs zeroed by the same launch (see flushNorm).
 func (b *Backend) RMSNorm(dst, x backend.Buffer, w backend.Weight, rows int, eps float32) {
 	v := w.(*Vec)
 	d, xs := need("rmsnorm", dst, rows*v.n), need("rmsnorm", x, rows*v.n)
 	if rows <= 0 { // a zero grid would be launched as one block (Dim3.norm)
 		return
 	}
-	b.launch("at_rmsnorm", normLaunch(rows), d.p, xs.p, v.p, v.n, eps)
+	b.flushNorm(nil)
+	b.norm = &pendingNorm{dst: d, x: xs, w: v, rows: rows, eps: eps}
+}
+
+// pendingNorm is an RMSNorm not queued yet.
+type pendingNorm struct {
+	dst, x *Buf
+	w      *Vec
+	rows   int
+	eps    float32
+}
+
+// flushNorm queues the pending RMSNorm, if any. zero, when not nil, is the
+// group that reads its output next: the launch also zeroes the group's
+// outputs that do not accumulate (at_zero's job), under the tag
+// "at_rmsnorm+zero". Every op that queues work or touches device memory
+// flushes first, so the norm keeps its place in the order of ops.
+func (b *Backend) flushNorm(zero []proj) {
+	n := b.norm
+	if n == nil {
+		return
+	}
+	b.norm = nil
+	name := "at_rmsnorm"
+	if len(zero) > 0 {
+		name = "at_rmsnorm+zero"
+	}
+	f := b.fn["at_rmsnorm"]
+	p, err := cudadrv.Pack(n.dst.p, n.x.p, n.w.p, n.w.n, n.eps, packGroup(zero))
+	must(err)
+	l := normLaunch(n.rows)
+	b.queueNow(name, func(c *cudadrv.Ctx) error { return c.LaunchPacked(f, l.grid, l.block, l.shared, b.stream, p) })
+}
+
+// zeroFor zeroes the outputs of group g (image: its packGroup) that do not
+// accumulate, before a gather adds into them: inside the pending RMSNorm's
+// launch when that norm writes x, the group's input, else with at_zero.
+func (b *Backend) zeroFor(g []proj, rows int, image []byte, x *Buf) {
+	if n := b.norm; n != nil && n.dst == x && n.rows == rows {
+		b.flushNorm(g)
+		return
+	}
+	b.zero(g, rows, image)
 }
 
 // MatMul implements backend.Backend.
@@ -189,7 +233,7 @@ func (b *Backend) dense(x backend.Buffer, rows int, ps []backend.Proj) {
 	vec := vecAll(m.DType, g)
 	l := gatherLaunch(rows, outs(g), m.In, b.info.SMs, vecElems(m.DType, vec))
 	image, null := packGroup(g), cudadrv.DevicePtr(0)
-	b.zero(g, rows, image)
+	b.zeroFor(g, rows, image, buf(x))
 	b.launch("at_gather_"+sfx, l, xp, null, null, m.In, rows, boolInt(vec), image)
 }
 
@@ -344,6 +388,7 @@ func (b *Backend) Add(dst, x backend.Buffer, n int) {
 // logits, each row's 1/temperature and u in a small device array, and one
 // read of the rows token ids.
 func (b *Backend) Pick(logits backend.Buffer, rows, n int, temps, us []float32) []int {
+	b.flushNorm(nil) // the pending RMSNorm goes first
 	b.outsideStep("Pick")
 	lb := buf(logits)
 	if rows <= 0 || n <= 0 || rows*n > lb.n || len(temps) < rows || len(us) < rows {
@@ -379,6 +424,7 @@ func (b *Backend) Pick(logits backend.Buffer, rows, n int, temps, us []float32) 
 // LoadSites writes every site's budget into the kernels' constant table at
 // once (SparseMatMul otherwise writes each on its first use).
 func (b *Backend) LoadSites(sites []backend.Site) error {
+	b.flushNorm(nil) // the pending RMSNorm goes first
 	b.outsideStep("load sites")
 	table := packSites(sites)
 	for slot := range maxSites - 1 {
@@ -524,7 +570,7 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	vec := vecAll(m.DType, g)
 	if !ps[0].Site.TopK { // threshold: no at_select
 		l, f := gatherThrLaunch(rows, outs(g), in, b.info.SMs, vecElems(m.DType, vec)), b.fn["at_gather_thr_"+sfx]
-		b.zero(g, rows, image)
+		b.zeroFor(g, rows, image, buf(x))
 		b.queue("at_gather_thr_"+sfx, func(c *cudadrv.Ctx) error {
 			return c.Launch(f, l.grid, l.block, 0, b.stream, xp, in, boolInt(vec), b.stats, image)
 		})
@@ -553,6 +599,7 @@ func (b *Backend) countHost(id, n int) {
 // SparseStats implements backend.Backend: device counters (sparse sites)
 // plus host counts (sites that ran dense), reset after reading.
 func (b *Backend) SparseStats() (kept, seen []int64) {
+	b.flushNorm(nil) // the pending RMSNorm goes first
 	b.outsideStep("sparse stats")
 	n := max(b.statCap, len(b.hostKept))
 	dev := make([]uint64, 2*b.statCap)
