@@ -21,6 +21,11 @@
 //   projection's y[r] for the gather to accumulate into (unless accum: then
 //   the gather adds to what y holds, a residual add fused in).
 //   stats[2*stat] += kept, stats[2*stat+1] += in (stat < 0: not counted).
+//   With nw set (fast path only: in <= AT_SELECT_PER * 1024), x is first the
+//   RMSNorm of nx: every block of token r normalizes nx[r] in registers
+//   (x = nx / sqrt(mean(nx^2) + neps) * nw, as at_rmsnorm) and the block of
+//   projection 0 writes it to x, where the gather reads it: the norm before
+//   q/k/v and gate/up needs no launch of its own.
 // at_gather_{f32,f16,bf16}: y_p[r] += sum over j in idx[p*rows+r] of x[r][j] *
 //   Wt_p[j, :], Wt_p (in, out_p) input-channel-major. grid (sum over the
 //   group of ceil(out_p / (128*V)), splits, rows), block 128: a thread owns V
@@ -115,7 +120,8 @@ __device__ void select_kth(const float *x, int n, int k, uint32_t *hist, uint32_
 // warp never add to the same word, so the atomics do not serialize when
 // most inputs share a few exponents (the first pass).
 __device__ __forceinline__ void select_regs(const float *xr, int in, const at_site s, bool topk, bool all,
-                                            int *idxr, int *countr, float *xmr, int *keptOut) {
+                                            int *idxr, int *countr, float *xmr, int *keptOut, float *xw,
+                                            const float *nxr, const float *nw, float neps) {
   __shared__ uint32_t hist[256][32];
   __shared__ uint32_t tot[256];
   __shared__ int scan[33];
@@ -126,8 +132,27 @@ __device__ __forceinline__ void select_regs(const float *xr, int in, const at_si
   const int j0 = threadIdx.x * per;
   const int nv = max(0, min(per, in - j0));
   float v[AT_SELECT_PER];
+  if (nw) {  // x = RMSNorm(nx): this token's row, normalized here; written by xw's block
+    __shared__ float nscratch[32];
+    float ss = 0.f;
 #pragma unroll
-  for (int i = 0; i < AT_SELECT_PER; i++) v[i] = i < nv ? xr[j0 + i] : 0.f;
+    for (int i = 0; i < AT_SELECT_PER; i++) {
+      v[i] = i < nv ? nxr[j0 + i] : 0.f;
+      ss += v[i] * v[i];
+    }
+    ss = at_block_sum(ss, nscratch);
+    const float scale = 1.f / sqrtf(ss / (float)in + neps);
+#pragma unroll
+    for (int i = 0; i < AT_SELECT_PER; i++) {
+      if (i < nv) {
+        v[i] = nw[j0 + i] * (scale * v[i]);
+        if (xw) xw[j0 + i] = v[i];
+      }
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < AT_SELECT_PER; i++) v[i] = i < nv ? xr[j0 + i] : 0.f;
+  }
   uint32_t t = 0;
   int need = 0;
   if (topk) {
@@ -228,8 +253,8 @@ __device__ __forceinline__ void select_large(const float *xr, int in, const at_s
 }
 
 extern "C" __global__ void __launch_bounds__(AT_SELECT_THREADS)
-    at_select(const float *x, int in, int rows, int *idx, int *count, float *xm, unsigned long long *stats,
-              at_group g) {
+    at_select(float *x, int in, int rows, int *idx, int *count, float *xm, unsigned long long *stats, at_group g,
+              const float *nx, const float *nw, float neps) {
   const size_t r = blockIdx.x;
   const int p = blockIdx.y;  // projection of the group
   const at_proj pr = at_proj_of(g, p);
@@ -242,7 +267,8 @@ extern "C" __global__ void __launch_bounds__(AT_SELECT_THREADS)
   float *xmr = xm ? xm + row * in : nullptr;
   int kept;
   if (in <= AT_SELECT_PER * (int)blockDim.x)
-    select_regs(xr, in, s, topk, all, idxr, count, xmr, &kept);
+    select_regs(xr, in, s, topk, all, idxr, count, xmr, &kept, nw && p == 0 ? x + r * in : nullptr,
+                nx ? nx + r * in : nullptr, nw, neps);
   else
     select_large(xr, in, s, topk, all, idxr, xmr, &kept);
   if (threadIdx.x == 0) {

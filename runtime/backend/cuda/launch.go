@@ -19,6 +19,7 @@ const (
 	gemvRows      = 8    // AT_GEMV_ROWS: larger batches take the GEMM
 	gemmTile      = 64   // AT_TILE
 	selectThreads = 1024 // AT_SELECT_THREADS
+	selectPer     = 16   // AT_SELECT_PER: inputs a thread of at_select holds in registers
 	gatherThreads = 128  // AT_GATHER_THREADS
 	attWarps      = 8    // AT_ATT_WARPS
 	attMaxHeadDim = 256  // AT_ATT_MAXD

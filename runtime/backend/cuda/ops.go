@@ -562,7 +562,8 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	if rows > gemvRows {
 		b.ensure(scratchMasked, 4*n*rows*in)
 		b.queue("at_select", func(c *cudadrv.Ctx) error {
-			return c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, null, null, b.scratch[scratchMasked], b.stats, image)
+			return c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, null, null, b.scratch[scratchMasked], b.stats, image,
+				null, null, float32(0))
 		})
 		b.gemms(m, func() cudadrv.DevicePtr { return b.scratch[scratchMasked] }, rows*in, rows, g)
 		return
@@ -579,8 +580,16 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	b.ensure(scratchIdx, 4*n*rows*in)
 	b.ensure(scratchCount, 4*n*rows)
 	gl, fg := gatherLaunch(rows, outs(g), maxKept, b.info.SMs, vecElems(m.DType, vec)), b.fn["at_gather_"+sfx]
-	b.queue("at_select", func(c *cudadrv.Ctx) error {
-		return c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, b.scratch[scratchIdx], b.scratch[scratchCount], null, b.stats, image)
+	// The pending RMSNorm that writes x is done by at_select itself (every
+	// block normalizes its token's row in registers; see sparse.cu).
+	tag, nx, nw, neps := "at_select", null, null, float32(0)
+	if nm := b.norm; nm != nil && nm.dst == buf(x) && nm.rows == rows && in <= selectPer*selectThreads {
+		tag, nx, nw, neps = "at_select+norm", nm.x.p, nm.w.p, nm.eps
+		b.norm = nil
+	}
+	b.queue(tag, func(c *cudadrv.Ctx) error {
+		return c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, b.scratch[scratchIdx], b.scratch[scratchCount], null, b.stats, image,
+			nx, nw, neps)
 	})
 	b.queue("at_gather_"+sfx, func(c *cudadrv.Ctx) error {
 		return c.Launch(fg, gl.grid, gl.block, 0, b.stream, xp, b.scratch[scratchIdx], b.scratch[scratchCount], in, rows, boolInt(vec), image)
