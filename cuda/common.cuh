@@ -50,6 +50,11 @@ static_assert(sizeof(at_group) == 104 && offsetof(at_group, n) == 96, "at_group 
 __device__ __forceinline__ float at_bf16(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
 __device__ __forceinline__ float at_f16(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 
+// at_swiglu_of is SwiGLU's value for gate g and up u: silu(g) * u. One
+// expression for at_swiglu and for at_select's fused form, so both round
+// alike.
+__device__ __forceinline__ float at_swiglu_of(float g, float u) { return g / (1.f + expf(-g)) * u; }
+
 // at_ld returns element i of a row-major tensor of dtype DT as float.
 template <int DT>
 __device__ __forceinline__ float at_ld(const void *p, size_t i);

@@ -69,8 +69,7 @@ extern "C" __global__ void at_rope_cache(float *q, float *k, const float *v, flo
 
 extern "C" __global__ void at_swiglu(float *gate, const float *up, long long n) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-    const float g = gate[i];
-    gate[i] = g / (1.f + expf(-g)) * up[i];
+    gate[i] = at_swiglu_of(gate[i], up[i]);
   }
 }
 

@@ -25,7 +25,11 @@
 //   RMSNorm of nx: every block of token r normalizes nx[r] in registers
 //   (x = nx / sqrt(mean(nx^2) + neps) * nw, as at_rmsnorm) and the block of
 //   projection 0 writes it to x, where the gather reads it: the norm before
-//   q/k/v and gate/up needs no launch of its own.
+//   q/k/v and gate/up needs no launch of its own. With su set instead (fast
+//   path, a group of one projection), x is first SwiGLU(x, su) in place, as
+//   at_swiglu: the one block of a token reads its gate values, writes
+//   silu(gate) * up back, and selects among them: SwiGLU before the down
+//   projection needs no launch of its own.
 // at_gather_{f32,f16,bf16}: y_p[r] += sum over j in idx[p*rows+r] of x[r][j] *
 //   Wt_p[j, :], Wt_p (in, out_p) input-channel-major. grid (sum over the
 //   group of ceil(out_p / (128*V)), splits, rows), block 128: a thread owns V
@@ -121,7 +125,7 @@ __device__ void select_kth(const float *x, int n, int k, uint32_t *hist, uint32_
 // most inputs share a few exponents (the first pass).
 __device__ __forceinline__ void select_regs(const float *xr, int in, const at_site s, bool topk, bool all,
                                             int *idxr, int *countr, float *xmr, int *keptOut, float *xw,
-                                            const float *nxr, const float *nw, float neps) {
+                                            const float *nxr, const float *nw, float neps, const float *sur) {
   __shared__ uint32_t hist[256][32];
   __shared__ uint32_t tot[256];
   __shared__ int scan[33];
@@ -147,6 +151,16 @@ __device__ __forceinline__ void select_regs(const float *xr, int in, const at_si
       if (i < nv) {
         v[i] = nw[j0 + i] * (scale * v[i]);
         if (xw) xw[j0 + i] = v[i];
+      }
+    }
+  } else if (sur) {  // x = SwiGLU(x, su), in place: each thread reads and writes its own inputs
+#pragma unroll
+    for (int i = 0; i < AT_SELECT_PER; i++) {
+      if (i < nv) {
+        v[i] = at_swiglu_of(xr[j0 + i], sur[j0 + i]);
+        xw[j0 + i] = v[i];
+      } else {
+        v[i] = 0.f;
       }
     }
   } else {
@@ -254,7 +268,7 @@ __device__ __forceinline__ void select_large(const float *xr, int in, const at_s
 
 extern "C" __global__ void __launch_bounds__(AT_SELECT_THREADS)
     at_select(float *x, int in, int rows, int *idx, int *count, float *xm, unsigned long long *stats, at_group g,
-              const float *nx, const float *nw, float neps) {
+              const float *nx, const float *nw, float neps, const float *su) {
   const size_t r = blockIdx.x;
   const int p = blockIdx.y;  // projection of the group
   const at_proj pr = at_proj_of(g, p);
@@ -267,8 +281,8 @@ extern "C" __global__ void __launch_bounds__(AT_SELECT_THREADS)
   float *xmr = xm ? xm + row * in : nullptr;
   int kept;
   if (in <= AT_SELECT_PER * (int)blockDim.x)
-    select_regs(xr, in, s, topk, all, idxr, count, xmr, &kept, nw && p == 0 ? x + r * in : nullptr,
-                nx ? nx + r * in : nullptr, nw, neps);
+    select_regs(xr, in, s, topk, all, idxr, count, xmr, &kept, (nw || su) && p == 0 ? x + r * in : nullptr,
+                nx ? nx + r * in : nullptr, nw, neps, su ? su + r * in : nullptr);
   else
     select_large(xr, in, s, topk, all, idxr, xmr, &kept);
   if (threadIdx.x == 0) {

@@ -52,7 +52,7 @@ func (b *Backend) initChain() {
 // device slot, then the copy of the token to its host slot and an event,
 // all queued without waiting.
 func (b *Backend) PickNext(logits backend.Buffer, n int, temperature, u float32) backend.Ticket {
-	b.flushNorm(nil) // the pending RMSNorm goes first
+	b.flush(nil) // the pending op goes first
 	b.outsideStep("PickNext")
 	lb := buf(logits)
 	if n <= 0 || n > lb.n {

@@ -81,7 +81,8 @@ type Backend struct {
 	allocs       map[cudadrv.DevicePtr]int // every allocation, freed by Close
 	scratchBytes [numScratch]int
 	step         step              // the decode step being recorded (graph.go)
-	norm         *pendingNorm      // an RMSNorm not queued yet (ops.go, flushNorm)
+	norm         *pendingNorm      // an RMSNorm not queued yet (ops.go, flush)
+	swiglu       *pendingSwiGLU    // a SwiGLU not queued yet; at most one of the two is set
 	varsDev      cudadrv.DevicePtr // the step variables (graph.go)
 	profiling    bool              // StartProfile (profile.go)
 
@@ -196,8 +197,10 @@ func (b *Backend) Info() cudadrv.Info { return b.info }
 
 // Close implements backend.Backend: it frees every buffer and weight.
 func (b *Backend) Close() error {
-	b.flushNorm(nil)                   // the pending RMSNorm goes first
-	b.step.on, b.step.ops = false, nil // a step cut short by a panic is dropped (the device thread may still count earlier ones)
+	b.flush(nil) // the pending op goes first
+	// A step cut short by a panic is dropped (the device thread may still
+	// count earlier ones).
+	b.step.on, b.step.ops = false, nil
 	err := b.dev.Do(func(c *cudadrv.Ctx) error {
 		var errs []error
 		errs = append(errs, c.StreamSynchronize(b.stream))
@@ -323,7 +326,7 @@ func (b *Backend) Alloc(n int) backend.Buffer {
 // Write implements backend.Backend.
 // Like the CPU backend's copy, it writes only what fits after off.
 func (b *Backend) Write(dst backend.Buffer, off int, src []float32) {
-	b.flushNorm(nil) // the pending RMSNorm goes first
+	b.flush(nil) // the pending op goes first
 	b.outsideStep("write")
 	d := buf(dst)
 	span("write", d.n, off, 0)
@@ -339,7 +342,7 @@ func (b *Backend) Write(dst backend.Buffer, off int, src []float32) {
 // Read implements backend.Backend: it waits for the work queued so far.
 // Like the CPU backend's copy, it reads only what lies after off.
 func (b *Backend) Read(dst []float32, src backend.Buffer, off int) {
-	b.flushNorm(nil) // the pending RMSNorm goes first
+	b.flush(nil) // the pending op goes first
 	b.outsideStep("read")
 	s := buf(src)
 	span("read", s.n, off, 0)
@@ -354,7 +357,7 @@ func (b *Backend) Read(dst []float32, src backend.Buffer, off int) {
 
 // Sync waits for the work queued so far and reports its first error.
 func (b *Backend) Sync() error {
-	b.flushNorm(nil) // the pending RMSNorm goes first
+	b.flush(nil) // the pending op goes first
 	b.outsideStep("sync")
 	return b.dev.Do(func(c *cudadrv.Ctx) error { return c.StreamSynchronize(b.stream) })
 }
@@ -448,24 +451,29 @@ func (b *Backend) UploadSparse(t *model.Tensor) (backend.Weight, error) {
 // here, once, not each time the op runs); its error surfaces at the next
 // waiting op.
 func (b *Backend) launch(name string, l launch, args ...any) {
+	b.queue(name, b.launchFunc(name, l, args...))
+}
+
+// launchFunc is the op that launches kernel name with args, packed now.
+func (b *Backend) launchFunc(name string, l launch, args ...any) func(*cudadrv.Ctx) error {
 	f := b.fn[name]
 	p, err := cudadrv.Pack(args...)
 	must(err)
-	b.queue(name, func(c *cudadrv.Ctx) error { return c.LaunchPacked(f, l.grid, l.block, l.shared, b.stream, p) })
+	return func(c *cudadrv.Ctx) error { return c.LaunchPacked(f, l.grid, l.block, l.shared, b.stream, p) }
 }
 
 // queue runs f on the device thread after the work queued before it (and
-// the pending RMSNorm, flushNorm), or
+// the pending op, flush), or
 // records it when a step is being recorded. f may only queue stream work
 // (launches, device copies, memsets; host copies only with hostCopy). tag
 // names the work f queues (the kernels, how many): the tags of a step are
 // its graph's topology, which picks the executable graph it updates.
 func (b *Backend) queue(tag string, f func(*cudadrv.Ctx) error) {
-	b.flushNorm(nil)
+	b.flush(nil)
 	b.queueNow(tag, f)
 }
 
-// queueNow is queue without flushing the pending RMSNorm.
+// queueNow is queue without flushing the pending op.
 func (b *Backend) queueNow(tag string, f func(*cudadrv.Ctx) error) {
 	if b.profiling {
 		f = b.timedOp(tag, f)

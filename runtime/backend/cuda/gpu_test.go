@@ -574,7 +574,8 @@ func TestGPUDescribe(t *testing.T) {
 }
 
 // TestGPUNormThenGroup runs RMSNorm and then a sparse group that reads its
-// output, as the engine does before q/k/v and gate/up: for threshold sites
+// output, as the engine does before q/k/v and gate/up (and SwiGLU before
+// the down projection, below): for threshold sites
 // and dense sites on the transposed layout, the group's outputs are zeroed
 // by the norm's own launch (at_rmsnorm+zero, no at_zero), and an output
 // that accumulates (Proj.Add) must keep what it held. Each output and the
@@ -616,6 +617,23 @@ func TestGPUNormThenGroup(t *testing.T) {
 				ys[i].check(t, g, c, fmt.Sprintf("norm then group, rows=%d site %+v, projection %d", rows, sites[i], i), 2e-2)
 			}
 			xn.check(t, g, c, fmt.Sprintf("norm then group, rows=%d: the norm", rows), 1e-4)
+		}
+	}
+	// SwiGLU and then the down projection, which reads its result: a top-k
+	// site does the SwiGLU in at_select (at_select+swiglu), which must
+	// still leave silu(gate) * up in gate; other sites run it as is.
+	const hidden = 172
+	dw, dc := upload(t, g, c, randTensor(t, r, model.BF16, in, hidden), true)
+	for _, site := range []backend.Site{{ID: 6, TopK: true, K: hidden / 5}, {ID: 7, Threshold: 0.3}, {ID: -1, TopK: true, K: hidden}} {
+		for _, rows := range []int{1, 3} {
+			gate, up := newPair(g, c, randVec(r, rows*hidden)), newPair(g, c, randVec(r, rows*hidden))
+			y := newPair(g, c, randVec(r, rows*in)) // the residual stream the product adds to
+			g.SwiGLU(gate.g, up.g, rows*hidden)
+			c.SwiGLU(gate.c, up.c, rows*hidden)
+			g.SparseMatMuls(gate.g, rows, []backend.Proj{{Dst: y.g, W: dw, Add: true, Site: site}})
+			c.SparseMatMuls(gate.c, rows, []backend.Proj{{Dst: y.c, W: dc, Add: true, Site: site}})
+			y.check(t, g, c, fmt.Sprintf("swiglu then down, rows=%d site %+v", rows, site), 2e-2)
+			gate.check(t, g, c, fmt.Sprintf("swiglu then down, rows=%d site %+v: the swiglu", rows, site), 1e-5)
 		}
 	}
 }

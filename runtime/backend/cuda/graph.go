@@ -98,7 +98,7 @@ type GraphStats struct {
 // GraphStats reports how the steps so far ran (it waits for the steps
 // queued to be launched).
 func (b *Backend) GraphStats() GraphStats {
-	b.flushNorm(nil) // the pending RMSNorm goes first
+	b.flush(nil) // the pending op goes first
 	must(b.dev.Do(func(*cudadrv.Ctx) error { return nil }))
 	b.step.mu.Lock()
 	defer b.step.mu.Unlock()
@@ -118,7 +118,7 @@ func (b *Backend) setGraphs(on bool) {
 // step. Read, Write, Sync, Argmax, Sample, LoadSites and SparseStats may
 // not be called inside a step (they panic).
 func (b *Backend) BeginStep() {
-	b.flushNorm(nil) // the pending RMSNorm goes first
+	b.flush(nil) // the pending op goes first
 	if b.step.on {
 		panic("cuda: BeginStep inside a step")
 	}
@@ -149,7 +149,7 @@ func (b *Backend) stepVar(v int) cudadrv.DevicePtr {
 // every op. The step's ops and variables go with it, and the next step
 // records into new slices.
 func (b *Backend) EndStep() {
-	b.flushNorm(nil) // the pending RMSNorm goes first
+	b.flush(nil) // the pending op goes first
 	if !b.step.on {
 		panic("cuda: EndStep outside a step")
 	}

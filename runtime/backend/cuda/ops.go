@@ -77,14 +77,14 @@ func (b *Backend) Embed(dst backend.Buffer, table backend.Weight, tokens []int) 
 
 // RMSNorm implements backend.Backend.
 // It is queued with the next op: a threshold group that reads dst next has
-// its outputs zeroed by the same launch (see flushNorm).
+// its outputs zeroed by the same launch (see flush).
 func (b *Backend) RMSNorm(dst, x backend.Buffer, w backend.Weight, rows int, eps float32) {
 	v := w.(*Vec)
 	d, xs := need("rmsnorm", dst, rows*v.n), need("rmsnorm", x, rows*v.n)
 	if rows <= 0 { // a zero grid would be launched as one block (Dim3.norm)
 		return
 	}
-	b.flushNorm(nil)
+	b.flush(nil)
 	b.norm = &pendingNorm{dst: d, x: xs, w: v, rows: rows, eps: eps}
 }
 
@@ -96,12 +96,17 @@ type pendingNorm struct {
 	eps    float32
 }
 
-// flushNorm queues the pending RMSNorm, if any. zero, when not nil, is the
-// group that reads its output next: the launch also zeroes the group's
-// outputs that do not accumulate (at_zero's job), under the tag
-// "at_rmsnorm+zero". Every op that queues work or touches device memory
-// flushes first, so the norm keeps its place in the order of ops.
-func (b *Backend) flushNorm(zero []proj) {
+// flush queues the pending op (an RMSNorm or a SwiGLU), if any. zero, when
+// not nil, is the group that reads a pending norm's output next: the launch
+// also zeroes the group's outputs that do not accumulate (at_zero's job),
+// under the tag "at_rmsnorm+zero". Every op that queues work or touches
+// device memory flushes first, so a deferred op keeps its place in the
+// order of ops.
+func (b *Backend) flush(zero []proj) {
+	if sg := b.swiglu; sg != nil {
+		b.swiglu = nil
+		b.queueNow("at_swiglu", b.launchFunc("at_swiglu", strideGrid(sg.n), sg.gate.p, sg.up.p, int64(sg.n)))
+	}
 	n := b.norm
 	if n == nil {
 		return
@@ -111,11 +116,13 @@ func (b *Backend) flushNorm(zero []proj) {
 	if len(zero) > 0 {
 		name = "at_rmsnorm+zero"
 	}
-	f := b.fn["at_rmsnorm"]
-	p, err := cudadrv.Pack(n.dst.p, n.x.p, n.w.p, n.w.n, n.eps, packGroup(zero))
-	must(err)
-	l := normLaunch(n.rows)
-	b.queueNow(name, func(c *cudadrv.Ctx) error { return c.LaunchPacked(f, l.grid, l.block, l.shared, b.stream, p) })
+	b.queueNow(name, b.launchFunc("at_rmsnorm", normLaunch(n.rows), n.dst.p, n.x.p, n.w.p, n.w.n, n.eps, packGroup(zero)))
+}
+
+// pendingSwiGLU is a SwiGLU not queued yet.
+type pendingSwiGLU struct {
+	gate, up *Buf
+	n        int
 }
 
 // zeroFor zeroes the outputs of group g (image: its packGroup) that do not
@@ -123,7 +130,7 @@ func (b *Backend) flushNorm(zero []proj) {
 // launch when that norm writes x, the group's input, else with at_zero.
 func (b *Backend) zeroFor(g []proj, rows int, image []byte, x *Buf) {
 	if n := b.norm; n != nil && n.dst == x && n.rows == rows {
-		b.flushNorm(g)
+		b.flush(g)
 		return
 	}
 	b.zero(g, rows, image)
@@ -367,12 +374,15 @@ func (b *Backend) Attention(out, q, kc, vc backend.Buffer, rows, nHeads, nKVHead
 }
 
 // SwiGLU implements backend.Backend.
+// It is queued with the next op: a top-k down projection that reads gate
+// next does the SwiGLU itself (at_select with su; see sparse).
 func (b *Backend) SwiGLU(gate, up backend.Buffer, n int) {
 	g, u := need("swiglu", gate, n), need("swiglu", up, n)
 	if n <= 0 {
 		return
 	}
-	b.launch("at_swiglu", strideGrid(n), g.p, u.p, int64(n))
+	b.flush(nil)
+	b.swiglu = &pendingSwiGLU{gate: g, up: u, n: n}
 }
 
 // Add implements backend.Backend.
@@ -388,7 +398,7 @@ func (b *Backend) Add(dst, x backend.Buffer, n int) {
 // logits, each row's 1/temperature and u in a small device array, and one
 // read of the rows token ids.
 func (b *Backend) Pick(logits backend.Buffer, rows, n int, temps, us []float32) []int {
-	b.flushNorm(nil) // the pending RMSNorm goes first
+	b.flush(nil) // the pending op goes first
 	b.outsideStep("Pick")
 	lb := buf(logits)
 	if rows <= 0 || n <= 0 || rows*n > lb.n || len(temps) < rows || len(us) < rows {
@@ -424,7 +434,7 @@ func (b *Backend) Pick(logits backend.Buffer, rows, n int, temps, us []float32) 
 // LoadSites writes every site's budget into the kernels' constant table at
 // once (SparseMatMul otherwise writes each on its first use).
 func (b *Backend) LoadSites(sites []backend.Site) error {
-	b.flushNorm(nil) // the pending RMSNorm goes first
+	b.flush(nil) // the pending op goes first
 	b.outsideStep("load sites")
 	table := packSites(sites)
 	for slot := range maxSites - 1 {
@@ -563,7 +573,7 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 		b.ensure(scratchMasked, 4*n*rows*in)
 		b.queue("at_select", func(c *cudadrv.Ctx) error {
 			return c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, null, null, b.scratch[scratchMasked], b.stats, image,
-				null, null, float32(0))
+				null, null, float32(0), null)
 		})
 		b.gemms(m, func() cudadrv.DevicePtr { return b.scratch[scratchMasked] }, rows*in, rows, g)
 		return
@@ -582,14 +592,21 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	gl, fg := gatherLaunch(rows, outs(g), maxKept, b.info.SMs, vecElems(m.DType, vec)), b.fn["at_gather_"+sfx]
 	// The pending RMSNorm that writes x is done by at_select itself (every
 	// block normalizes its token's row in registers; see sparse.cu).
-	tag, nx, nw, neps := "at_select", null, null, float32(0)
-	if nm := b.norm; nm != nil && nm.dst == buf(x) && nm.rows == rows && in <= selectPer*selectThreads {
+	// So is a pending SwiGLU that writes x, for a group of one projection
+	// (the down projection: its block rewrites x in place).
+	tag, nx, nw, neps, su := "at_select", null, null, float32(0), null
+	fits := in <= selectPer*selectThreads
+	if nm := b.norm; nm != nil && nm.dst == buf(x) && nm.rows == rows && fits {
 		tag, nx, nw, neps = "at_select+norm", nm.x.p, nm.w.p, nm.eps
 		b.norm = nil
 	}
+	if sg := b.swiglu; sg != nil && sg.gate == buf(x) && sg.n == rows*in && n == 1 && fits {
+		tag, su = "at_select+swiglu", sg.up.p
+		b.swiglu = nil
+	}
 	b.queue(tag, func(c *cudadrv.Ctx) error {
 		return c.Launch(fsel, sel.grid, sel.block, 0, b.stream, xp, in, rows, b.scratch[scratchIdx], b.scratch[scratchCount], null, b.stats, image,
-			nx, nw, neps)
+			nx, nw, neps, su)
 	})
 	b.queue("at_gather_"+sfx, func(c *cudadrv.Ctx) error {
 		return c.Launch(fg, gl.grid, gl.block, 0, b.stream, xp, b.scratch[scratchIdx], b.scratch[scratchCount], in, rows, boolInt(vec), image)
@@ -608,7 +625,7 @@ func (b *Backend) countHost(id, n int) {
 // SparseStats implements backend.Backend: device counters (sparse sites)
 // plus host counts (sites that ran dense), reset after reading.
 func (b *Backend) SparseStats() (kept, seen []int64) {
-	b.flushNorm(nil) // the pending RMSNorm goes first
+	b.flush(nil) // the pending op goes first
 	b.outsideStep("sparse stats")
 	n := max(b.statCap, len(b.hostKept))
 	dev := make([]uint64, 2*b.statCap)

@@ -36,7 +36,7 @@ type timed struct {
 // StartProfile starts timing every queued op; decode steps run op by op
 // until StopProfile.
 func (b *Backend) StartProfile() {
-	b.flushNorm(nil) // the pending RMSNorm goes first
+	b.flush(nil) // the pending op goes first
 	b.outsideStep("start profile")
 	b.profiling = true
 	b.dev.Go(func(*cudadrv.Ctx) error { b.prof.on = true; return nil })
@@ -45,7 +45,7 @@ func (b *Backend) StartProfile() {
 // StopProfile waits for the work queued so far and returns the device time
 // of each kind of op since StartProfile, the largest total first.
 func (b *Backend) StopProfile() ([]KernelTime, error) {
-	b.flushNorm(nil) // the pending RMSNorm goes first
+	b.flush(nil) // the pending op goes first
 	b.outsideStep("stop profile")
 	b.profiling = false
 	var out []KernelTime
