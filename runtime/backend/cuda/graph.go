@@ -115,8 +115,8 @@ func (b *Backend) setGraphs(on bool) {
 }
 
 // BeginStep implements backend.Stepper: the ops until EndStep are one
-// step. Read, Write, Sync, Argmax, Sample, LoadSites and SparseStats may
-// not be called inside a step (they panic).
+// step. Read, Write, Sync, Pick, PickNext, Picked, LoadSites and
+// SparseStats may not be called inside a step (they panic).
 func (b *Backend) BeginStep() {
 	b.flush(nil) // the pending op goes first
 	if b.step.on {
