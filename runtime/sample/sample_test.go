@@ -111,3 +111,26 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestUniformStream checks what a device draw relies on: Next at a
+// temperature uses exactly one Uniform of the stream (greedy uses none),
+// and Plain is true exactly without truncation.
+func TestUniformStream(t *testing.T) {
+	logits := []float32{0.1, 2, -1, 0.5}
+	for _, o := range []Options{{Seed: 3}, {Temperature: 0.8, Seed: 3}, {Temperature: 0.8, TopP: 0.9, Seed: 3}, {Temperature: 0.8, TopK: 2, Seed: 3}} {
+		a, b := New(o), New(o)
+		a.Next(logits)
+		if o.Temperature > 0 {
+			b.Uniform()
+		}
+		if x, y := a.Uniform(), b.Uniform(); x != y {
+			t.Errorf("%+v: after Next the stream is at %g, want %g", o, x, y)
+		}
+	}
+	for o, want := range map[Options]bool{{}: true, {Temperature: 1}: true, {Temperature: 1, TopP: 1}: true,
+		{Temperature: 1, TopP: 0.9}: false, {Temperature: 1, TopK: 40}: false} {
+		if o.Plain() != want {
+			t.Errorf("%+v: Plain %v", o, o.Plain())
+		}
+	}
+}
