@@ -608,15 +608,22 @@ func TestGPUNormThenGroup(t *testing.T) {
 				gp[i] = backend.Proj{Dst: ys[i].g, W: ws[i][0], Add: add, Site: sites[i]}
 				cp[i] = backend.Proj{Dst: ys[i].c, W: ws[i][1], Add: add, Site: sites[i]}
 			}
-			// Nothing between the norm and the group, as in the engine.
-			g.RMSNorm(xn.g, x.g, gw, rows, 1e-5)
-			c.RMSNorm(xn.c, x.c, cw, rows, 1e-5)
-			g.SparseMatMuls(xn.g, rows, gp)
-			c.SparseMatMuls(xn.c, rows, cp)
-			for i := range ys {
-				ys[i].check(t, g, c, fmt.Sprintf("norm then group, rows=%d site %+v, projection %d", rows, sites[i], i), 2e-2)
+			// Nothing between the norm and the group, as in the engine; then
+			// once more with the norm in place (dst = x).
+			for _, inPlace := range []bool{false, true} {
+				src := x
+				if inPlace {
+					src = xn
+				}
+				g.RMSNorm(xn.g, src.g, gw, rows, 1e-5)
+				c.RMSNorm(xn.c, src.c, cw, rows, 1e-5)
+				g.SparseMatMuls(xn.g, rows, gp)
+				c.SparseMatMuls(xn.c, rows, cp)
+				for i := range ys {
+					ys[i].check(t, g, c, fmt.Sprintf("norm then group, rows=%d in place %v, site %+v, projection %d", rows, inPlace, sites[i], i), 2e-2)
+				}
+				xn.check(t, g, c, fmt.Sprintf("norm then group, rows=%d in place %v: the norm", rows, inPlace), 1e-4)
 			}
-			xn.check(t, g, c, fmt.Sprintf("norm then group, rows=%d: the norm", rows), 1e-4)
 		}
 	}
 	// SwiGLU and then the down projection, which reads its result: a top-k

@@ -75,9 +75,8 @@ func (b *Backend) Embed(dst backend.Buffer, table backend.Weight, tokens []int) 
 	})
 }
 
-// RMSNorm implements backend.Backend.
-// It is queued with the next op: a threshold group that reads dst next has
-// its outputs zeroed by the same launch (see flush).
+// RMSNorm implements backend.Backend. It is queued with the next op, which
+// may do it in its own launch: see flush, zeroFor and sparse.
 func (b *Backend) RMSNorm(dst, x backend.Buffer, w backend.Weight, rows int, eps float32) {
 	v := w.(*Vec)
 	d, xs := need("rmsnorm", dst, rows*v.n), need("rmsnorm", x, rows*v.n)
@@ -596,7 +595,9 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	// (the down projection: its block rewrites x in place).
 	tag, nx, nw, neps, su := "at_select", null, null, float32(0), null
 	fits := in <= selectPer*selectThreads
-	if nm := b.norm; nm != nil && nm.dst == buf(x) && nm.rows == rows && fits {
+	// An in-place norm (dst = x) is not merged into a group of several: the
+	// first projection's block would rewrite the row the others still read.
+	if nm := b.norm; nm != nil && nm.dst == buf(x) && nm.rows == rows && fits && (nm.x != nm.dst || n == 1) {
 		tag, nx, nw, neps = "at_select+norm", nm.x.p, nm.w.p, nm.eps
 		b.norm = nil
 	}
