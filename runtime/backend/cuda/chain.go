@@ -63,22 +63,13 @@ func (b *Backend) PickNext(logits backend.Buffer, n int, temperature, u float32)
 	}
 	b.initChain()
 	b.ensure(scratchPick, 8)
-	params := [2]float32{}
-	if temperature > 0 {
-		params = [2]float32{1 / temperature, u}
-	}
+	params := pickParams([]float32{temperature}, []float32{u})
 	t := b.chain.issued
 	b.chain.issued++
-	slot, f, next := t%pickRing, b.fn["at_pick"], b.chain.next
+	slot, next := t%pickRing, b.chain.next
 	host, ev := unsafe.Add(b.chain.host, 4*slot), b.chain.events[slot]
 	b.dev.Go(func(c *cudadrv.Ctx) error {
-		par := b.scratch[scratchPick]
-		// The parameters are staged by the driver before the call returns
-		// (pageable memory), so the closure's copy may go.
-		if err := c.CopyHtoD(par, unsafe.Pointer(&params[0]), 8, b.stream); err != nil {
-			return err
-		}
-		if err := c.Launch(f, cudadrv.Dim3{X: 1}, cudadrv.Dim3{X: sampleThreads}, 0, b.stream, next, lb.p, n, par); err != nil {
+		if err := b.launchPick(c, next, lb.p, n, params); err != nil {
 			return err
 		}
 		if err := c.CopyDtoHAsync(host, next, 4, b.stream); err != nil {

@@ -403,22 +403,13 @@ func (b *Backend) Pick(logits backend.Buffer, rows, n int, temps, us []float32) 
 	if rows <= 0 || n <= 0 || rows*n > lb.n || len(temps) < rows || len(us) < rows {
 		panic(fmt.Sprintf("cuda: pick: %d rows of %d logits in a buffer of %d, %d temperatures, %d variates", rows, n, lb.n, len(temps), len(us)))
 	}
-	params := make([]float32, 2*rows)
-	for r := range rows {
-		if temps[r] > 0 {
-			params[2*r], params[2*r+1] = 1/temps[r], us[r]
-		}
-	}
+	params := pickParams(temps[:rows], us[:rows])
 	b.ensure(scratchResult, 4*rows)
 	b.ensure(scratchPick, 8*rows)
 	res := make([]int32, rows)
-	f := b.fn["at_pick"]
 	must(b.dev.Do(func(c *cudadrv.Ctx) error {
-		out, par := b.scratch[scratchResult], b.scratch[scratchPick]
-		if err := c.CopyHtoD(par, unsafe.Pointer(&params[0]), 8*rows, b.stream); err != nil {
-			return err
-		}
-		if err := c.Launch(f, cudadrv.Dim3{X: rows}, cudadrv.Dim3{X: sampleThreads}, 0, b.stream, out, lb.p, n, par); err != nil {
+		out := b.scratch[scratchResult]
+		if err := b.launchPick(c, out, lb.p, n, params); err != nil {
 			return err
 		}
 		return c.CopyDtoH(unsafe.Pointer(&res[0]), out, 4*rows, b.stream)
@@ -428,6 +419,30 @@ func (b *Backend) Pick(logits backend.Buffer, rows, n int, temps, us []float32) 
 		ids[r] = int(v)
 	}
 	return ids
+}
+
+// pickParams is at_pick's (1/temperature, u) for each row; zeros for a
+// greedy row. Callers ensure scratchPick before queuing launchPick.
+func pickParams(temps, us []float32) []float32 {
+	params := make([]float32, 2*len(temps))
+	for r, t := range temps {
+		if t > 0 {
+			params[2*r], params[2*r+1] = 1/t, us[r]
+		}
+	}
+	return params
+}
+
+// launchPick queues, on the device thread, the copy of params to the
+// device and at_pick over len(params)/2 rows of n logits, writing the ids
+// to out. The driver stages params before the copy call returns (pageable
+// memory), so the caller's slice may go.
+func (b *Backend) launchPick(c *cudadrv.Ctx, out, logits cudadrv.DevicePtr, n int, params []float32) error {
+	par := b.scratch[scratchPick]
+	if err := c.CopyHtoD(par, unsafe.Pointer(&params[0]), 4*len(params), b.stream); err != nil {
+		return err
+	}
+	return c.Launch(b.fn["at_pick"], cudadrv.Dim3{X: len(params) / 2}, cudadrv.Dim3{X: sampleThreads}, 0, b.stream, out, logits, n, par)
 }
 
 // LoadSites writes every site's budget into the kernels' constant table at
