@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/power"
 	"github.com/acttail/acttail-gpu/runtime/sample"
@@ -80,27 +79,21 @@ func speedPrompt(n, vocab int, texts ...[]int) []int {
 func measureSpeed(ctx context.Context, s *engine.State, prompt []int, o SpeedOptions) (*Speed, error) {
 	e := s.Model()
 	logits := make([]float32, s.Vocab())
-	// decode runs n greedy steps after the prompt's logits, timing each
-	// (chained on a backend that can: as generate runs there).
-	ch, chained := e.Backend.(backend.Chainer)
+	// decode runs n greedy steps after the prompt's logits as generate runs
+	// them (chained on a backend that can), timing the interval before
+	// each new token: what a streaming client sees.
 	decode := func(n int, lat []float64) error {
-		if chained {
-			return decodeChained(ctx, s, ch, sample.Greedy(logits), n, lat)
-		}
-		for i := range n {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			next := sample.Greedy(logits)
-			t := time.Now()
-			if err := s.Forward([]int{next}, logits, false); err != nil {
-				return err
-			}
-			if lat != nil {
-				lat[i] = time.Since(t).Seconds()
-			}
-		}
-		return nil
+		t, i := time.Now(), 0
+		_, err := s.Continue(ctx, sample.Greedy(logits), sample.New(sample.Options{}), engine.GenOptions{MaxTokens: n + 1},
+			func(int) error { // the first call delivers the prompt's token, which no step made
+				now := time.Now()
+				if i > 0 && lat != nil {
+					lat[i-1] = now.Sub(t).Seconds()
+				}
+				t, i = now, i+1
+				return nil
+			})
+		return err
 	}
 	prefill := func() (float64, error) {
 		s.Reset()
@@ -170,44 +163,6 @@ func measureSpeed(ctx context.Context, s *engine.State, prompt []int, o SpeedOpt
 		sp.JoulesPerToken = joules / float64(o.Repeats*o.DecodeTokens)
 	}
 	return sp, nil
-}
-
-// decodeChained runs n greedy decode steps from token first the way
-// generate runs them on a backend.Chainer: each step is queued on the token
-// the device picked, before that token is read. lat[i] (lat may be nil) is
-// the time from token i-1's arrival on the host to token i's (token 0's
-// from the call): the interval a streaming client sees. No step is queued
-// past the n-th.
-func decodeChained(ctx context.Context, s *engine.State, ch backend.Chainer, first, n int, lat []float64) error {
-	if n <= 0 {
-		return nil
-	}
-	t := time.Now()
-	if err := s.Decode(first); err != nil {
-		return err
-	}
-	pending := ch.PickNext(s.Logits(), s.Vocab(), 0, 0)
-	for i := range n {
-		var ahead backend.Ticket
-		more := i+1 < n && ctx.Err() == nil
-		if more {
-			if err := s.DecodePicked(); err != nil {
-				ch.Picked(pending)
-				return err
-			}
-			ahead = ch.PickNext(s.Logits(), s.Vocab(), 0, 0)
-		}
-		ch.Picked(pending)
-		if lat != nil {
-			now := time.Now()
-			lat[i], t = now.Sub(t).Seconds(), now
-		}
-		if !more {
-			return ctx.Err()
-		}
-		pending = ahead
-	}
-	return nil
 }
 
 func median(v []float64) float64 {

@@ -64,9 +64,19 @@ func (s *State) Generate(ctx context.Context, prompt []int, o GenOptions, emit f
 	}
 	st.PromptSeconds = time.Since(t0).Seconds()
 	smp := sample.New(o.Sample)
+	d, err := s.Continue(ctx, smp.Next(logits), smp, o, emit) // the prompt's logits are on the host already
+	d.PromptTokens, d.PromptSeconds = st.PromptTokens, st.PromptSeconds
+	return d, err
+}
+
+// Continue is Generate after the prompt: it delivers first, the token smp
+// (made from o.Sample) chose from the logits of the last Forward, then runs
+// each token it delivers and samples the next, until o or ctx stops it. The
+// Stats hold the decode counts, time and reason.
+func (s *State) Continue(ctx context.Context, first int, smp *sample.Sampler, o GenOptions, emit func(id int) error) (st Stats, err error) {
+	st.Reason = "length"
 	t1 := time.Now()
 	defer func() { st.DecodeSeconds = time.Since(t1).Seconds() }()
-	next := smp.Next(logits) // the prompt's logits are on the host already
 	// take delivers tok unless generation stops at it (cancel, an end
 	// token, emit's error); after it, more reports whether a token after
 	// tok is wanted and fits.
@@ -84,9 +94,10 @@ func (s *State) Generate(ctx context.Context, prompt []int, o GenOptions, emit f
 	}
 	more := func() bool { return (o.MaxTokens == 0 || st.GenTokens < o.MaxTokens) && s.Pos < s.ctx }
 	if ch, ok := s.m.Backend.(backend.Chainer); ok && o.Sample.Plain() {
-		return st, s.generateChained(ch, smp, o.Sample.Temperature, next, take, more, &st, o.MaxTokens)
+		return st, s.generateChained(ch, smp, o.Sample.Temperature, first, take, more, &st, o.MaxTokens)
 	}
-	for {
+	logits := make([]float32, s.Vocab())
+	for next := first; ; next = smp.Next(logits) {
 		if stop, err := take(next); stop || err != nil {
 			return st, err
 		}
@@ -96,7 +107,6 @@ func (s *State) Generate(ctx context.Context, prompt []int, o GenOptions, emit f
 		if err := s.Forward([]int{next}, logits, false); err != nil {
 			return st, err
 		}
-		next = smp.Next(logits)
 	}
 }
 
