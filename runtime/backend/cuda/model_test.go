@@ -167,6 +167,25 @@ func compareGenerate(t *testing.T, g *Backend, m *model.Model) {
 	}
 }
 
+// prefilled loads m (dense) on b and starts n sequences with room for ctx
+// tokens, in chunks of rows: sequence j runs the prompt {1+j, second}.
+func prefilled(t *testing.T, b *Backend, m *model.Model, n, ctx, rows, second int) (*engine.Model, []*engine.State) {
+	t.Helper()
+	e, err := engine.LoadWith(b, m, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]float32, m.Config.VocabSize)
+	states := make([]*engine.State, n)
+	for j := range states {
+		states[j] = e.NewState(ctx, rows)
+		if err := states[j].Forward([]int{1 + j, second}, out, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e, states
+}
+
 // checkGraphs requires that the decode steps so far ran as CUDA graphs: at
 // least min of them, no failed capture, and graphs updated in place rather
 // than instantiated at (almost) every step.
@@ -245,19 +264,8 @@ func TestGPUGraphs(t *testing.T) {
 	before := withGraphs.GraphStats()
 	var logits [2][]float32
 	for i, b := range []*Backend{withGraphs, noGraphs} {
-		e, err := engine.LoadWith(b, m, engine.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var states []*engine.State
+		e, states := prefilled(t, b, m, 3, 64, 8, 2)
 		out := make([]float32, 3*cfg.VocabSize)
-		for j := range 3 {
-			s := e.NewState(64, 8)
-			if err := s.Forward([]int{1 + j, 2}, out, false); err != nil {
-				t.Fatal(err)
-			}
-			states = append(states, s)
-		}
 		bt := e.NewBatch(3)
 		for round := range 6 {
 			for _, n := range []int{2, 3} {
@@ -288,20 +296,9 @@ func TestGPUGraphs(t *testing.T) {
 	before = withGraphs.GraphStats()
 	logits = [2][]float32{}
 	for i, b := range []*Backend{withGraphs, noGraphs} {
-		e, err := engine.LoadWith(b, m, engine.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		const n = gemvRows + 4
+		e, states := prefilled(t, b, m, n, 32, 4, 2)
 		out := make([]float32, n*cfg.VocabSize)
-		var states []*engine.State
-		for j := range n {
-			s := e.NewState(32, 4)
-			if err := s.Forward([]int{1 + j, 2}, out, false); err != nil {
-				t.Fatal(err)
-			}
-			states = append(states, s)
-		}
 		bt := e.NewBatch(n)
 		for round := range 3 {
 			toks := make([]int, n)
@@ -325,19 +322,8 @@ func TestGPUGraphs(t *testing.T) {
 	before = withGraphs.GraphStats()
 	logits = [2][]float32{}
 	for i, b := range []*Backend{withGraphs, noGraphs} {
-		e, err := engine.LoadWith(b, m, engine.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, states := prefilled(t, b, m, maxGraphs+2, 32, 4, 5)
 		out := make([]float32, cfg.VocabSize)
-		var states []*engine.State
-		for j := range maxGraphs + 2 {
-			s := e.NewState(32, 4)
-			if err := s.Forward([]int{1 + j, 5}, out, false); err != nil {
-				t.Fatal(err)
-			}
-			states = append(states, s)
-		}
 		for round := range 2 {
 			for j, s := range states {
 				if err := s.Forward([]int{(round*7 + j) % cfg.VocabSize}, out, false); err != nil {
