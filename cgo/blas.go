@@ -235,7 +235,7 @@ func (c *Ctx) Gemm(b *BLAS, g GEMM) error {
 	if b == nil {
 		return fmt.Errorf("gemm: %w: no handle", ErrNoBLAS)
 	}
-	if c.dry != nil {
+	if c.dry {
 		c.fold(5, uint64(uintptr(unsafe.Pointer(b.h))), uint64(boolBit(g.TransA)), uint64(boolBit(g.TransB)),
 			uint64(g.M), uint64(g.N), uint64(g.K), uint64(g.AB), uint64(g.A), uint64(g.B), uint64(g.C),
 			uint64(g.LdA), uint64(g.LdB), uint64(g.LdC), uint64(math.Float32bits(g.Alpha)), uint64(math.Float32bits(g.Beta)))

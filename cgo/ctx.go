@@ -39,10 +39,10 @@ type Dim3 struct{ X, Y, Z int }
 // *Ctx a Do or Go closure receives, and do not keep it.
 type Ctx struct {
 	args *argArena
-	// dry, when set, makes Launch, CopyHtoD, CopyDtoD, Memset and Gemm
-	// hash what they would queue into it instead of queuing it (BeginDry).
-	dry     *maphash.Hash
-	dryHash maphash.Hash // what dry points to
+	// dry makes Launch, CopyHtoD, CopyDtoD, Memset and Gemm add what they
+	// would queue to dryHash instead of queuing it (BeginDry).
+	dry     bool
+	dryHash maphash.Hash
 	// vals and offs are the storage of the last launch's packed arguments.
 	vals []byte
 	offs []int
@@ -60,13 +60,13 @@ var drySeed = maphash.MakeSeed()
 // queue the same work.
 func (c *Ctx) BeginDry() {
 	c.dryHash.SetSeed(drySeed)
-	c.dry = &c.dryHash
+	c.dry = true
 }
 
 // EndDry ends a dry run and returns its hash.
 func (c *Ctx) EndDry() uint64 {
-	h := c.dry.Sum64()
-	c.dry = nil
+	h := c.dryHash.Sum64()
+	c.dry = false
 	return h
 }
 
@@ -78,7 +78,7 @@ func (c *Ctx) fold(vals ...uint64) {
 		for i, v := range vals[:n] {
 			binary.LittleEndian.PutUint64(b[8*i:], v)
 		}
-		c.dry.Write(b[:8*n])
+		c.dryHash.Write(b[:8*n])
 		vals = vals[n:]
 	}
 }
@@ -140,9 +140,9 @@ func (c *Ctx) CopyHtoD(dst DevicePtr, src unsafe.Pointer, bytes int, s Stream) e
 	if bytes == 0 {
 		return nil
 	}
-	if c.dry != nil {
+	if c.dry {
 		c.fold(1, uint64(dst), uint64(bytes))
-		c.dry.Write(unsafe.Slice((*byte)(src), bytes))
+		c.dryHash.Write(unsafe.Slice((*byte)(src), bytes))
 		return nil
 	}
 	return check("cuMemcpyHtoDAsync_v2", C.at_cuMemcpyHtoDAsync(C.CUdeviceptr(dst), src, C.size_t(bytes), s.h))
@@ -192,7 +192,7 @@ func (c *Ctx) CopyDtoD(dst, src DevicePtr, bytes int, s Stream) error {
 	if bytes == 0 {
 		return nil
 	}
-	if c.dry != nil {
+	if c.dry {
 		c.fold(2, uint64(dst), uint64(src), uint64(bytes))
 		return nil
 	}
@@ -204,7 +204,7 @@ func (c *Ctx) Memset(p DevicePtr, v byte, bytes int, s Stream) error {
 	if bytes == 0 {
 		return nil
 	}
-	if c.dry != nil {
+	if c.dry {
 		c.fold(3, uint64(p), uint64(v), uint64(bytes))
 		return nil
 	}
@@ -288,9 +288,9 @@ func Pack(args ...any) (Packed, error) {
 // LaunchPacked is Launch with arguments packed beforehand.
 func (c *Ctx) LaunchPacked(f Function, grid, block Dim3, shared int, s Stream, p Packed) error {
 	g, b := grid.norm(), block.norm()
-	if c.dry != nil {
+	if c.dry {
 		c.fold(4, uint64(uintptr(unsafe.Pointer(f.h))), uint64(g.X), uint64(g.Y), uint64(g.Z), uint64(b.X), uint64(b.Y), uint64(b.Z), uint64(shared))
-		c.dry.Write(p.Vals)
+		c.dryHash.Write(p.Vals)
 		return nil
 	}
 	if len(p.Offs) > maxArgs || len(p.Vals) > argBytes {

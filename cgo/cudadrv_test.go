@@ -344,7 +344,7 @@ func TestDryRun(t *testing.T) {
 			t.Errorf("another %s hashed the same", name)
 		}
 	}
-	if c.dry != nil {
+	if c.dry {
 		t.Error("EndDry left the dry run on")
 	}
 }
