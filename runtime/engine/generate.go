@@ -78,8 +78,7 @@ func (s *State) Continue(ctx context.Context, first int, smp *sample.Sampler, o 
 	t1 := time.Now()
 	defer func() { st.DecodeSeconds = time.Since(t1).Seconds() }()
 	// take delivers tok unless generation stops at it (cancel, an end
-	// token, emit's error); after it, more reports whether a token after
-	// tok is wanted and fits.
+	// token, emit's error).
 	take := func(tok int) (stop bool, err error) {
 		if ctx.Err() != nil {
 			st.Reason = "cancel"
@@ -92,16 +91,21 @@ func (s *State) Continue(ctx context.Context, first int, smp *sample.Sampler, o 
 		st.GenTokens++
 		return false, emit(tok)
 	}
-	more := func() bool { return (o.MaxTokens == 0 || st.GenTokens < o.MaxTokens) && s.Pos < s.ctx }
+	// more reports whether the token ahead places after the last one
+	// delivered is wanted (MaxTokens) and the step that makes it fits the
+	// context.
+	more := func(ahead int) bool {
+		return (o.MaxTokens == 0 || st.GenTokens+ahead <= o.MaxTokens) && s.Pos < s.ctx
+	}
 	if ch, ok := s.m.Backend.(backend.Chainer); ok && o.Sample.Plain() {
-		return st, s.generateChained(ch, smp, o.Sample.Temperature, first, take, more, &st, o.MaxTokens)
+		return st, s.generateChained(ch, smp, o.Sample.Temperature, first, take, more)
 	}
 	logits := make([]float32, s.Vocab())
 	for next := first; ; next = smp.Next(logits) {
 		if stop, err := take(next); stop || err != nil {
 			return st, err
 		}
-		if !more() {
+		if !more(1) {
 			return st, nil
 		}
 		if err := s.Forward([]int{next}, logits, false); err != nil {
@@ -122,7 +126,7 @@ func (s *State) Continue(ctx context.Context, first int, smp *sample.Sampler, o 
 // the host's text (up to a draw within rounding of a boundary between two
 // tokens).
 func (s *State) generateChained(ch backend.Chainer, smp *sample.Sampler, temperature float64, first int,
-	take func(int) (bool, error), more func() bool, st *Stats, maxTokens int) error {
+	take func(int) (bool, error), more func(ahead int) bool) error {
 	temp := float32(temperature)
 	pick := func() backend.Ticket {
 		u := float32(0)
@@ -131,7 +135,7 @@ func (s *State) generateChained(ch backend.Chainer, smp *sample.Sampler, tempera
 		}
 		return ch.PickNext(s.logits, s.Vocab(), temp, u)
 	}
-	if stop, err := take(first); stop || err != nil || !more() {
+	if stop, err := take(first); stop || err != nil || !more(1) {
 		return err
 	}
 	if err := s.Decode(first); err != nil {
@@ -139,9 +143,9 @@ func (s *State) generateChained(ch backend.Chainer, smp *sample.Sampler, tempera
 	}
 	pending := pick()
 	for {
-		// If a token after the pending one may be wanted, queue its step
+		// If the token after the pending one may be wanted, queue its step
 		// (on the pending token, on the device) before reading it.
-		spec := (maxTokens == 0 || st.GenTokens+1 < maxTokens) && s.Pos < s.ctx
+		spec := more(2)
 		var ahead backend.Ticket
 		if spec {
 			if err := s.DecodePicked(); err != nil {

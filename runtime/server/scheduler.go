@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -246,7 +247,7 @@ func (sc *scheduler) tick() {
 		sc.apply(v)
 		t0 := time.Now()
 		logits := sc.logits
-		if sc.picker != nil {
+		if sc.picker != nil && slices.ContainsFunc(sc.group, func(j *job) bool { return j.sample.Plain() }) {
 			logits = nil // picked on the device; rows read only for truncated sampling
 		}
 		dense, err := sc.batch.Step(sc.states, sc.tokens, logits)
@@ -291,23 +292,15 @@ func (sc *scheduler) tick() {
 // pick chooses on the device the tokens of the group's plain rows
 // (greedy or temperature: sample.Options.Plain) of the step just run, each
 // with the next variate of its job's own stream (as Sampler.Next would
-// use); other rows get a greedy pick that is not used. Nil when no row is
-// plain.
+// use); other rows get a greedy pick that is not used.
 func (sc *scheduler) pick() []int {
 	sc.temps, sc.us = sc.temps[:0], sc.us[:0]
-	plain := false
 	for _, j := range sc.group {
 		t, u := float32(0), float32(0)
-		if j.sample.Plain() {
-			plain = true
-			if j.sample.Temperature > 0 {
-				t, u = float32(j.sample.Temperature), float32(j.smp.Uniform())
-			}
+		if j.sample.Plain() && j.sample.Temperature > 0 {
+			t, u = float32(j.sample.Temperature), float32(j.smp.Uniform())
 		}
 		sc.temps, sc.us = append(sc.temps, t), append(sc.us, u)
-	}
-	if !plain {
-		return nil
 	}
 	return sc.picker.Pick(sc.batch.Logits(), len(sc.group), sc.m.Config.VocabSize, sc.temps, sc.us)
 }

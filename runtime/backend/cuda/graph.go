@@ -75,7 +75,6 @@ type step struct {
 type graphState struct {
 	execs map[uint64]*graphEntry
 	order []uint64
-	vars  cudadrv.DevicePtr // maxStepVars int32
 }
 
 type graphEntry struct {
