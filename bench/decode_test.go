@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/acttail/acttail-gpu/internal/testfiles"
+	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu/matmul"
 	"github.com/acttail/acttail-gpu/runtime/engine"
@@ -105,8 +106,9 @@ func BenchmarkDecodeSparse110M(b *testing.B) {
 		b.Fatal(err)
 	}
 	logits := make([]float32, c.VocabSize)
-	rate := func(steps int) float64 {
+	rate := func(steps int, bud *backend.Budgets) float64 {
 		s := e.NewState(256, 1)
+		s.Budgets = bud
 		start := time.Now()
 		for i := range steps {
 			if s.Pos == s.Context() {
@@ -125,13 +127,13 @@ func BenchmarkDecodeSparse110M(b *testing.B) {
 				p.Sites[i].Sparsity = sp
 				p.Sites[i].K = plan.KeepFor(sp, p.Sites[i].DIn)
 			}
-			e.SetPlan(nil, "")
-			dense := rate(20)
-			if err := e.SetPlan(p, ""); err != nil {
+			dense := rate(20, nil)
+			bud, err := e.Budgets(p, "")
+			if err != nil {
 				b.Fatal(err)
 			}
 			b.ResetTimer()
-			sparse := rate(b.N)
+			sparse := rate(b.N, bud)
 			b.ReportMetric(sparse, "tok/s")
 			b.ReportMetric(dense, "dense-tok/s")
 			b.ReportMetric(sparse/dense, "speedup")

@@ -121,14 +121,14 @@ if [[ -n $fatbin ]]; then
 fi
 if command -v compute-sanitizer >/dev/null; then
 	run sanitizer 60 compute-sanitizer --tool memcheck --error-exitcode 9 \
-		"$carry/cuda.test" -test.run 'GPU(Elementwise|RoPE|RoPECache|Embed|Attention|LoadSites|ArgmaxSample)$'
+		"$carry/cuda.test" -test.run 'GPU(Elementwise|RoPE|RoPECache|Embed|Attention|SiteTables|ArgmaxSample)$'
 	# The products on the odd shapes only (-test.short): tails, 16-byte loads
 	# and the top-k select are where an out-of-bounds access would be.
 	run sanitizer-products 60 compute-sanitizer --tool memcheck --error-exitcode 9 \
 		"$carry/cuda.test" -test.short -test.run 'GPU(MatMul|SparseMatMul|Groups)$'
 	# Shared-memory races: the radix select and block scan, the block sum.
 	run sanitizer-race 40 compute-sanitizer --tool racecheck --error-exitcode 9 \
-		"$carry/cuda.test" -test.short -test.run 'GPU(LoadSites|Elementwise)$'
+		"$carry/cuda.test" -test.short -test.run 'GPU(SiteTables|Elementwise)$'
 else
 	record sanitizer "skipped (no compute-sanitizer)"
 fi

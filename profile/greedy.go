@@ -57,7 +57,8 @@ type GreedyOptions struct {
 // forward passes per move small. When a move would cross a level, it is
 // cut so the level is met exactly and the allocation recorded.
 //
-// The model must be loaded sparse; its budgets are restored afterwards.
+// The model must be loaded sparse. The search runs s under budgets of its
+// own; s.Budgets is left as it was.
 func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Site, o GreedyOptions) ([][]float64, error) {
 	if len(o.Levels) == 0 {
 		return nil, errors.New("greedy: no levels")
@@ -85,8 +86,7 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 		}
 	}
 	m := s.Model()
-	prev := m.Sites()
-	defer m.SetSites(prev)
+	defer func(b *backend.Budgets) { s.Budgets = b }(s.Budgets)
 	var total float64
 	for _, st := range sites {
 		total += float64(st.Params())
@@ -96,7 +96,8 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 		for i, st := range sites {
 			bs[i] = backend.Site{ID: i, TopK: true, K: plan.KeepFor(sp[i], st.DIn)}
 		}
-		if err := m.SetSites(bs); err != nil {
+		var err error
+		if s.Budgets, err = m.SiteBudgets(bs); err != nil {
 			return 0, err
 		}
 		r, err := eval.Perplexity(ctx, s, toks, eval.Options{Ctx: s.Context(), Stride: s.Context(), Sparse: eval.SparseAll})

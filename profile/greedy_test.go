@@ -49,7 +49,10 @@ func TestGreedyOnStories(t *testing.T) {
 		for i, st := range sites {
 			bs[i] = backend.Site{ID: i, TopK: true, K: plan.KeepFor(sp[i], st.DIn)}
 		}
-		e.SetSites(bs)
+		var err error
+		if s.Budgets, err = e.SiteBudgets(bs); err != nil {
+			t.Fatal(err)
+		}
 		r, err := eval.Perplexity(context.Background(), s, ids, eval.Options{Ctx: 96, Stride: 96, Sparse: eval.SparseAll})
 		if err != nil {
 			t.Fatal(err)

@@ -150,7 +150,7 @@ func measureSpeed(ctx context.Context, s *engine.State, prompt []int, o SpeedOpt
 		lat = append(lat, steps...)
 	}
 	_, sp.Realized = e.Realized()
-	if !e.Sparse() || math.IsNaN(sp.Realized) {
+	if s.Budgets == nil || math.IsNaN(sp.Realized) {
 		sp.Realized = 0
 	}
 	sp.PrefillTPS, sp.DecodeTPS = median(prefillTPS), median(decodeTPS)

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/acttail/acttail-gpu/runtime/backend"
 	"io"
 	"math"
 	"slices"
@@ -125,17 +126,21 @@ func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int
 	slices.Sort(levels)
 	var rows []Row
 	measure := func(r *Row) error {
+		var bud *backend.Budgets // the row's: nil for dense
 		if r.Plan != nil {
 			if c.Mode == plan.ModeThreshold {
 				if _, err := calib.Calibrate(ctx, s, calibTokens, r.Plan.Sites, c.CalibPasses); err != nil {
 					return err
 				}
 			}
-			if err := e.SetPlan(r.Plan, c.Mode); err != nil {
+			var err error
+			if bud, err = e.Budgets(r.Plan, c.Mode); err != nil {
 				return err
 			}
-		} else {
-			e.SetPlan(nil, "")
+		}
+		s.Budgets = bud
+		if speedState != nil {
+			speedState.Budgets = bud
 		}
 		for _, d := range data {
 			e.Realized() // reset the counters

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/acttail/acttail-gpu/runtime/backend"
 	"io"
 	"os"
 	"text/tabwriter"
@@ -53,12 +54,14 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		o.Ctx = l.engine.Config.SeqLen
 	}
 	var p *plan.Plan
+	var bud *backend.Budgets
 	if mf.plan != "" {
-		if p, err = loadPlan(l, mf.plan, *mode); err != nil {
+		if p, bud, err = loadPlan(l, mf.plan, *mode); err != nil {
 			return err
 		}
 	}
 	s := l.engine.NewState(o.Ctx, 128)
+	s.Budgets = bud
 	bar := progress.New(stderr, int64(len(ids)-1), "eval")
 	o.Progress = func(done, total int) { bar.Set(int64(done)) }
 	res, err := eval.Perplexity(ctx, s, ids, o)
@@ -94,7 +97,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if p == nil {
 		return nil
 	}
-	fmt.Fprintf(stdout, "plan         %s (%s, %s mode, tokens sparse: %s)\nsparsity     planned %.4f, realized %.4f on the sparse tokens\n\n", mf.plan, p.Method, l.engine.Sites()[0].ModeName(), o.Sparse, p.Realized, realized)
+	fmt.Fprintf(stdout, "plan         %s (%s, %s mode, tokens sparse: %s)\nsparsity     planned %.4f, realized %.4f on the sparse tokens\n\n", mf.plan, p.Method, bud.Mode(), o.Sparse, p.Realized, realized)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "layer\tproj\tplanned\twith k\trealized\t")
 	for _, r := range sites {

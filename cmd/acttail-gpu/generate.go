@@ -49,12 +49,12 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if len(ids) == 0 {
 		return fmt.Errorf("the prompt encodes to no tokens and the model has no BOS token")
 	}
+	s := l.engine.NewState(*ctxLen, 64)
 	if mf.plan != "" {
-		if _, err := loadPlan(l, mf.plan, *mode); err != nil {
+		if _, s.Budgets, err = loadPlan(l, mf.plan, *mode); err != nil {
 			return err
 		}
 	}
-	s := l.engine.NewState(*ctxLen, 64)
 	s.SparseFrom = len(ids)
 	if *sparsePrefill {
 		s.SparseFrom = 0
@@ -80,7 +80,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	fmt.Fprintf(stderr, "prompt: %d tokens, %.1f tok/s; decode: %d tokens, %.1f tok/s; stopped: %s; seed %d; %s",
 		st.PromptTokens, st.PromptTPS(), st.GenTokens, st.DecodeTPS(), st.Reason, o.Seed, l.engine.Backend.Describe())
-	if l.engine.Sparse() {
+	if s.Budgets != nil {
 		_, w := l.engine.Realized()
 		fmt.Fprintf(stderr, "; realized sparsity %.3f", w)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/acttail/acttail-gpu/runtime/backend"
 	"io"
 	"os"
 	"text/tabwriter"
@@ -245,17 +246,19 @@ func plotPlan(p *plan.Plan, path string) error {
 	return chart.Lines(path[:len(path)-4]+"-sparsity"+ext, chart.Options{Title: fmt.Sprintf("%s budgets (target %.2f): %s", p.Method, p.Target, p.Model.Name), XLabel: "layer", YLabel: "sparsity"}, sparsity)
 }
 
-// loadPlan reads a plan, checks it against the model and applies it.
-func loadPlan(l *loaded, path, mode string) (*plan.Plan, error) {
+// loadPlan reads a plan, checks it against the model and turns it into
+// run-time budgets in mode ("": the plan's own).
+func loadPlan(l *loaded, path, mode string) (*plan.Plan, *backend.Budgets, error) {
 	p, err := plan.Load(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := p.Check(l.file); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if err := l.engine.SetPlan(p, mode); err != nil {
-		return nil, err
+	bud, err := l.engine.Budgets(p, mode)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return p, nil
+	return p, bud, nil
 }

@@ -162,8 +162,8 @@ func Run(ctx context.Context, s *engine.State, tokens []int, sparse bool) (*Reco
 // therefore iterates: thresholds from the dense run, then passes more
 // runs with the current thresholds applied, each recomputing them from the
 // inputs the sparse model really produces. Two or three passes settle on
-// calibration text. The model must be loaded sparse; its budgets are
-// restored afterwards.
+// calibration text. The model must be loaded sparse. The passes run s
+// under budgets of their own; s.Budgets is left as it was.
 func Calibrate(ctx context.Context, s *engine.State, tokens []int, sites []plan.Site, passes int) (*Recorder, error) {
 	m := s.Model()
 	rec, err := Run(ctx, s, tokens, false)
@@ -173,10 +173,9 @@ func Calibrate(ctx context.Context, s *engine.State, tokens []int, sites []plan.
 	if err := rec.Thresholds(sites); err != nil {
 		return nil, err
 	}
-	prev := m.Sites()
-	defer m.SetSites(prev)
+	defer func(b *backend.Budgets) { s.Budgets = b }(s.Budgets)
 	for range passes {
-		if err := m.SetSites(ThresholdSites(sites)); err != nil {
+		if s.Budgets, err = m.SiteBudgets(ThresholdSites(sites)); err != nil {
 			return nil, err
 		}
 		if rec, err = Run(ctx, s, tokens, true); err != nil {

@@ -92,7 +92,7 @@ func TestThresholdRealizesPlanOnCalibrationText(t *testing.T) {
 	if rec.Tokens != len(ids) {
 		t.Fatalf("recorded %d tokens of %d", rec.Tokens, len(ids))
 	}
-	if err := e.SetPlan(p, plan.ModeThreshold); err != nil {
+	if s.Budgets, err = e.Budgets(p, plan.ModeThreshold); err != nil {
 		t.Fatal(err)
 	}
 	// Run the same text with every token sparse. Later layers see inputs

@@ -37,6 +37,9 @@ type Backend interface {
 	Upload(t *model.Tensor) (Weight, error)
 	// Alloc returns a zeroed buffer of n float32 values.
 	Alloc(n int) Buffer
+	// View is values off … off+n of b as a buffer of their own, sharing
+	// b's memory (a batch step's rows of one plan, say).
+	View(b Buffer, off, n int) Buffer
 	// Write copies src into b starting at value offset off.
 	Write(b Buffer, off int, src []float32)
 	// Read copies len(dst) values from b starting at value offset off.
@@ -130,18 +133,16 @@ type Chainer interface {
 // Ticket is a token picked by Chainer.PickNext, not yet read.
 type Ticket int
 
-// SiteLoader is a backend that keeps budgets in device memory (the CUDA
-// backend: the kernels' constant table). The engine hands it a plan's
-// sites when the plan is set; SparseMatMul still accepts any site.
-type SiteLoader interface {
-	LoadSites(sites []Site) error
-}
-
 // Proj is one product of a group that shares its input.
 type Proj struct {
 	Dst  Buffer
 	W    Weight
 	Site Site // SparseMatMuls only
+	// Budgets is the table Site comes from (Site = Budgets.Sites[Site.ID]),
+	// nil for a site of no table (a dense one, say). A backend may keep
+	// per-table state keyed by it, as the CUDA backend keeps its device
+	// copy of the table.
+	Budgets *Budgets
 	// Add makes the product add to Dst (Dst += W·x: the residual add fused
 	// into the projection) instead of overwriting it.
 	Add bool
@@ -157,6 +158,37 @@ type Site struct {
 	TopK      bool
 	K         int
 	Threshold float32
+}
+
+// Budgets is one run's activation budgets: a Site per plan site, in plan
+// order (layer·7 + projection), each with its index as ID. A table is made
+// once (engine.Model.Budgets) and never changed after, so a backend may
+// cache what it derives from one by the pointer's identity; a run that
+// wants other budgets makes another table. A sequence carries the table
+// it runs under (engine.State.Budgets), so one model serves any number of
+// plans, each row of a batch under its own.
+type Budgets struct {
+	Sites []Site
+}
+
+// CountedAt is a copy of the table whose sites count under IDs base,
+// base+1, … in SparseStats, so that tables running in one step are
+// counted apart.
+func (b *Budgets) CountedAt(base int) *Budgets {
+	t := &Budgets{Sites: append([]Site(nil), b.Sites...)}
+	for i := range t.Sites {
+		t.Sites[i].ID = base + i
+	}
+	return t
+}
+
+// Mode is the table's masking mode, "topk" or "threshold" (that of its
+// first site; engine.Model.Budgets makes every site the same).
+func (b *Budgets) Mode() string {
+	if len(b.Sites) == 0 {
+		return ""
+	}
+	return b.Sites[0].ModeName()
 }
 
 // Dense reports whether the site keeps every one of din inputs.

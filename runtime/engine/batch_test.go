@@ -11,7 +11,9 @@ import (
 )
 
 // A batched step gives each sequence the logits it gets alone, dense and
-// sparse, with sequences at different positions.
+// sparse, with sequences at different positions; on a sparse-loaded model
+// the rows run under budgets of their own in one step: two plans, and a
+// dense row, in an order that cuts the rows into several runs.
 func TestBatchMatchesSingle(t *testing.T) {
 	for _, sparse := range []bool{false, true} {
 		m := randomModel(t, smallConfig(), model.F32, 21)
@@ -19,42 +21,47 @@ func TestBatchMatchesSingle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		prompts := [][]int{{1, 2, 3}, {4}, {5, 6, 7, 8, 9, 10}, {2, 9}, {7, 7, 1}}
+		next := []int{11, 12, 13, 14, 15}
+		buds := make([]*backend.Budgets, len(prompts)) // all dense unless sparse
 		if sparse {
-			if err := e.SetPlan(randomPlan(m, 5), plan.ModeTopK); err != nil {
+			a, err := e.Budgets(randomPlan(m, 5), plan.ModeTopK)
+			if err != nil {
 				t.Fatal(err)
 			}
+			b, err := e.Budgets(randomPlan(m, 6), plan.ModeThreshold)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buds = []*backend.Budgets{a, a, b, nil, a}
 		}
 		V := m.Config.VocabSize
-		prompts := [][]int{{1, 2, 3}, {4}, {5, 6, 7, 8, 9, 10}}
-		next := []int{11, 12, 13}
+		prefilled := func() []*State {
+			var states []*State
+			for i, p := range prompts {
+				s := e.NewState(0, 8)
+				s.Budgets, s.SparseFrom = buds[i], len(p)
+				if err := s.Forward(p, make([]float32, V), false); err != nil {
+					t.Fatal(err)
+				}
+				states = append(states, s)
+			}
+			return states
+		}
 		// alone
 		want := make([][]float32, len(prompts))
-		for i, p := range prompts {
-			s := e.NewState(0, 8)
-			s.SparseFrom = len(p)
-			if err := s.Forward(p, make([]float32, V), false); err != nil {
-				t.Fatal(err)
-			}
+		for i, s := range prefilled() {
 			want[i] = make([]float32, V)
 			if err := s.Forward([]int{next[i]}, want[i], false); err != nil {
 				t.Fatal(err)
 			}
 		}
 		// together
-		var states []*State
-		for _, p := range prompts {
-			s := e.NewState(0, 8)
-			s.SparseFrom = len(p)
-			if err := s.Forward(p, make([]float32, V), false); err != nil {
-				t.Fatal(err)
-			}
-			states = append(states, s)
-		}
-		bt := e.NewBatch(4)
+		states := prefilled()
+		bt := e.NewBatch(len(states))
 		got := make([]float32, len(states)*V)
-		dense, err := bt.Step(states, next, got)
-		if err != nil || dense {
-			t.Fatalf("step: dense %v, %v", dense, err)
+		if err := bt.Step(states, next, got); err != nil {
+			t.Fatalf("step: %v", err)
 		}
 		for i := range states {
 			if states[i].Pos != len(prompts[i])+1 {
@@ -66,7 +73,7 @@ func TestBatchMatchesSingle(t *testing.T) {
 				}
 			}
 		}
-		if _, err := bt.Step(append(states, states...), []int{1, 1, 1, 1, 1, 1}, make([]float32, 6*V)); err == nil {
+		if err := bt.Step(append(states, states...), make([]int, 2*len(states)), make([]float32, 2*len(states)*V)); err == nil {
 			t.Fatal("oversized batch accepted")
 		}
 	}
@@ -79,16 +86,6 @@ type stepper struct {
 	t           *testing.T
 	in          bool
 	begin, ends int
-	loaded      []backend.Site // the last LoadSites
-}
-
-// LoadSites makes stepper a backend.SiteLoader.
-func (s *stepper) LoadSites(sites []backend.Site) error {
-	if s.in {
-		s.t.Error("LoadSites inside a step")
-	}
-	s.loaded = sites
-	return nil
 }
 
 func (s *stepper) BeginStep() {
@@ -144,14 +141,14 @@ func TestStepProtocol(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range []*Model{es, ep} {
-		if err := e.SetPlan(randomPlan(m, 5), plan.ModeTopK); err != nil {
-			t.Fatal(err)
-		}
-	}
 	run := func(e *Model) []float32 {
 		var out []float32
+		bud, err := e.Budgets(randomPlan(m, 5), plan.ModeTopK)
+		if err != nil {
+			t.Fatal(err)
+		}
 		s := e.NewState(0, 4)
+		s.Budgets = bud
 		logits := make([]float32, 6*V)
 		if err := s.Forward([]int{1, 2, 3, 4, 5, 6}, logits, false); err != nil { // chunks of 4 and 2: no step
 			t.Fatal(err)
@@ -175,16 +172,14 @@ func TestStepProtocol(t *testing.T) {
 		s.Observe = nil
 		bt := e.NewBatch(2)
 		s2 := e.NewState(0, 4)
+		s2.Budgets = bud
 		if err := s2.Forward([]int{3}, logits, false); err != nil { // one step
 			t.Fatal(err)
 		}
-		if _, err := bt.Step([]*State{s, s2}, []int{12, 13}, logits); err != nil { // one step
+		if err := bt.Step([]*State{s, s2}, []int{12, 13}, logits); err != nil { // one step
 			t.Fatal(err)
 		}
 		return append(out, logits[:2*V]...)
-	}
-	if len(st.loaded) != m.Config.NLayers*int(model.NumProjections) || st.loaded[3].K != es.Sites()[3].K {
-		t.Errorf("SetPlan handed %d sites to the SiteLoader", len(st.loaded))
 	}
 	got, want := run(es), run(ep)
 	if st.begin != 6 || st.ends != 6 {

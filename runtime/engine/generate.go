@@ -133,7 +133,7 @@ func (s *State) generateChained(ch backend.Chainer, smp *sample.Sampler, tempera
 		if temp > 0 {
 			u = float32(smp.Uniform())
 		}
-		return ch.PickNext(s.logits, s.Vocab(), temp, u)
+		return ch.PickNext(s.sc.logits, s.Vocab(), temp, u)
 	}
 	if stop, err := take(first); stop || err != nil || !more(1) {
 		return err

@@ -63,7 +63,8 @@ func TestSparseMatchesMaskedReference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := e.SetPlan(p, mode); err != nil {
+			bud, err := e.Budgets(p, mode)
+			if err != nil {
 				t.Fatal(err)
 			}
 			tokens := randomTokens(17, c.VocabSize, 4)
@@ -82,7 +83,7 @@ func TestSparseMatchesMaskedReference(t *testing.T) {
 			V := c.VocabSize
 			all := make([]float32, len(tokens)*V)
 			s := e.NewState(0, 4)
-			s.SparseFrom = from
+			s.Budgets, s.SparseFrom = bud, from
 			if err := s.Forward(tokens, all, true); err != nil {
 				t.Fatal(err)
 			}
@@ -119,8 +120,8 @@ func TestSparseMatchesMaskedReference(t *testing.T) {
 	}
 }
 
-// A sparse-loaded model without a plan (or with a dense plan) gives the
-// dense logits.
+// A sparse-loaded model without budgets gives the dense logits; budgets
+// that do not fit the model are refused, by the model and by a state.
 func TestSparseLoadDenseEqualsDense(t *testing.T) {
 	m := randomModel(t, smallConfig(), model.F32, 8)
 	tokens := randomTokens(9, 97, 1)
@@ -137,10 +138,27 @@ func TestSparseLoadDenseEqualsDense(t *testing.T) {
 			t.Fatalf("logit %d: dense %g, sparse-loaded %g", i, a[i], b[i])
 		}
 	}
-	if err := dense.SetPlan(randomPlan(m, 1), ""); err == nil {
+	if _, err := dense.Budgets(randomPlan(m, 1), ""); err == nil {
 		t.Fatal("plan accepted on a dense-loaded model")
 	}
-	if err := sp.SetSites(make([]backend.Site, 3)); err == nil {
+	if _, err := sp.SiteBudgets(make([]backend.Site, 3)); err == nil {
 		t.Fatal("wrong site count accepted")
+	}
+	bud, err := sp.Budgets(randomPlan(m, 1), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := dense.NewState(0, 9)
+	s.Budgets = bud
+	if err := s.Forward(tokens, a, true); err == nil {
+		t.Fatal("a dense-loaded model ran a state under budgets")
+	}
+	if err := dense.NewBatch(1).Step([]*State{s}, tokens[:1], a); err == nil {
+		t.Fatal("a dense-loaded model ran a batch row under budgets")
+	}
+	s = sp.NewState(0, 9)
+	s.Budgets = &backend.Budgets{Sites: bud.Sites[:5]}
+	if err := s.Forward(tokens, a, true); err == nil {
+		t.Fatal("a state ran under a table of the wrong size")
 	}
 }

@@ -21,7 +21,6 @@ type metrics struct {
 	prompt     uint64
 	ttft       histogram
 	batch      histogram
-	denseSteps uint64
 	active     int
 	// realized sparsity per variant: Σ sequences·sparsity and Σ sequences
 	// over its sparse steps.
@@ -73,21 +72,22 @@ func (m *metrics) setActive(n int) {
 	m.mu.Unlock()
 }
 
-// step records one decode step of n sequences of variant v; realized is
-// its measured sparsity, or negative when it ran dense.
-func (m *metrics) step(v, n int, d time.Duration, dense bool, realized float64) {
+// step records one decode step of n sequences.
+func (m *metrics) step(n int, d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.batch.observe(float64(n))
-	if dense {
-		m.denseSteps++
-	}
-	if realized >= 0 {
-		m.realizedSum[v] += float64(n) * realized
-		m.realizedN[v] += float64(n)
-	}
 	m.recent[m.nextSample] = stepSample{n, d}
 	m.nextSample = (m.nextSample + 1) % len(m.recent)
+}
+
+// realized records the measured sparsity of the n rows of variant v in
+// one decode step.
+func (m *metrics) realized(v, n int, sparsity float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.realizedSum[v] += float64(n) * sparsity
+	m.realizedN[v] += float64(n)
 }
 
 // decodeRate is the tokens per second of the recent decode steps (time
@@ -147,8 +147,6 @@ func (m *metrics) write(w io.Writer, queued int, power func() (float64, bool)) {
 			fmt.Fprintf(&b, "acttail_realized_sparsity{model=%s} %s\n", quote(name), num(m.realizedSum[v]/m.realizedN[v]))
 		}
 	}
-	head("acttail_dense_fallback_steps_total", "counter", "Decode steps of a plan that ran dense because a sequence was still before its SparseFrom.")
-	fmt.Fprintf(&b, "acttail_dense_fallback_steps_total %d\n", m.denseSteps)
 	m.mu.Unlock()
 	if power != nil {
 		if watts, ok := power(); ok {

@@ -137,9 +137,7 @@ type scheduler struct {
 	batch   *engine.Batch
 	logits  []float32
 	pool    []*engine.State
-	active  []*job
-	applied int // the variant whose sites are installed
-	group   []*job
+	active  []*job // ordered by variant, so that a plan's rows are one run of a step
 	states  []*engine.State
 	tokens  []int
 	// picker picks tokens on the device (nil: the backend cannot); temps
@@ -213,9 +211,8 @@ func (sc *scheduler) admit(j *job) {
 	} else {
 		st = sc.m.NewState(sc.s.ctx, prefillRows)
 	}
-	st.SparseFrom = len(j.prompt)
+	st.Budgets, st.SparseFrom = sc.s.variants[j.variant].budgets, len(j.prompt)
 	j.state = st
-	sc.apply(j.variant)
 	V := sc.m.Config.VocabSize
 	if err := st.Forward(j.prompt, sc.logits[:V], false); err != nil {
 		sc.finish(j, event{err: fmt.Errorf("prefill: %w", err)})
@@ -224,96 +221,98 @@ func (sc *scheduler) admit(j *job) {
 	sc.s.metrics.addPrompt(len(j.prompt))
 	j.smp = sample.New(j.sample)
 	if sc.emit(j, j.smp.Next(sc.logits[:V])) {
-		sc.active = append(sc.active, j)
+		// after the running jobs of its variant and those before it
+		at, _ := slices.BinarySearchFunc(sc.active, j.variant+1, func(a *job, v int) int { return a.variant - v })
+		sc.active = slices.Insert(sc.active, at, j)
 	}
 }
 
-// tick runs one decode step for each plan group of the active jobs.
+// tick runs one decode step over every active job, each row under its
+// variant's budgets.
 func (sc *scheduler) tick() {
 	V := sc.m.Config.VocabSize
-	live := sc.active[:0]
-	for v := range sc.s.variants {
-		sc.group, sc.states, sc.tokens = sc.group[:0], sc.states[:0], sc.tokens[:0]
+	sc.states, sc.tokens = sc.states[:0], sc.tokens[:0]
+	for _, j := range sc.active {
+		sc.states = append(sc.states, j.state)
+		sc.tokens = append(sc.tokens, j.next)
+	}
+	t0 := time.Now()
+	logits := sc.logits
+	if sc.picker != nil && slices.ContainsFunc(sc.active, func(j *job) bool { return j.sample.Plain() }) {
+		logits = nil // picked on the device; rows read only for truncated sampling
+	}
+	if err := sc.batch.Step(sc.states, sc.tokens, logits); err != nil {
+		sc.s.log.Error("decode step", "err", err)
 		for _, j := range sc.active {
-			if j.variant == v {
-				sc.group = append(sc.group, j)
-				sc.states = append(sc.states, j.state)
-				sc.tokens = append(sc.tokens, j.next)
-			}
+			sc.finish(j, event{err: fmt.Errorf("decode: %w", err)})
 		}
-		if len(sc.group) == 0 {
-			continue
+		clear(sc.active)
+		sc.active = sc.active[:0]
+		return
+	}
+	sc.s.metrics.step(len(sc.active), time.Since(t0))
+	sc.countRealized()
+	var picked []int
+	if logits == nil {
+		picked = sc.pick()
+	}
+	live := sc.active[:0]
+	for i, j := range sc.active {
+		var tok int
+		switch {
+		case logits != nil:
+			tok = j.smp.Next(sc.logits[i*V : (i+1)*V])
+		case j.sample.Plain():
+			tok = picked[i]
+		default: // top-k or top-p: this row's logits, sampled on the host
+			sc.m.Backend.Read(sc.logits[:V], sc.batch.Logits(), i*V)
+			tok = j.smp.Next(sc.logits[:V])
 		}
-		sc.apply(v)
-		t0 := time.Now()
-		logits := sc.logits
-		if sc.picker != nil && slices.ContainsFunc(sc.group, func(j *job) bool { return j.sample.Plain() }) {
-			logits = nil // picked on the device; rows read only for truncated sampling
-		}
-		dense, err := sc.batch.Step(sc.states, sc.tokens, logits)
-		if err != nil {
-			sc.s.log.Error("decode step", "model", sc.s.variants[v].name, "err", err)
-			for _, j := range sc.group {
-				sc.finish(j, event{err: fmt.Errorf("decode: %w", err)})
-			}
-			continue
-		}
-		realized := -1.0
-		if sc.s.variants[v].sites != nil {
-			if _, w := sc.m.Realized(); !math.IsNaN(w) {
-				realized = w
-			}
-		}
-		sc.s.metrics.step(v, len(sc.group), time.Since(t0), dense, realized)
-		var picked []int
-		if logits == nil {
-			picked = sc.pick()
-		}
-		for i, j := range sc.group {
-			var tok int
-			switch {
-			case logits != nil:
-				tok = j.smp.Next(sc.logits[i*V : (i+1)*V])
-			case j.sample.Plain():
-				tok = picked[i]
-			default: // top-k or top-p: this row's logits, sampled on the host
-				sc.m.Backend.Read(sc.logits[:V], sc.batch.Logits(), i*V)
-				tok = j.smp.Next(sc.logits[:V])
-			}
-			if sc.emit(j, tok) {
-				live = append(live, j)
-			}
+		if sc.emit(j, tok) {
+			live = append(live, j)
 		}
 	}
 	clear(sc.active[len(live):])
 	sc.active = live
 }
 
-// pick chooses on the device the tokens of the group's plain rows
+// countRealized records, for each plan with rows in the step just run,
+// the sparsity its rows realized (the variants count under IDs of their
+// own: resolvePlans).
+func (sc *scheduler) countRealized() {
+	if len(sc.s.variants) == 1 {
+		return
+	}
+	kept, seen := sc.m.Backend.SparseStats()
+	for lo := 0; lo < len(sc.active); {
+		v := sc.active[lo].variant
+		hi := lo + 1
+		for hi < len(sc.active) && sc.active[hi].variant == v {
+			hi++
+		}
+		if vr := sc.s.variants[v]; vr.budgets != nil {
+			if _, w := sc.m.RealizedOf(kept, seen, vr.base); !math.IsNaN(w) {
+				sc.s.metrics.realized(v, hi-lo, w)
+			}
+		}
+		lo = hi
+	}
+}
+
+// pick chooses on the device the tokens of the active jobs' plain rows
 // (greedy or temperature: sample.Options.Plain) of the step just run, each
 // with the next variate of its job's own stream (as Sampler.Next would
 // use); other rows get a greedy pick that is not used.
 func (sc *scheduler) pick() []int {
 	sc.temps, sc.us = sc.temps[:0], sc.us[:0]
-	for _, j := range sc.group {
+	for _, j := range sc.active {
 		t, u := float32(0), float32(0)
 		if j.sample.Plain() && j.sample.Temperature > 0 {
 			t, u = float32(j.sample.Temperature), float32(j.smp.Uniform())
 		}
 		sc.temps, sc.us = append(sc.temps, t), append(sc.us, u)
 	}
-	return sc.picker.Pick(sc.batch.Logits(), len(sc.group), sc.m.Config.VocabSize, sc.temps, sc.us)
-}
-
-// apply installs variant v's sites unless they are in force.
-func (sc *scheduler) apply(v int) {
-	if v == sc.applied {
-		return
-	}
-	if err := sc.m.SetSites(sc.s.variants[v].sites); err != nil {
-		panic(err) // New checked that the model takes plans
-	}
-	sc.applied = v
+	return sc.picker.Pick(sc.batch.Logits(), len(sc.active), sc.m.Config.VocabSize, sc.temps, sc.us)
 }
 
 // emit delivers token tok of j and reports whether j goes on.

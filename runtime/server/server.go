@@ -45,14 +45,14 @@
 //
 // # Plans
 //
-// A plan is per-model state (engine.Model.SetPlan), so all variants share
-// one engine.Model: New resolves each plan to its run-time sites once, and
-// the scheduler switches sites (Model.SetSites) between plan groups, one
-// decode step per group per tick. The weights are uploaded once, in the
-// sparse layout when any plan is given; the cost of serving k plans is k
-// site tables, not k copies of the weights. Sequences of different plans
-// are never in one step, so a step over n sequences of a k-plan mix reads
-// the weights up to k times.
+// The model never changes: all variants share one engine.Model, loaded
+// once (in the sparse layout when any plan is given). New turns each plan
+// into its run-time budgets once (engine.Model.Budgets); a job's state
+// runs under its variant's budgets from admission on. Each tick is one
+// engine.Batch.Step over every running sequence, ordered by variant, so
+// the rows of one plan are a run that reads the weights once; the cost of
+// serving k plans is k budgets tables, not k copies of the weights, and a
+// step over a k-plan mix reads the weights up to k times.
 //
 // # Memory
 //
@@ -143,10 +143,11 @@ type Plan struct {
 	Mode string // plan.ModeTopK or plan.ModeThreshold; "": the plan's own
 }
 
-// variant is one servable model name and the sites it runs with.
+// variant is one servable model name and the budgets it runs under.
 type variant struct {
-	name  string
-	sites []backend.Site // nil: dense
+	name    string
+	budgets *backend.Budgets // nil: dense
+	base    int              // the ID of the budgets' first site (SparseStats)
 }
 
 // Server serves one engine.Model over HTTP.
@@ -224,7 +225,9 @@ func setDefault[T int | int64](v *T, def T) {
 	}
 }
 
-// resolvePlans turns each plan into its sites and picks the default.
+// resolvePlans turns each plan into its budgets and picks the default.
+// Each variant's sites count under IDs of their own, so that one step's
+// counts tell the variants apart.
 func (s *Server) resolvePlans() error {
 	m := s.cfg.Model
 	s.variants = []variant{{name: DenseModel}}
@@ -238,18 +241,15 @@ func (s *Server) resolvePlans() error {
 		if p.Plan == nil {
 			return fmt.Errorf("server: plan %q is nil", p.Name)
 		}
-		if err := m.SetPlan(p.Plan, p.Mode); err != nil {
+		bud, err := m.Budgets(p.Plan, p.Mode)
+		if err != nil {
 			return fmt.Errorf("server: plan %q: %w", p.Name, err)
 		}
+		base := (len(s.variants) - 1) * len(bud.Sites)
 		s.byName[p.Name] = len(s.variants)
-		s.variants = append(s.variants, variant{name: p.Name, sites: m.Sites()})
+		s.variants = append(s.variants, variant{name: p.Name, budgets: bud.CountedAt(base), base: base})
 	}
 	s.byName[DenseModel] = 0
-	if len(s.cfg.Plans) > 0 {
-		if err := m.SetSites(nil); err != nil {
-			return fmt.Errorf("server: %w", err)
-		}
-	}
 	switch def := s.cfg.Default; {
 	case def != "":
 		i, ok := s.byName[def]

@@ -133,12 +133,12 @@ func (f *fixture) greedyIDs(t *testing.T, ids []int, maxTokens int, p *plan.Plan
 	if err != nil {
 		t.Fatal(err)
 	}
+	st := e.NewState(0, 64)
 	if p != nil {
-		if err := e.SetPlan(p, ""); err != nil {
+		if st.Budgets, err = e.Budgets(p, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
-	st := e.NewState(0, 64)
 	st.SparseFrom = len(ids)
 	dec := f.tok.NewStream()
 	if prime {
@@ -423,9 +423,6 @@ func TestGreedyMatchesEngine(t *testing.T) {
 	if v := m[`acttail_realized_sparsity{model="half"}`]; v < 0.4 || v > 0.6 {
 		t.Errorf("realized sparsity of half = %g, want about 0.5", v)
 	}
-	if m[`acttail_dense_fallback_steps_total`] != 0 {
-		t.Errorf("metrics: %v", m)
-	}
 }
 
 // A stop string cuts the text before it, streamed or not; a sampled
@@ -546,16 +543,24 @@ func TestRenderChat(t *testing.T) {
 // Many concurrent streaming clients: none fails, each gets exactly the
 // greedy text of its prompt, and steps batched several sequences.
 func TestConcurrentStreams(t *testing.T) {
-	f := start(t, Config{MaxBatch: 8, Queue: 64}, false)
+	f := start(t, Config{MaxBatch: 8, Queue: 64}, true)
 	prompts := []string{storyPrompt, "The cat", "Lily and Ben", "One day, a little dog", "Tom had a red ball", "The sun"}
 	const maxTokens = 48
-	want := make([]string, len(prompts))
+	// Clients alternate between the dense model and the plan "half", so
+	// that steps mix rows of both.
+	models, plans := []string{DenseModel, "half"}, []*plan.Plan{nil, f.half}
+	want := make([][2]string, len(prompts))
 	for i, p := range prompts {
-		want[i] = f.greedy(t, p, maxTokens, nil)
-		// the non-streamed reply agrees too
-		if r := f.complete(t, "/v1/completions", map[string]any{"prompt": p, "max_tokens": maxTokens, "temperature": 0}); r.Choices[0].Text != want[i] {
-			t.Fatalf("prompt %q: reply %q, want %q", p, r.Choices[0].Text, want[i])
+		for v := range models {
+			want[i][v] = f.greedy(t, p, maxTokens, plans[v])
+			// the non-streamed reply agrees too
+			if r := f.complete(t, "/v1/completions", map[string]any{"model": models[v], "prompt": p, "max_tokens": maxTokens, "temperature": 0}); r.Choices[0].Text != want[i][v] {
+				t.Fatalf("prompt %q on %s: reply %q, want %q", p, models[v], r.Choices[0].Text, want[i][v])
+			}
 		}
+	}
+	if want[0][0] == want[0][1] {
+		t.Fatalf("the plan does not change the text (%q): the test cannot tell the rows apart", want[0][0])
 	}
 	const clients = 24
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -566,14 +571,14 @@ func TestConcurrentStreams(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p := c % len(prompts)
-			path, body := "/v1/completions", map[string]any{"prompt": prompts[p], "max_tokens": maxTokens, "temperature": 0}
+			p, v := c%len(prompts), c%len(models)
+			path, body := "/v1/completions", map[string]any{"model": models[v], "prompt": prompts[p], "max_tokens": maxTokens, "temperature": 0}
 			s, err := f.stream(t, ctx, path, body)
 			switch {
 			case err != nil:
 				errs <- fmt.Errorf("client %d: %v", c, err)
-			case s.text != want[p]:
-				errs <- fmt.Errorf("client %d (%q): got %q, want %q", c, prompts[p], s.text, want[p])
+			case s.text != want[p][v]:
+				errs <- fmt.Errorf("client %d (%q on %s): got %q, want %q", c, prompts[p], models[v], s.text, want[p][v])
 			}
 		}()
 	}
@@ -583,16 +588,20 @@ func TestConcurrentStreams(t *testing.T) {
 		t.Error(err)
 	}
 	// a handler counts its request after the client has read the end
-	requests := float64(clients + len(prompts))
+	requests := float64(clients/2 + len(prompts))
 	f.waitMetric(t, `acttail_requests_total{model="dense",status="200"}`, func(v float64) bool { return v == requests })
+	f.waitMetric(t, `acttail_requests_total{model="half",status="200"}`, func(v float64) bool { return v == requests })
 	m := f.metrics(t)
+	if v := m[`acttail_realized_sparsity{model="half"}`]; v < 0.4 || v > 0.6 {
+		t.Errorf("realized sparsity of half = %g, want about 0.5", v)
+	}
 	if steps, single := m["acttail_batch_size_count"], m[`acttail_batch_size_bucket{le="1"}`]; steps <= single {
 		t.Errorf("no decode step ran more than one sequence (%g steps, %g of one)", steps, single)
 	}
 	if m["acttail_active_sequences"] != 0 {
 		t.Errorf("metrics after the load: %v", m)
 	}
-	if m["acttail_time_to_first_token_seconds_count"] != requests || m["acttail_decode_tokens_per_second"] <= 0 {
+	if m["acttail_time_to_first_token_seconds_count"] != 2*requests || m["acttail_decode_tokens_per_second"] <= 0 {
 		t.Errorf("first-token histogram or decode rate missing: %v", m)
 	}
 }

@@ -86,6 +86,11 @@ func (*Backend) Upload(t *model.Tensor) (backend.Weight, error) {
 // Alloc implements backend.Backend.
 func (*Backend) Alloc(n int) backend.Buffer { return &Buf{make([]float32, n)} }
 
+// View implements backend.Backend.
+func (*Backend) View(b backend.Buffer, off, n int) backend.Buffer {
+	return &Buf{b.(*Buf).D[off : off+n : off+n]}
+}
+
 // Write implements backend.Backend.
 func (*Backend) Write(b backend.Buffer, off int, src []float32) { copy(b.(*Buf).D[off:], src) }
 

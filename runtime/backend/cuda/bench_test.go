@@ -262,12 +262,13 @@ func BenchmarkSparse(b *testing.B) {
 	}
 }
 
-// profileSteps times 8 decode steps of e op by op and prints where their
+// profileSteps times 8 decode steps of e under bud op by op and prints where their
 // device time went, a line a kind of op ("profile NAME OP ..."), for the
 // GPU check's summary.
-func profileSteps(b *testing.B, g *Backend, e *engine.Model, name string) {
+func profileSteps(b *testing.B, g *Backend, e *engine.Model, bud *backend.Budgets, name string) {
 	const steps = 8
 	st := e.NewState(512, 1)
+	st.Budgets = bud
 	logits := make([]float32, e.Config.VocabSize)
 	if err := st.Forward([]int{1, 2, 3, 4}, make([]float32, e.Config.VocabSize), false); err != nil {
 		b.Fatal(err)
@@ -421,16 +422,14 @@ func BenchmarkDecode7B(b *testing.B) {
 		for _, lv := range levels {
 			s := lv.s
 			name := "dense"
+			var bud *backend.Budgets
 			if sparse {
 				name = fmt.Sprintf("transposed_s=%.1f", s)
-				if s == 0 {
-					if err := e.SetPlan(nil, ""); err != nil {
-						b.Fatal(err)
-					}
-				} else {
+				if s > 0 {
 					name += "_" + lv.mode
 					p := uniformPlan(c, s)
-					if err := e.SetPlan(p, plan.ModeTopK); err != nil {
+					var err error
+					if bud, err = e.Budgets(p, plan.ModeTopK); err != nil {
 						b.Fatal(err)
 					}
 					if lv.mode == plan.ModeThreshold {
@@ -444,7 +443,7 @@ func BenchmarkDecode7B(b *testing.B) {
 						if _, err := calib.Calibrate(context.Background(), st, toks, p.Sites, 1); err != nil {
 							b.Fatal(err)
 						}
-						if err := e.SetSites(calib.ThresholdSites(p.Sites)); err != nil {
+						if bud, err = e.SiteBudgets(calib.ThresholdSites(p.Sites)); err != nil {
 							b.Fatal(err)
 						}
 					}
@@ -454,7 +453,9 @@ func BenchmarkDecode7B(b *testing.B) {
 			for _, mode := range decodeModes {
 				g.setGraphs(mode != "eager")
 				b.Run(name+"/"+mode, func(b *testing.B) {
-					sec := timeDecode(b, g, e.NewState(512, 1), mode)
+					st := e.NewState(512, 1)
+					st.Budgets = bud
+					sec := timeDecode(b, g, st, mode)
 					b.ReportMetric(1/sec, "tok/s")
 					b.ReportMetric(100*float64(weights)*(1-s)/sec/copyBW, "%copy")
 					if !sparse {
@@ -471,7 +472,7 @@ func BenchmarkDecode7B(b *testing.B) {
 			if gs := g.GraphStats(); gs.Failed > 0 {
 				b.Logf("%s: %d graph captures failed: %v", name, gs.Failed, gs.LastError)
 			}
-			profileSteps(b, g, e, "Decode7B/"+name)
+			profileSteps(b, g, e, bud, "Decode7B/"+name)
 		}
 		if err := g.Close(); err != nil {
 			b.Fatal(err)
@@ -511,19 +512,16 @@ func BenchmarkDecodeFloor(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, level := range []string{"dense", "topk_0.8", "threshold"} {
+		var bud *backend.Budgets
 		switch level {
-		case "dense":
-			err = e.SetPlan(nil, "")
 		case "topk_0.8":
-			err = e.SetPlan(uniformPlan(&cfg, 0.8), plan.ModeTopK)
-		default:
+			bud, err = e.Budgets(uniformPlan(&cfg, 0.8), plan.ModeTopK)
+		case "threshold":
 			p := uniformPlan(&cfg, 0.8)
-			if err = e.SetPlan(p, plan.ModeTopK); err == nil {
-				for i := range p.Sites {
-					p.Sites[i].Threshold = 0.5
-				}
-				err = e.SetSites(calib.ThresholdSites(p.Sites))
+			for i := range p.Sites {
+				p.Sites[i].Threshold = 0.5
 			}
+			bud, err = e.SiteBudgets(calib.ThresholdSites(p.Sites))
 		}
 		if err != nil {
 			b.Fatal(err)
@@ -532,7 +530,9 @@ func BenchmarkDecodeFloor(b *testing.B) {
 		for _, mode := range decodeModes {
 			g.setGraphs(mode != "eager")
 			b.Run(level+"/"+mode, func(b *testing.B) {
-				sec := timeDecode(b, g, e.NewState(cfg.SeqLen, 1), mode)
+				st := e.NewState(cfg.SeqLen, 1)
+				st.Budgets = bud
+				sec := timeDecode(b, g, st, mode)
 				b.ReportMetric(sec*1e6, "us/step")
 				if mode == "graphs" {
 					graphSec = sec

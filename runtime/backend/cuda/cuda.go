@@ -74,6 +74,7 @@ type Backend struct {
 
 	// Caller-side state (the goroutine calling the ops).
 	mirror       [maxSites][siteBytes]byte // what c_sites holds
+	tables       siteTables                // where each budgets table sits in c_sites (ops.go)
 	freqs        []float32                 // host copy of the RoPE frequencies on the device
 	statCap      int                       // sites the device counters hold
 	hostKept     []int64                   // dense sites, counted on the host
@@ -118,9 +119,8 @@ var kernelNames = []string{
 }
 
 var (
-	_ backend.Backend    = (*Backend)(nil)
-	_ backend.SiteLoader = (*Backend)(nil)
-	_ backend.Picker     = (*Backend)(nil)
+	_ backend.Backend = (*Backend)(nil)
+	_ backend.Picker  = (*Backend)(nil)
 )
 
 // New opens device o.Device and loads the kernels. Without a driver or a
@@ -321,6 +321,13 @@ func (b *Backend) Alloc(n int) backend.Buffer {
 	p, err := b.alloc(4 * n)
 	must(err)
 	return &Buf{p, n}
+}
+
+// View implements backend.Backend.
+func (b *Backend) View(x backend.Buffer, off, n int) backend.Buffer {
+	src := buf(x)
+	span("view", src.n, off, n)
+	return &Buf{src.at(off), n}
 }
 
 // Write implements backend.Backend.

@@ -480,21 +480,38 @@ func checkGroups(t *testing.T, g *Backend, c *cpu.Backend, r *rand.Rand, groups 
 	}
 }
 
-func TestGPULoadSites(t *testing.T) {
+// TestGPUSiteTables runs products under two budgets tables whose sites
+// share IDs, in turn, then under a table too big to sit beside them (all
+// are dropped and placed anew), against the CPU: each product must read
+// its own table's budget from c_sites, and a table in place is not
+// uploaded again.
+func TestGPUSiteTables(t *testing.T) {
 	defer guard(t)
 	g, c := newGPU(t), cpu.New(0)
 	r := rand.New(rand.NewPCG(13, 14))
 	gw, cw := upload(t, g, c, randTensor(t, r, model.BF16, 96, 128), true)
-	sites := []backend.Site{{ID: 0, TopK: true, K: 10}, {ID: 1, Threshold: 0.7}}
-	if err := g.LoadSites(sites); err != nil {
-		t.Fatal(err)
+	a := &backend.Budgets{Sites: []backend.Site{{ID: 0, TopK: true, K: 10}, {ID: 1, Threshold: 0.7}}}
+	b := &backend.Budgets{Sites: []backend.Site{{ID: 0, TopK: true, K: 50}, {ID: 1, Threshold: 0.2}}}
+	big := &backend.Budgets{Sites: make([]backend.Site, maxSites-2)}
+	for i := range big.Sites {
+		big.Sites[i] = backend.Site{ID: i, TopK: true, K: 1 + i%100}
 	}
-	for _, s := range sites {
-		x := newPair(g, c, randVec(r, 128))
-		y := newPair(g, c, make([]float32, 96))
-		g.SparseMatMul(y.g, gw, x.g, 1, s)
-		c.SparseMatMul(y.c, cw, x.c, 1, s)
-		y.check(t, g, c, fmt.Sprintf("after LoadSites %+v", s), 2e-2)
+	for n, tab := range []*backend.Budgets{a, b, a, b, big, a} {
+		for i := range min(2, len(tab.Sites)) {
+			x := newPair(g, c, randVec(r, 128))
+			y := newPair(g, c, make([]float32, 96))
+			ps := []backend.Proj{{Dst: y.g, W: gw, Site: tab.Sites[i], Budgets: tab}}
+			g.SparseMatMuls(x.g, 1, ps)
+			ps[0].Dst, ps[0].W = y.c, cw
+			c.SparseMatMuls(x.c, 1, ps)
+			y.check(t, g, c, fmt.Sprintf("product %d under table %d, site %+v", i, n, tab.Sites[i]), 2e-2)
+		}
+		if _, ok := g.tables.base[tab]; !ok {
+			t.Errorf("table %d is not placed after its use", n)
+		}
+	}
+	if _, ok := g.tables.base[b]; ok {
+		t.Error("table b is still placed after the big table took the slots")
 	}
 }
 

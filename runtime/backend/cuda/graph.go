@@ -114,7 +114,7 @@ func (b *Backend) setGraphs(on bool) {
 }
 
 // BeginStep implements backend.Stepper: the ops until EndStep are one
-// step. Read, Write, Sync, Pick, PickNext, Picked, LoadSites and
+// step. Read, Write, Sync, Pick, PickNext, Picked and
 // SparseStats may not be called inside a step (they panic).
 func (b *Backend) BeginStep() {
 	b.flush(nil) // the pending op goes first

@@ -178,15 +178,6 @@ func gatherThrLaunch(rows int, outs []int, in, sms, vecElems int) launch {
 	return l
 }
 
-// siteSlot is the c_sites slot of a site ID: its own below maxSites-1,
-// otherwise the last slot, rewritten whenever such a site is used.
-func siteSlot(id int) int {
-	if id >= 0 && id < maxSites-1 {
-		return id
-	}
-	return maxSites - 1
-}
-
 // packSite encodes a site as the kernels' at_site: k, threshold, topk, 0.
 func packSite(s backend.Site) [siteBytes]byte {
 	var b [siteBytes]byte
@@ -197,21 +188,6 @@ func packSite(s backend.Site) [siteBytes]byte {
 		binary.LittleEndian.PutUint32(b[8:], 1)
 	}
 	return b
-}
-
-// packSites lays sites out as c_sites: site i in slot siteSlot(sites[i].ID).
-// Sites whose slot is the shared last one are left to SparseMatMul.
-func packSites(sites []backend.Site) []byte {
-	out := make([]byte, maxSites*siteBytes)
-	for _, s := range sites {
-		slot := siteSlot(s.ID)
-		if slot == maxSites-1 {
-			continue
-		}
-		p := packSite(s)
-		copy(out[slot*siteBytes:], p[:])
-	}
-	return out
 }
 
 // proj is one projection of a fused launch, as the kernels' at_proj.

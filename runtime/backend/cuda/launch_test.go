@@ -147,30 +147,32 @@ func TestPackSites(t *testing.T) {
 		t.Errorf("threshold site packed as % x", p)
 	}
 
-	sites := []backend.Site{
-		{ID: 0, TopK: true, K: 32},
-		{ID: 6, TopK: false, Threshold: 1.5},
-		{ID: maxSites + 10, TopK: true, K: 7}, // shares the last slot: not packed
-		{ID: -1, TopK: true, K: 9},
+}
+
+// A site's slot is its place in its table; a site of no table, or one
+// its table does not hold, goes to the shared last slot.
+func TestTableIndex(t *testing.T) {
+	tab := &backend.Budgets{Sites: []backend.Site{{ID: 4, TopK: true, K: 3}, {ID: 5, Threshold: 0.5}, {ID: 6, TopK: true, K: 1}}}
+	big := &backend.Budgets{Sites: make([]backend.Site, maxSites)}
+	for i := range big.Sites {
+		big.Sites[i].ID = i
 	}
-	table := packSites(sites)
-	if len(table) != maxSites*siteBytes {
-		t.Fatalf("table is %d bytes", len(table))
-	}
-	if k := binary.LittleEndian.Uint32(table[0:]); k != 32 || table[8] != 1 {
-		t.Errorf("slot 0 = % x", table[:siteBytes])
-	}
-	if th := math.Float32frombits(binary.LittleEndian.Uint32(table[6*siteBytes+4:])); th != 1.5 {
-		t.Errorf("slot 6 threshold = %g", th)
-	}
-	for i, v := range table[(maxSites-1)*siteBytes:] {
-		if v != 0 {
-			t.Fatalf("last slot byte %d = %d, want 0", i, v)
-		}
-	}
-	for _, tc := range []struct{ id, slot int }{{0, 0}, {223, 223}, {maxSites - 2, maxSites - 2}, {maxSites - 1, maxSites - 1}, {1 << 20, maxSites - 1}, {-1, maxSites - 1}} {
-		if got := siteSlot(tc.id); got != tc.slot {
-			t.Errorf("siteSlot(%d) = %d, want %d", tc.id, got, tc.slot)
+	for _, tc := range []struct {
+		p  backend.Proj
+		i  int
+		ok bool
+	}{
+		{backend.Proj{Site: tab.Sites[0], Budgets: tab}, 0, true},
+		{backend.Proj{Site: tab.Sites[2], Budgets: tab}, 2, true},
+		{backend.Proj{Site: backend.Site{ID: 5, Threshold: 0.25}, Budgets: tab}, 0, false}, // not the table's
+		{backend.Proj{Site: backend.Site{ID: 7, TopK: true, K: 1}, Budgets: tab}, 0, false},
+		{backend.Proj{Site: backend.Site{ID: 3}, Budgets: tab}, 0, false},
+		{backend.Proj{Site: tab.Sites[1]}, 0, false},               // no table
+		{backend.Proj{Site: big.Sites[1], Budgets: big}, 0, false}, // too big for c_sites
+		{backend.Proj{Site: backend.Site{ID: -1, TopK: true, K: 9}}, 0, false},
+	} {
+		if i, ok := tableIndex(tc.p); i != tc.i || ok != tc.ok {
+			t.Errorf("tableIndex(%+v) = %d, %v; want %d, %v", tc.p.Site, i, ok, tc.i, tc.ok)
 		}
 	}
 }
@@ -215,7 +217,15 @@ func TestPackGroup(t *testing.T) {
 
 func TestFusable(t *testing.T) {
 	bf := func(out, in int) *Mat { return &Mat{DType: model.BF16, Out: out, In: in, Trans: true} }
-	p := func(m *Mat, id int) backend.Proj { return backend.Proj{W: m, Site: backend.Site{ID: id}} }
+	tab := &backend.Budgets{Sites: []backend.Site{{ID: 0}, {ID: 1}, {ID: 2}, {ID: 3}}}
+	// p is a product under site id of tab; ids that tab does not hold have
+	// no table, so they take the shared slot.
+	p := func(m *Mat, id int) backend.Proj {
+		if id >= 0 && id < len(tab.Sites) {
+			return backend.Proj{W: m, Site: tab.Sites[id], Budgets: tab}
+		}
+		return backend.Proj{W: m, Site: backend.Site{ID: id}}
+	}
 	q, k, v, o := bf(4096, 4096), bf(1024, 4096), bf(1024, 4096), bf(4096, 11008)
 	f16 := &Mat{DType: model.F16, Out: 1024, In: 4096, Trans: true}
 	rowMajor := &Mat{DType: model.BF16, Out: 1024, In: 4096}

@@ -48,20 +48,20 @@ func compareModel(t *testing.T, g *Backend, m *model.Model, tol float64) {
 			compare = logCompare
 		}
 		opt := engine.Options{Sparse: sparsity > 0}
-		var engines [2]*engine.Model
+		var states [2]*engine.State
 		for i, b := range []backend.Backend{g, cpu.New(0)} {
 			e, err := engine.LoadWith(b, m, opt)
 			if err != nil {
 				t.Fatal(err)
 			}
+			states[i] = e.NewState(64, 16)
 			if sparsity > 0 {
-				if err := e.SetPlan(uniformPlan(c, sparsity), ""); err != nil {
+				if states[i].Budgets, err = e.Budgets(uniformPlan(c, sparsity), ""); err != nil {
 					t.Fatal(err)
 				}
 			}
-			engines[i] = e
 		}
-		gs, cs := engines[0].NewState(64, 16), engines[1].NewState(64, 16)
+		gs, cs := states[0], states[1]
 		prompt := make([]int, 20)
 		for i := range prompt {
 			prompt[i] = (7*i + 1) % c.VocabSize
@@ -87,8 +87,8 @@ func compareModel(t *testing.T, g *Backend, m *model.Model, tol float64) {
 			tok = argmax(cl)
 		}
 		if sparsity > 0 {
-			_, gw := engines[0].Realized()
-			_, cw := engines[1].Realized()
+			_, gw := gs.Model().Realized()
+			_, cw := cs.Model().Realized()
 			if math.Abs(gw-cw) > 1e-9 {
 				t.Errorf("%s: realized sparsity %g on cuda, %g on cpu", name, gw, cw)
 			}
@@ -231,16 +231,18 @@ func TestGPUGraphs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			var bud *backend.Budgets
 			if mode != "dense" {
 				p := uniformPlan(&m.Config, 0.6)
 				for j := range p.Sites {
 					p.Sites[j].Threshold = 0.05 * float32(1+j%3)
 				}
-				if err := e.SetPlan(p, mode); err != nil {
+				if bud, err = e.Budgets(p, mode); err != nil {
 					t.Fatal(err)
 				}
 			}
 			s := e.NewState(64, 8)
+			s.Budgets = bud
 			out := make([]float32, cfg.VocabSize)
 			if err := s.Forward([]int{1, 5, 9}, out, false); err != nil {
 				t.Fatal(err)
@@ -270,7 +272,7 @@ func TestGPUGraphs(t *testing.T) {
 		for round := range 6 {
 			for _, n := range []int{2, 3} {
 				toks := []int{3 + round, 4 + round, 5 + round}[:n]
-				if _, err := bt.Step(states[:n], toks, out); err != nil {
+				if err := bt.Step(states[:n], toks, out); err != nil {
 					t.Fatal(err)
 				}
 				logits[i] = append(logits[i], out[:n*cfg.VocabSize]...)
@@ -305,7 +307,7 @@ func TestGPUGraphs(t *testing.T) {
 			for j := range toks {
 				toks[j] = (round*11 + j*3) % cfg.VocabSize
 			}
-			if _, err := bt.Step(states, toks, out); err != nil {
+			if err := bt.Step(states, toks, out); err != nil {
 				t.Fatal(err)
 			}
 			logits[i] = append(logits[i], out...)

@@ -162,19 +162,24 @@ func (b *Backend) MatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
 
 // fusable is how many leading projections of ps one launch takes: up to
 // groupMax of one dtype, layout and input width; with sites, none of them
-// in the shared last c_sites slot unless alone.
+// in the shared last c_sites slot (a site of no table) unless alone.
 func fusable(ps []backend.Proj, sites bool) int {
 	m0 := mat(ps[0].W)
 	n := 1
 	for n < min(len(ps), groupMax) {
 		m := mat(ps[n].W)
 		if m.DType != m0.DType || m.Trans != m0.Trans || m.In != m0.In ||
-			sites && (siteSlot(ps[0].Site.ID) == maxSites-1 || siteSlot(ps[n].Site.ID) == maxSites-1) {
+			sites && (!tabled(ps[0]) || !tabled(ps[n])) {
 			break
 		}
 		n++
 	}
 	return n
+}
+
+func tabled(p backend.Proj) bool {
+	_, ok := tableIndex(p)
+	return ok
 }
 
 // group describes ps (one launch's worth, from fusable) for the kernels,
@@ -445,23 +450,71 @@ func (b *Backend) launchPick(c *cudadrv.Ctx, out, logits cudadrv.DevicePtr, n in
 	return c.Launch(b.fn["at_pick"], cudadrv.Dim3{X: len(params) / 2}, cudadrv.Dim3{X: sampleThreads}, 0, b.stream, out, logits, n, par)
 }
 
-// LoadSites writes every site's budget into the kernels' constant table at
-// once (SparseMatMul otherwise writes each on its first use).
-func (b *Backend) LoadSites(sites []backend.Site) error {
-	b.flush(nil) // the pending op goes first
-	b.outsideStep("load sites")
-	table := packSites(sites)
-	for slot := range maxSites - 1 {
-		copy(b.mirror[slot][:], table[slot*siteBytes:])
-	}
-	return b.dev.Do(func(c *cudadrv.Ctx) error {
-		return c.CopyHtoD(b.sites, unsafe.Pointer(&table[0]), (maxSites-1)*siteBytes, b.stream)
-	})
+// siteTables places budgets tables (backend.Budgets) in c_sites: each
+// table holds a run of slots from its base, uploaded in one copy when a
+// product first uses it and kept there, so a table in use costs no copy a
+// step, whichever sequences run under it. When a new table does not fit
+// in the slots left, every table is dropped and re-placed on its next
+// use. The last slot is shared by sites of no table, rewritten as needed.
+type siteTables struct {
+	base map[*backend.Budgets]int
+	next int // the first slot no table holds
 }
 
-// useSite makes c_sites hold s and returns its slot.
-func (b *Backend) useSite(s backend.Site) int {
-	slot := siteSlot(s.ID)
+// tableIndex is p's site's index in its table, if it has one that this
+// backend can place (of at most maxSites-1 sites, holding the site).
+func tableIndex(p backend.Proj) (int, bool) {
+	t := p.Budgets
+	if t == nil || len(t.Sites) == 0 || len(t.Sites) > maxSites-1 {
+		return 0, false
+	}
+	i := p.Site.ID - t.Sites[0].ID
+	if i < 0 || i >= len(t.Sites) || t.Sites[i] != p.Site {
+		return 0, false
+	}
+	return i, true
+}
+
+// useSite makes c_sites hold p's site and returns its slot.
+func (b *Backend) useSite(p backend.Proj) int {
+	i, ok := tableIndex(p)
+	if !ok {
+		return b.writeSlot(maxSites-1, p.Site)
+	}
+	base, ok := b.tables.base[p.Budgets]
+	if !ok {
+		base = b.placeTable(p.Budgets)
+	}
+	return base + i
+}
+
+// placeTable gives table t its run of slots and queues their upload
+// (unless they hold its sites already), returning its base.
+func (b *Backend) placeTable(t *backend.Budgets) int {
+	st := &b.tables
+	if st.base == nil || st.next+len(t.Sites) > maxSites-1 {
+		st.base, st.next = map[*backend.Budgets]int{}, 0
+	}
+	base := st.next
+	st.base[t], st.next = base, base+len(t.Sites)
+	image, same := make([]byte, len(t.Sites)*siteBytes), true
+	for i, s := range t.Sites {
+		packed := packSite(s)
+		same = same && b.mirror[base+i] == packed
+		b.mirror[base+i] = packed
+		copy(image[i*siteBytes:], packed[:])
+	}
+	if !same {
+		dst := b.sites.Add(base * siteBytes)
+		b.hostCopy()
+		b.queue("sites", func(c *cudadrv.Ctx) error { return c.CopyHtoD(dst, unsafe.Pointer(&image[0]), len(image), b.stream) })
+	}
+	return base
+}
+
+// writeSlot makes slot hold s, queuing its upload if it does not, and
+// returns the slot.
+func (b *Backend) writeSlot(slot int, s backend.Site) int {
 	if packed := packSite(s); b.mirror[slot] != packed {
 		b.mirror[slot] = packed
 		p := packed // the closure's own copy (a variable it captures lives on the heap)
@@ -569,7 +622,7 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	g := group(ps)
 	maxKept := 0
 	for i, p := range ps {
-		g[i].slot = b.useSite(p.Site)
+		g[i].slot = b.useSite(p)
 		if p.Site.ID >= 0 {
 			b.countStat(p.Site.ID)
 			g[i].stat = p.Site.ID
