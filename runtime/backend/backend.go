@@ -26,6 +26,19 @@ type Weight interface {
 // time; an op may use many threads (or a device) internally, but its results
 // are visible to the next op when it returns (or, for asynchronous devices,
 // to the next op on the same backend in program order).
+//
+// Deferred fusion: a backend may hold back an RMSNorm or a SwiGLU and
+// complete it inside the next op that reads its output (the CUDA backend
+// normalizes rows inside the top-k select of the group that follows, or
+// clears the group's outputs in the norm's launch). Every other op, and
+// every Read, Write or SparseStats, first completes what is held back, so
+// program order is kept; the caller sees no difference but speed.
+//
+// Errors: an op's misuse (a short buffer, a weight of the wrong layout)
+// panics, since no input reaches it unchecked. A device error is sticky,
+// as in bufio.Writer: the backend keeps the first one as Err, and every op
+// after it does nothing (its results are undefined). The engine checks
+// Err at the end of each pass and returns it.
 type Backend interface {
 	// Name is "cpu" or "cuda".
 	Name() string
@@ -46,6 +59,10 @@ type Backend interface {
 	Read(dst []float32, b Buffer, off int)
 	// Close releases the backend's memory.
 	Close() error
+	// Err is the first device error since the backend was made, if any
+	// (always nil on the CPU). It does not wait for queued work: an error
+	// of an asynchronous op appears after the next op that waits (Read).
+	Err() error
 
 	// Embed writes row tokens[r] of table (vocab, dim) into row r of dst.
 	Embed(dst Buffer, table Weight, tokens []int)
@@ -57,13 +74,11 @@ type Backend interface {
 	// shares its input (q/k/v, gate/up); a backend may fuse the group into
 	// one pass. The destinations must not overlap x or each other.
 	MatMuls(x Buffer, rows int, ps []Proj)
-	// RoPE rotates adjacent pairs (2i, 2i+1) of every head of x (rows of
-	// heads × headDim) by angle (pos0 + r) · freqs[i].
-	RoPE(x Buffer, rows, heads, headDim, pos0 int, freqs []float32)
-	// RoPECache is one attention layer's step before attention: RoPE on q
-	// (rows × heads × headDim) and k (rows × kvHeads × headDim) in place
-	// at positions pos0 …, then k and v (rows × kvHeads × headDim) copied
-	// into the caches kc and vc at position pos0.
+	// RoPECache is one attention layer's step before attention: q (rows ×
+	// heads × headDim) and k (rows × kvHeads × headDim) rotated in place,
+	// each adjacent pair (2i, 2i+1) of every head of row r by the angle
+	// (pos0 + r) · freqs[i]; then k and v (rows × kvHeads × headDim)
+	// copied into the caches kc and vc at position pos0.
 	RoPECache(q, k, v, kc, vc Buffer, rows, heads, kvHeads, headDim, pos0 int, freqs []float32)
 	// Copy copies n values from src at offset srcOff to dst at dstOff.
 	Copy(dst Buffer, dstOff int, src Buffer, srcOff, n int)
@@ -73,22 +88,18 @@ type Backend interface {
 	Attention(out, q, kc, vc Buffer, rows, nHeads, nKVHeads, headDim, pos0 int)
 	// SwiGLU: gate[i] = silu(gate[i]) · up[i] for n values.
 	SwiGLU(gate, up Buffer, n int)
-	// Add: dst[i] += x[i] for n values.
-	Add(dst, x Buffer, n int)
 
-	// UploadSparse uploads a (out, in) projection for SparseMatMul, stored
+	// UploadSparse uploads a (out, in) projection for SparseMatMuls, stored
 	// input-channel-major so that dropping input j skips one contiguous row.
 	UploadSparse(t *model.Tensor) (Weight, error)
-	// SparseMatMul: dst[r] = W · mask(x[r]) for a weight from UploadSparse,
-	// where mask keeps the inputs site s selects, reading only their weight
-	// rows. A site that keeps every input is a dense product.
-	SparseMatMul(dst Buffer, w Weight, x Buffer, rows int, s Site)
-	// SparseMatMuls runs SparseMatMul(p.Dst, p.W, x, rows, p.Site) for every
-	// p of a group that shares its input, each with its own budget; a
-	// backend may select and gather the whole group in one pass.
+	// SparseMatMuls: p.Dst[r] = p.W · mask(x[r]) for every p of a group
+	// that shares its input, weights from UploadSparse, where mask keeps
+	// the inputs p.Site selects, reading only their weight rows; a site
+	// that keeps every input is a dense product. Each p has its own
+	// budget; a backend may select and gather the whole group in one pass.
 	SparseMatMuls(x Buffer, rows int, ps []Proj)
 	// SparseStats returns, per site ID, the inputs kept and the inputs seen
-	// by SparseMatMul since the last call, and resets the counts.
+	// by SparseMatMuls since the last call, and resets the counts.
 	SparseStats() (kept, seen []int64)
 }
 

@@ -77,7 +77,7 @@ func (bt *Batch) Step(states []*State, tokens []int, logits []float32) error {
 	if logits != nil {
 		b.Read(logits[:n*c.VocabSize], bt.sc.logits, 0)
 	}
-	return nil
+	return m.deviceErr()
 }
 
 // Logits is the backend buffer whose row i holds the logits of sequence i

@@ -102,6 +102,15 @@ func LoadWith(b backend.Backend, m *model.Model, o Options) (*Model, error) {
 	return e, nil
 }
 
+// deviceErr is the backend's sticky device error (backend.Backend.Err),
+// if any, as the error of the pass that ends.
+func (m *Model) deviceErr() error {
+	if err := m.Backend.Err(); err != nil {
+		return fmt.Errorf("%s backend: %w", m.Backend.Name(), err)
+	}
+	return nil
+}
+
 // RopeFreqs returns the rotation frequency of each of the head_dim/2 pairs:
 // theta^(-2i/head_dim), with Llama-3.1's frequency-dependent scaling when
 // the config has it.

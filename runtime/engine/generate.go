@@ -154,7 +154,14 @@ func (s *State) generateChained(ch backend.Chainer, smp *sample.Sampler, tempera
 			}
 			ahead = pick()
 		}
-		stop, err := take(ch.Picked(pending))
+		tok := ch.Picked(pending)
+		if err := s.m.deviceErr(); err != nil {
+			if spec {
+				ch.Picked(ahead)
+			}
+			return err
+		}
+		stop, err := take(tok)
 		if stop || err != nil || !spec {
 			if spec { // generation ends at the pending token: drop the step queued after it
 				ch.Picked(ahead)

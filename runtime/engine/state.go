@@ -109,7 +109,7 @@ func (s *State) DecodePicked() error {
 	if step {
 		st.EndStep()
 	}
-	return nil
+	return s.m.deviceErr()
 }
 
 // run is Forward; with logits nil it reads nothing back.
@@ -160,7 +160,7 @@ func (s *State) run(tokens []int, logits []float32, all bool) error {
 		}
 		done += n
 	}
-	return nil
+	return m.deviceErr()
 }
 
 // pass is the state's next rows tokens as one pass of the block, under

@@ -116,6 +116,10 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting down"})
 		return
 	}
+	if f := s.fault.Load(); f != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "device fault", "error": (*f).Error()})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 

@@ -215,6 +215,7 @@ func (sc *scheduler) admit(j *job) {
 	j.state = st
 	V := sc.m.Config.VocabSize
 	if err := st.Forward(j.prompt, sc.logits[:V], false); err != nil {
+		sc.noteFault()
 		sc.finish(j, event{err: fmt.Errorf("prefill: %w", err)})
 		return
 	}
@@ -242,6 +243,7 @@ func (sc *scheduler) tick() {
 		logits = nil // picked on the device; rows read only for truncated sampling
 	}
 	if err := sc.batch.Step(sc.states, sc.tokens, logits); err != nil {
+		sc.noteFault()
 		sc.s.log.Error("decode step", "err", err)
 		for _, j := range sc.active {
 			sc.finish(j, event{err: fmt.Errorf("decode: %w", err)})
@@ -274,6 +276,15 @@ func (sc *scheduler) tick() {
 	}
 	clear(sc.active[len(live):])
 	sc.active = live
+}
+
+// noteFault records the backend's sticky device error, if a failed pass
+// met one, for /healthz.
+func (sc *scheduler) noteFault() {
+	if err := sc.m.Backend.Err(); err != nil && sc.s.fault.Load() == nil {
+		sc.s.log.Error("device fault: every request from now on fails", "err", err)
+		sc.s.fault.Store(&err)
+	}
 }
 
 // countRealized records, for each plan with rows in the step just run,

@@ -22,7 +22,7 @@
 //     chunk with finish_reason, then "data: [DONE]". An engine failure
 //     after the stream began is sent as an event holding the error JSON.
 //   - GET /v1/models, /v1/models/{id}; GET /healthz (503 while shutting
-//     down) and /metrics, which need no API key.
+//     down, or after a device fault) and /metrics, which need no API key.
 //
 // Errors are OpenAI's {"error": {"message", "type", "param", "code"}}:
 // 400 (malformed JSON, bad parameter, context_length_exceeded), 401
@@ -82,6 +82,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/acttail/acttail-gpu/runtime/backend"
@@ -169,6 +170,12 @@ type Server struct {
 	stop      chan struct{} // closed by Shutdown: the scheduler exits once idle
 	done      chan struct{} // closed when the scheduler has exited
 	stopOnce  sync.Once
+
+	// fault is the backend's sticky device error once a pass has met one
+	// (written by the scheduler, read by /healthz): every request after it
+	// fails with a 500, and the process keeps serving the errors, /healthz
+	// and /metrics.
+	fault atomic.Pointer[error]
 
 	mu       sync.Mutex
 	http     *http.Server // set by Serve

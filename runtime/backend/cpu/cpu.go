@@ -64,6 +64,9 @@ func (c *Backend) Describe() string {
 // Close implements backend.Backend.
 func (*Backend) Close() error { return nil }
 
+// Err implements backend.Backend: the CPU has no device errors.
+func (*Backend) Err() error { return nil }
+
 // Upload implements backend.Backend.
 func (*Backend) Upload(t *model.Tensor) (backend.Weight, error) {
 	switch len(t.Shape) {
@@ -169,7 +172,8 @@ func (c *Backend) added(p backend.Proj, dst backend.Buffer, rows int) {
 	}
 }
 
-// RoPE implements backend.Backend.
+// RoPE rotates adjacent pairs (2i, 2i+1) of every head of x (rows of
+// heads × headDim) by angle (pos0 + r) · freqs[i] (RoPECache's rotation).
 func (*Backend) RoPE(x backend.Buffer, rows, heads, headDim, pos0 int, freqs []float32) {
 	xs := d(x)
 	half := headDim / 2
@@ -262,7 +266,8 @@ func (*Backend) SwiGLU(gate, up backend.Buffer, n int) {
 	}
 }
 
-// Add implements backend.Backend.
+// Add: dst[i] += x[i] for n values (the residual add of a product with
+// Proj.Add).
 func (*Backend) Add(dst, x backend.Buffer, n int) {
 	ds, xs := d(dst)[:n], d(x)[:n]
 	for i, v := range xs {

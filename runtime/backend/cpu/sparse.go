@@ -73,7 +73,7 @@ func (c *Backend) SparseStats() (kept, seen []int64) {
 	return kept, seen
 }
 
-// SparseMatMul implements backend.Backend. A site that keeps every input
+// SparseMatMul is SparseMatMuls of one product. A site that keeps every input
 // runs all rows as one dense product through the transposed weights;
 // otherwise each row selects its inputs and gathers their weight rows.
 func (c *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, rows int, s backend.Site) {

@@ -32,9 +32,11 @@ func (b *Backend) initChain() {
 		return
 	}
 	p, err := b.alloc(4)
-	must(err)
+	if b.fail(err); err != nil {
+		return
+	}
 	b.chain.next = p
-	must(b.dev.Do(func(c *cudadrv.Ctx) error {
+	b.do(func(c *cudadrv.Ctx) error {
 		var err error
 		if b.chain.host, err = c.MemAllocHost(4 * pickRing); err != nil {
 			return err
@@ -45,7 +47,7 @@ func (b *Backend) initChain() {
 			}
 		}
 		return nil
-	}))
+	})
 }
 
 // PickNext implements backend.Chainer: at_pick on one row into the chain's
@@ -66,6 +68,9 @@ func (b *Backend) PickNext(logits backend.Buffer, n int, temperature, u float32)
 	params := pickParams([]float32{temperature}, []float32{u})
 	t := b.chain.issued
 	b.chain.issued++
+	if b.err != nil { // failed: a ticket that reads as token 0
+		return backend.Ticket(t)
+	}
 	slot, next := t%pickRing, b.chain.next
 	host, ev := unsafe.Add(b.chain.host, 4*slot), b.chain.events[slot]
 	b.dev.Go(func(c *cudadrv.Ctx) error {
@@ -104,7 +109,10 @@ func (b *Backend) Picked(t backend.Ticket) int {
 	}
 	slot := b.chain.read % pickRing
 	b.chain.read++
-	must(b.dev.Do(func(c *cudadrv.Ctx) error { return c.EventSynchronize(b.chain.events[slot]) }))
+	b.do(func(c *cudadrv.Ctx) error { return c.EventSynchronize(b.chain.events[slot]) })
+	if b.err != nil {
+		return 0
+	}
 	return int(*(*int32)(unsafe.Add(b.chain.host, 4*slot)))
 }
 

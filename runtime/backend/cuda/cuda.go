@@ -9,8 +9,9 @@
 // dtype on the device (F32, F16, BF16 and Q8_0 natively for dense products
 // and embedding lookups), UploadSparse stores them input-channel-major
 // (Q8_0 widened to F32). A failed launch is sticky in CUDA: it is reported
-// by the next waiting op, which panics, since the Backend interface has no
-// error path for ops.
+// by the next waiting op, and the backend keeps the first such error as
+// Err (backend.Backend), queuing nothing after it; the engine returns it
+// at the end of the pass.
 //
 // Decode steps run as CUDA graphs (graph.go): the engine brackets a step
 // with BeginStep and EndStep (backend.Stepper), the ops of the step are
@@ -64,6 +65,7 @@ type Backend struct {
 	dev    *cudadrv.Device
 	info   cudadrv.Info
 	stream cudadrv.Stream
+	err    error // the sticky device error (Err), caller-side
 	mod    cudadrv.Module
 	fn     map[string]cudadrv.Function
 	sites  cudadrv.DevicePtr // c_sites
@@ -220,8 +222,32 @@ func (b *Backend) Close() error {
 	return errors.Join(err, b.dev.Close())
 }
 
-// must panics on a device error: ops have no error return, and a sticky
-// CUDA error leaves every later result wrong.
+// A device error is sticky (as it is in CUDA, and as bufio.Writer's is):
+// the first one is kept as Err, and from then on the ops queue nothing and
+// wait for nothing, so that no later op runs on memory that is not there.
+// The engine checks Err at the end of every pass.
+
+// Err implements backend.Backend: the first device error, if any.
+func (b *Backend) Err() error { return b.err }
+
+// fail keeps err as the sticky error if it is the first.
+func (b *Backend) fail(err error) {
+	if err != nil && b.err == nil {
+		b.err = fmt.Errorf("cuda: %w", err)
+	}
+}
+
+// do runs fn on the device thread and waits for it, unless the backend
+// has failed; its error (or one of the work queued before it) becomes the
+// sticky error.
+func (b *Backend) do(fn func(*cudadrv.Ctx) error) {
+	if b.err == nil {
+		b.fail(b.dev.Do(fn))
+	}
+}
+
+// must panics on err: for misuse that no input can cause (an op's own
+// arguments), not for device errors (fail).
 func must(err error) {
 	if err != nil {
 		panic(err)
@@ -230,6 +256,9 @@ func must(err error) {
 
 // alloc returns bytes of zeroed device memory, tracked for Close.
 func (b *Backend) alloc(bytes int) (cudadrv.DevicePtr, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
 	var p cudadrv.DevicePtr
 	err := b.dev.Do(func(c *cudadrv.Ctx) error {
 		var err error
@@ -264,7 +293,7 @@ func (b *Backend) ensure(i, bytes int) {
 	}
 	bytes = max(bytes, 2*b.scratchBytes[i], 256)
 	b.scratchBytes[i] = bytes
-	must(b.dev.Do(func(c *cudadrv.Ctx) error {
+	b.do(func(c *cudadrv.Ctx) error {
 		if old := b.scratch[i]; old != 0 {
 			if err := c.StreamSynchronize(b.stream); err != nil {
 				return err
@@ -276,7 +305,7 @@ func (b *Backend) ensure(i, bytes int) {
 		var err error
 		b.scratch[i], err = c.MemAlloc(bytes)
 		return err
-	}))
+	})
 }
 
 // Buf is a device buffer of float32 values.
@@ -319,7 +348,7 @@ func (m *Mat) Shape() []int { return []int{m.Out, m.In} }
 // Alloc implements backend.Backend.
 func (b *Backend) Alloc(n int) backend.Buffer {
 	p, err := b.alloc(4 * n)
-	must(err)
+	b.fail(err) // a failed allocation is a buffer at 0 that no op touches
 	return &Buf{p, n}
 }
 
@@ -341,9 +370,9 @@ func (b *Backend) Write(dst backend.Buffer, off int, src []float32) {
 	if len(src) == 0 {
 		return
 	}
-	must(b.dev.Do(func(c *cudadrv.Ctx) error {
+	b.do(func(c *cudadrv.Ctx) error {
 		return c.CopyHtoD(d.at(off), unsafe.Pointer(&src[0]), 4*len(src), b.stream)
-	}))
+	})
 }
 
 // Read implements backend.Backend: it waits for the work queued so far.
@@ -354,12 +383,12 @@ func (b *Backend) Read(dst []float32, src backend.Buffer, off int) {
 	s := buf(src)
 	span("read", s.n, off, 0)
 	dst = dst[:min(len(dst), s.n-off)]
-	must(b.dev.Do(func(c *cudadrv.Ctx) error {
+	b.do(func(c *cudadrv.Ctx) error {
 		if len(dst) == 0 {
 			return c.StreamSynchronize(b.stream)
 		}
 		return c.CopyDtoH(unsafe.Pointer(&dst[0]), s.at(off), 4*len(dst), b.stream)
-	}))
+	})
 }
 
 // Sync waits for the work queued so far and reports its first error.
@@ -482,6 +511,9 @@ func (b *Backend) queue(tag string, f func(*cudadrv.Ctx) error) {
 
 // queueNow is queue without flushing the pending op.
 func (b *Backend) queueNow(tag string, f func(*cudadrv.Ctx) error) {
+	if b.err != nil {
+		return
+	}
 	if b.profiling {
 		f = b.timedOp(tag, f)
 	}

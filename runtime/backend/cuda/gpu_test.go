@@ -47,8 +47,8 @@ func newGPUWith(t testing.TB, o Options) *Backend {
 	return b
 }
 
-// guard turns a panic of an op (a device error: ops have no error return)
-// into this test's failure, so that one failing test does not end the test
+// guard turns a panic of an op (misuse the test did not mean) into this
+// test's failure, so that one failing test does not end the test
 // binary and the GPU run still reports the others. Use: defer guard(t).
 func guard(t *testing.T) {
 	if r := recover(); r != nil {

@@ -98,7 +98,7 @@ type GraphStats struct {
 // queued to be launched).
 func (b *Backend) GraphStats() GraphStats {
 	b.flush(nil) // the pending op goes first
-	must(b.dev.Do(func(*cudadrv.Ctx) error { return nil }))
+	b.do(func(*cudadrv.Ctx) error { return nil })
 	b.step.mu.Lock()
 	defer b.step.mu.Unlock()
 	s := b.step.stats
@@ -123,7 +123,7 @@ func (b *Backend) BeginStep() {
 	}
 	if b.varsDev == 0 {
 		p, err := b.alloc(4 * maxStepVars)
-		must(err)
+		b.fail(err)
 		b.varsDev = p
 	}
 	b.step.on, b.step.ops, b.step.eager = true, b.step.ops[:0], false
@@ -159,6 +159,9 @@ func (b *Backend) EndStep() {
 	b.step.mu.Lock()
 	eager := b.step.eager || !b.step.graphs || len(ops) == 0 || b.profiling
 	b.step.mu.Unlock()
+	if b.err != nil {
+		return
+	}
 	b.dev.Go(func(c *cudadrv.Ctx) error {
 		// In stream order: after the previous step has read them.
 		if len(vars) > 0 {

@@ -255,7 +255,8 @@ func boolInt(v bool) int {
 	return 0
 }
 
-// RoPE implements backend.Backend.
+// RoPE rotates every head of x as RoPECache does (at_rope), for the
+// kernel tests and benchmarks; the engine uses RoPECache.
 func (b *Backend) RoPE(x backend.Buffer, rows, heads, headDim, pos0 int, freqs []float32) {
 	need("rope", x, rows*heads*headDim)
 	if rows <= 0 || heads*(headDim/2) <= 0 {
@@ -313,7 +314,7 @@ func (b *Backend) useFreqs(freqs []float32, headDim int) {
 	}
 	b.freqs = slices.Clone(freqs)
 	f := b.freqs
-	must(b.dev.Do(func(c *cudadrv.Ctx) error {
+	b.do(func(c *cudadrv.Ctx) error {
 		if b.dFreqs != 0 {
 			if err := c.StreamSynchronize(b.stream); err != nil {
 				return err
@@ -327,7 +328,7 @@ func (b *Backend) useFreqs(freqs []float32, headDim int) {
 			return err
 		}
 		return c.CopyHtoD(b.dFreqs, unsafe.Pointer(&f[0]), 4*len(f), b.stream)
-	}))
+	})
 }
 
 // Copy implements backend.Backend.
@@ -389,7 +390,8 @@ func (b *Backend) SwiGLU(gate, up backend.Buffer, n int) {
 	b.swiglu = &pendingSwiGLU{gate: g, up: u, n: n}
 }
 
-// Add implements backend.Backend.
+// Add: dst[i] += x[i] for n values (at_add), for the kernel tests; the
+// engine's residual adds are fused into the products (Proj.Add).
 func (b *Backend) Add(dst, x backend.Buffer, n int) {
 	d, xs := need("add", dst, n), need("add", x, n)
 	if n <= 0 {
@@ -412,13 +414,13 @@ func (b *Backend) Pick(logits backend.Buffer, rows, n int, temps, us []float32) 
 	b.ensure(scratchResult, 4*rows)
 	b.ensure(scratchPick, 8*rows)
 	res := make([]int32, rows)
-	must(b.dev.Do(func(c *cudadrv.Ctx) error {
+	b.do(func(c *cudadrv.Ctx) error {
 		out := b.scratch[scratchResult]
 		if err := b.launchPick(c, out, lb.p, n, params); err != nil {
 			return err
 		}
 		return c.CopyDtoH(unsafe.Pointer(&res[0]), out, 4*rows, b.stream)
-	}))
+	})
 	ids := make([]int, rows)
 	for r, v := range res {
 		ids[r] = int(v)
@@ -531,7 +533,7 @@ func (b *Backend) countStat(id int) {
 		return
 	}
 	n := max(id+1, 2*b.statCap, 64)
-	must(b.dev.Do(func(c *cudadrv.Ctx) error {
+	b.do(func(c *cudadrv.Ctx) error {
 		p, err := c.MemAlloc(16 * n)
 		if err != nil {
 			return err
@@ -552,11 +554,11 @@ func (b *Backend) countStat(id int) {
 		}
 		b.stats = p
 		return nil
-	}))
+	})
 	b.statCap = n
 }
 
-// SparseMatMul implements backend.Backend.
+// SparseMatMul is SparseMatMuls of one product.
 func (b *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, rows int, s backend.Site) {
 	b.SparseMatMuls(x, rows, []backend.Proj{{Dst: dst, W: w, Site: s}})
 }
@@ -699,12 +701,12 @@ func (b *Backend) SparseStats() (kept, seen []int64) {
 	n := max(b.statCap, len(b.hostKept))
 	dev := make([]uint64, 2*b.statCap)
 	if b.statCap > 0 {
-		must(b.dev.Do(func(c *cudadrv.Ctx) error {
+		b.do(func(c *cudadrv.Ctx) error {
 			if err := c.CopyDtoH(unsafe.Pointer(&dev[0]), b.stats, 16*b.statCap, b.stream); err != nil {
 				return err
 			}
 			return c.Memset(b.stats, 0, 16*b.statCap, b.stream)
-		}))
+		})
 	}
 	kept, seen = make([]int64, n), make([]int64, n)
 	last := -1
