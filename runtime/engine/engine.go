@@ -136,4 +136,3 @@ func RopeFreqs(c *model.Config) []float32 {
 	}
 	return f
 }
-

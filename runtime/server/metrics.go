@@ -14,14 +14,14 @@ import (
 // metrics are the server's counters and gauges, written in the Prometheus
 // text exposition format (version 0.0.4) by hand.
 type metrics struct {
-	mu         sync.Mutex
-	models     []string // variant names, by index
-	requests   map[[2]string]uint64
-	generated  uint64
-	prompt     uint64
-	ttft       histogram
-	batch      histogram
-	active     int
+	mu        sync.Mutex
+	models    []string // variant names, by index
+	requests  map[[2]string]uint64
+	generated uint64
+	prompt    uint64
+	ttft      histogram
+	batch     histogram
+	active    int
 	// realized sparsity per variant: Σ sequences·sparsity and Σ sequences
 	// over its sparse steps.
 	realizedSum, realizedN []float64

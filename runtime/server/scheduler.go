@@ -132,14 +132,14 @@ func (q *queue) close() {
 
 // scheduler is the one goroutine that runs the model.
 type scheduler struct {
-	s       *Server
-	m       *engine.Model
-	batch   *engine.Batch
-	logits  []float32
-	pool    []*engine.State
-	active  []*job // ordered by variant, so that a plan's rows are one run of a step
-	states  []*engine.State
-	tokens  []int
+	s      *Server
+	m      *engine.Model
+	batch  *engine.Batch
+	logits []float32
+	pool   []*engine.State
+	active []*job // ordered by variant, so that a plan's rows are one run of a step
+	states []*engine.State
+	tokens []int
 	// picker picks tokens on the device (nil: the backend cannot); temps
 	// and us are its per-row arguments.
 	picker    backend.Picker

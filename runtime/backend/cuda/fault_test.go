@@ -92,7 +92,9 @@ func TestGPUServeDeviceFault(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var out struct{ Error struct{ Type, Message string } }
+		var out struct {
+			Error struct{ Type, Message string }
+		}
 		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 			t.Fatal(err)
 		}
