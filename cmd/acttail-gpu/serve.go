@@ -31,7 +31,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var cfg server.Config
 	fs.IntVar(&cfg.MaxBatch, "max-batch", 8, "most sequences generating at once")
 	fs.IntVar(&cfg.Queue, "queue", 64, "most requests waiting for a slot (more get 429)")
-	fs.IntVar(&cfg.Context, "ctx", 0, "context length of each sequence (0: the model's)")
+	fs.IntVar(&cfg.Context, "ctx", 0, fmt.Sprintf("context length of each sequence (0: the model's, at most %d)", server.DefaultContext))
+	var maxMemory byteSize
+	fs.Var(&maxMemory, "max-memory", "memory the sequences' KV caches may reserve in all (bytes, or with KiB/MiB/GiB; default: half the backend's free memory)")
 	maxBody := byteSize(1 << 20)
 	fs.Var(&maxBody, "max-body", "largest request body (bytes, or with KiB/MiB)")
 	fs.IntVar(&cfg.MaxTokensLimit, "max-tokens-limit", 0, "largest max_tokens a request may ask for (0: the context length)")
@@ -49,7 +51,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cfg.Context < 0 || cfg.MaxTokensLimit < 0 {
 		return errors.New("--ctx and --max-tokens-limit must be ≥ 0")
 	}
-	cfg.MaxBody = int64(maxBody)
+	cfg.MaxBody, cfg.MaxMemory = int64(maxBody), int64(maxMemory)
 	cfg.APIKey = *apiKey
 	if cfg.APIKey == "" {
 		cfg.APIKey = os.Getenv("ACTTAIL_API_KEY")
@@ -108,6 +110,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		names = append(names, p.Name)
 	}
 	fmt.Fprintf(stderr, "serving %s as %s on http://%s/v1 (%s)\n", l.file.Source, strings.Join(names, ", "), ln.Addr(), l.engine.Backend.Describe())
+	budget, ctxLen, perSeq := srv.Memory()
+	fmt.Fprintf(stderr, "memory: weights %.1f MiB; context %d; sequence budget %.1f MiB, %d sequences of the full context (%.2f MiB each)\n",
+		float64(l.file.ByteCount())/(1<<20), ctxLen, float64(budget)/(1<<20), budget/perSeq, float64(perSeq)/(1<<20))
 	return srv.Run(ctx, ln, *grace)
 }
 

@@ -53,6 +53,10 @@ type Backend interface {
 	// View is values off … off+n of b as a buffer of their own, sharing
 	// b's memory (a batch step's rows of one plan, say).
 	View(b Buffer, off, n int) Buffer
+	// Free releases a buffer from Alloc once the work queued so far is
+	// done; neither it nor its views may be used after. (The CPU leaves
+	// it to the garbage collector.)
+	Free(b Buffer)
 	// Write copies src into b starting at value offset off.
 	Write(b Buffer, off int, src []float32)
 	// Read copies len(dst) values from b starting at value offset off.
@@ -101,6 +105,12 @@ type Backend interface {
 	// SparseStats returns, per site ID, the inputs kept and the inputs seen
 	// by SparseMatMuls since the last call, and resets the counts.
 	SparseStats() (kept, seen []int64)
+}
+
+// Memory is a backend that can say how much memory it has left for new
+// buffers (a server sizes its caches by it).
+type Memory interface {
+	FreeMemory() (int64, error)
 }
 
 // Stepper is a backend that can submit the ops of one decode step as a

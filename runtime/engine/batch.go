@@ -57,6 +57,7 @@ func (bt *Batch) Step(states []*State, tokens []int, logits []float32) error {
 		if err := m.checkBudgets(s.Budgets); err != nil {
 			return fmt.Errorf("sequence %d: %w", i, err)
 		}
+		s.grow(s.Pos + 1)
 		bud := s.budgetsNow()
 		if k := len(segs) - 1; k >= 0 && segs[k].bud == bud {
 			segs[k].n++

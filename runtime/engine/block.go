@@ -28,6 +28,13 @@ func newScratch(b backend.Backend, c *model.Config, rows int) scratch {
 	}
 }
 
+// free frees the scratch buffers.
+func (sc *scratch) free(b backend.Backend) {
+	for _, x := range []backend.Buffer{sc.x, sc.xb, sc.xb2, sc.q, sc.k, sc.v, sc.att, sc.hb, sc.hb2, sc.logits} {
+		b.Free(x)
+	}
+}
+
 // pass is one forward pass of len(seqs)·per rows in sc: sequence i owns
 // rows i·per … (i+1)·per−1, at its positions Pos, Pos+1, …. A prompt chunk
 // is one sequence of many rows; a batch step is many sequences of one row.

@@ -281,3 +281,49 @@ func TestGenerateChainedStops(t *testing.T) {
 		}
 	}
 }
+
+// The cache grows as the sequence does (256 positions, then doubling, up
+// to the context), in prefill chunks and in decode steps, with the
+// reference's logits across every growth; Bytes counts what the state
+// holds.
+func TestCacheGrows(t *testing.T) {
+	c := smallConfig()
+	c.SeqLen = 700
+	m := randomModel(t, c, model.F32, 31)
+	compare(t, m, randomTokens(600, c.VocabSize, 9), 64, 1e-4)
+
+	e, err := Load(cpu.New(0), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := e.NewState(0, 8)
+	held := func() int64 { // what the state's buffers hold, in bytes
+		var n int
+		for l := range s.kc {
+			n += s.kc[l].Len() + s.vc[l].Len()
+		}
+		for _, b := range []backend.Buffer{s.sc.x, s.sc.xb, s.sc.xb2, s.sc.q, s.sc.k, s.sc.v, s.sc.att, s.sc.hb, s.sc.hb2, s.sc.logits} {
+			n += b.Len()
+		}
+		return 4 * int64(n)
+	}
+	logits := make([]float32, c.VocabSize)
+	for _, tc := range []struct{ pos, room int }{{0, 256}, {256, 256}, {257, 512}, {512, 512}, {513, 700}, {700, 700}} {
+		if n := tc.pos - s.Pos; n > 0 {
+			if err := s.Forward(randomTokens(n, c.VocabSize, uint64(tc.pos)), logits, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if s.kvCap != tc.room || s.Bytes() != e.StateBytes(tc.room, 8) || s.Bytes() != held() {
+			t.Fatalf("at position %d: room %d (want %d), Bytes %d, StateBytes %d, buffers %d", s.Pos, s.kvCap, tc.room, s.Bytes(), e.StateBytes(tc.room, 8), held())
+		}
+	}
+	if err := s.Forward([]int{1}, logits, false); !errors.Is(err, ErrContextFull) {
+		t.Fatalf("a token past the context: %v", err)
+	}
+	small := e.NewState(100, 4)
+	if small.kvCap != 100 {
+		t.Fatalf("a state of context 100 starts with room %d", small.kvCap)
+	}
+	s.Close()
+}

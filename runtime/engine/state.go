@@ -9,13 +9,18 @@ import (
 )
 
 // State is one sequence: its KV cache, its position, the budgets it runs
-// under, and scratch for prefill chunks of up to MaxRows tokens.
+// under, and scratch for prefill chunks of up to MaxRows tokens. The cache
+// grows with use: it starts with room for kvChunk positions (or the
+// context, if less) and doubles when a pass needs more, up to the context,
+// so a state costs the memory of the positions it has reached, not of the
+// whole context.
 type State struct {
 	m       *Model
 	Pos     int // tokens already in the cache
-	ctx     int // positions the cache holds
+	ctx     int // positions the cache may grow to
 	maxRows int
-	// kc, vc: per layer, ctx × kv_dim keys (RoPE applied) and values.
+	kvCap   int // positions the cache holds now
+	// kc, vc: per layer, kvCap × kv_dim keys (RoPE applied) and values.
 	kc, vc []backend.Buffer
 	sc     scratch // maxRows rows
 	// Budgets are the activation budgets the sequence runs under at
@@ -38,25 +43,75 @@ type State struct {
 // ErrContextFull is returned when a forward pass would pass the context.
 var ErrContextFull = errors.New("context window is full")
 
-// NewState allocates a KV cache for ctx positions (0: the model's SeqLen)
-// and scratch for prefill chunks of up to maxRows tokens.
+// kvChunk is the positions a new cache has room for.
+const kvChunk = 256
+
+// NewState makes a state of context ctx (0, or more than the model's
+// SeqLen: the model's) with scratch for prefill chunks of up to maxRows
+// tokens. Its cache starts small and grows as the sequence does.
 func (m *Model) NewState(ctx, maxRows int) *State {
 	c := &m.Config
 	if ctx <= 0 || ctx > c.SeqLen {
 		ctx = c.SeqLen
 	}
 	maxRows = max(1, min(maxRows, ctx))
-	b := m.Backend
-	s := &State{m: m, ctx: ctx, maxRows: maxRows, sc: newScratch(b, c, maxRows)}
+	s := &State{m: m, ctx: ctx, maxRows: maxRows, sc: newScratch(m.Backend, c, maxRows)}
 	s.self[0] = s
-	for range c.NLayers {
-		s.kc = append(s.kc, b.Alloc(ctx*c.KVDim()))
-		s.vc = append(s.vc, b.Alloc(ctx*c.KVDim()))
-	}
+	s.kc, s.vc = make([]backend.Buffer, c.NLayers), make([]backend.Buffer, c.NLayers)
+	s.grow(min(ctx, kvChunk))
 	return s
 }
 
-// Context is the number of positions the cache holds.
+// grow makes the cache hold at least n (≤ ctx) positions: new buffers of
+// twice the room (at least n, at most ctx) take the Pos positions held so
+// far, and the old ones are freed.
+func (s *State) grow(n int) {
+	if n <= s.kvCap {
+		return
+	}
+	b, kvDim := s.m.Backend, s.m.Config.KVDim()
+	room := min(s.ctx, max(n, 2*s.kvCap))
+	for l := range s.kc {
+		for _, c := range []*backend.Buffer{&s.kc[l], &s.vc[l]} {
+			fresh := b.Alloc(room * kvDim)
+			if *c != nil {
+				if s.Pos > 0 {
+					b.Copy(fresh, 0, *c, 0, s.Pos*kvDim)
+				}
+				b.Free(*c)
+			}
+			*c = fresh
+		}
+	}
+	s.kvCap = room
+}
+
+// StateBytes is the backend memory of a state whose cache has room for
+// positions positions, with scratch for maxRows rows: what a server
+// reserves for a sequence that may reach that length.
+func (m *Model) StateBytes(positions, maxRows int) int64 {
+	c := &m.Config
+	kv := int64(2*c.NLayers) * int64(positions) * int64(c.KVDim())
+	perRow := int64(2*c.Dim + max(c.Dim, c.QDim()) + 2*c.QDim() + 2*c.KVDim() + 2*c.HiddenDim + c.VocabSize) // scratch
+	return 4 * (kv + int64(max(1, maxRows))*perRow)
+}
+
+// Bytes is the backend memory the state holds now (StateBytes at the
+// cache's present room).
+func (s *State) Bytes() int64 { return s.m.StateBytes(s.kvCap, s.maxRows) }
+
+// Close frees the state's memory; the state may not be used after.
+func (s *State) Close() {
+	b := s.m.Backend
+	for l := range s.kc {
+		b.Free(s.kc[l])
+		b.Free(s.vc[l])
+	}
+	s.sc.free(b)
+	s.kc, s.vc, s.kvCap = nil, nil, 0
+}
+
+// Context is the number of positions the sequence may reach.
 func (s *State) Context() int { return s.ctx }
 
 // Reset empties the cache (the buffers are reused).
@@ -99,6 +154,7 @@ func (s *State) DecodePicked() error {
 	if err := s.m.checkBudgets(s.Budgets); err != nil {
 		return err
 	}
+	s.grow(s.Pos + 1)
 	st, step := s.m.Backend.(backend.Stepper)
 	step = step && s.Observe == nil
 	if step {
@@ -126,6 +182,7 @@ func (s *State) run(tokens []int, logits []float32, all bool) error {
 	if err := m.checkBudgets(s.Budgets); err != nil {
 		return err
 	}
+	s.grow(s.Pos + len(tokens))
 	for done := 0; done < len(tokens); {
 		n := min(s.maxRows, len(tokens)-done)
 		if s.Pos < s.SparseFrom {

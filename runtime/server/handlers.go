@@ -111,6 +111,9 @@ func (s *Server) variantFor(name string) (int, error) {
 	return i, nil
 }
 
+// mib formats bytes as MiB.
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	if s.queue.isClosed() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting down"})
@@ -203,10 +206,18 @@ func (s *Server) generate(w *recorder, r *http.Request, chat bool, arrived time.
 			message: fmt.Sprintf("the prompt is %d tokens; the context holds %d", len(prompt), s.ctx)})
 	}
 
+	positions := min(len(prompt)+p.maxTokens, s.ctx)
+	need := s.cfg.Model.StateBytes(positions, prefillRows)
+	if need > s.cfg.MaxMemory {
+		return fail(&apiError{status: http.StatusBadRequest, typ: "invalid_request_error", param: "max_tokens", code: "memory_exceeded",
+			message: fmt.Sprintf("the request needs %s of sequence memory (%d prompt tokens + max_tokens %d); the server's budget is %s: ask for fewer tokens",
+				mib(need), len(prompt), p.maxTokens, mib(s.cfg.MaxMemory))})
+	}
+
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel() // also drops the job if it still runs (a stop string)
 	defer context.AfterFunc(s.abort, cancel)()
-	j := newJob(ctx, vi, prompt, p.sample, p.maxTokens)
+	j := newJob(ctx, vi, prompt, p.sample, p.maxTokens, positions, need)
 	switch err := s.queue.push(j); err {
 	case errQueueFull:
 		return fail(&apiError{status: http.StatusTooManyRequests, typ: "rate_limit_error", code: "queue_full",

@@ -22,6 +22,8 @@ type metrics struct {
 	ttft      histogram
 	batch     histogram
 	active    int
+	memory    int64 // bytes the running sequences have reserved
+	budget    int64 // Config.MaxMemory
 	// realized sparsity per variant: Σ sequences·sparsity and Σ sequences
 	// over its sparse steps.
 	realizedSum, realizedN []float64
@@ -63,6 +65,12 @@ func (m *metrics) addPrompt(n int) {
 func (m *metrics) addGenerated(n int) {
 	m.mu.Lock()
 	m.generated += uint64(n)
+	m.mu.Unlock()
+}
+
+func (m *metrics) setMemory(n int64) {
+	m.mu.Lock()
+	m.memory = n
 	m.mu.Unlock()
 }
 
@@ -138,6 +146,10 @@ func (m *metrics) write(w io.Writer, queued int, power func() (float64, bool)) {
 	fmt.Fprintf(&b, "acttail_queue_depth %d\n", queued)
 	head("acttail_active_sequences", "gauge", "Sequences generating.")
 	fmt.Fprintf(&b, "acttail_active_sequences %d\n", m.active)
+	head("acttail_sequence_memory_bytes", "gauge", "Backend memory the running sequences have reserved (KV caches and scratch, each at its worst case).")
+	fmt.Fprintf(&b, "acttail_sequence_memory_bytes %d\n", m.memory)
+	head("acttail_sequence_memory_budget_bytes", "gauge", "The most the sequences may reserve in all (--max-memory).")
+	fmt.Fprintf(&b, "acttail_sequence_memory_budget_bytes %d\n", m.budget)
 	head("acttail_realized_sparsity", "gauge", "Parameter-weighted fraction of projection inputs dropped, mean over decoded tokens since start.")
 	for v, name := range m.models {
 		switch {

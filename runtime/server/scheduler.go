@@ -25,6 +25,10 @@ type job struct {
 	prompt    []int
 	sample    sample.Options
 	maxTokens int
+	// positions is the most the sequence can reach (prompt + max_tokens,
+	// at most the context), need the bytes of a state that holds them.
+	positions int
+	need      int64
 	// events gets each generated token, then one final event, unless the
 	// job is dropped. Its buffer holds a whole generation.
 	events chan event
@@ -43,9 +47,9 @@ type event struct {
 	err    error  // done: the engine failed
 }
 
-func newJob(ctx context.Context, variant int, prompt []int, o sample.Options, maxTokens int) *job {
+func newJob(ctx context.Context, variant int, prompt []int, o sample.Options, maxTokens, positions int, need int64) *job {
 	return &job{ctx: ctx, variant: variant, prompt: prompt, sample: o, maxTokens: maxTokens,
-		events: make(chan event, maxTokens+1)}
+		positions: positions, need: need, events: make(chan event, maxTokens+1)}
 }
 
 // queue holds jobs waiting for a slot, first come first served.
@@ -82,13 +86,17 @@ func (q *queue) push(j *job) error {
 	return nil
 }
 
-// pop returns the oldest job whose request is still live, or nil,
-// discarding cancelled ones.
-func (q *queue) pop() *job {
+// pop returns the oldest job whose request is still live if fits says it
+// may start, else nil (it waits: no later job overtakes it), discarding
+// cancelled ones.
+func (q *queue) pop(fits func(*job) bool) *job {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for len(q.jobs) > 0 {
 		j := q.jobs[0]
+		if j.ctx.Err() == nil && !fits(j) {
+			return nil
+		}
 		q.jobs[0] = nil
 		q.jobs = q.jobs[1:]
 		if j.ctx.Err() == nil {
@@ -136,10 +144,12 @@ type scheduler struct {
 	m      *engine.Model
 	batch  *engine.Batch
 	logits []float32
-	pool   []*engine.State
 	active []*job // ordered by variant, so that a plan's rows are one run of a step
-	states []*engine.State
-	tokens []int
+	// reserved is the bytes the active jobs' states may grow to (their
+	// need), at most the server's MaxMemory.
+	reserved int64
+	states   []*engine.State
+	tokens   []int
 	// picker picks tokens on the device (nil: the backend cannot); temps
 	// and us are its per-row arguments.
 	picker    backend.Picker
@@ -163,12 +173,13 @@ func (sc *scheduler) run() {
 		sc.dropCancelled()
 		s.queue.prune()
 		for len(sc.active) < s.cfg.MaxBatch {
-			j := s.queue.pop()
+			j := s.queue.pop(func(j *job) bool { return sc.reserved+j.need <= s.cfg.MaxMemory })
 			if j == nil {
 				break
 			}
 			sc.admit(j)
 		}
+		s.metrics.setMemory(sc.reserved)
 		s.metrics.setActive(len(sc.active))
 		if len(sc.active) == 0 {
 			// Nothing runs, so the queue is empty: wait for a job.
@@ -202,15 +213,11 @@ func (sc *scheduler) dropCancelled() {
 	sc.active = live
 }
 
-// admit prefills j's prompt densely and emits its first token.
+// admit reserves j's state, prefills its prompt densely and emits its
+// first token.
 func (sc *scheduler) admit(j *job) {
-	var st *engine.State
-	if n := len(sc.pool); n > 0 {
-		st, sc.pool = sc.pool[n-1], sc.pool[:n-1]
-		st.Reset()
-	} else {
-		st = sc.m.NewState(sc.s.ctx, prefillRows)
-	}
+	st := sc.m.NewState(j.positions, prefillRows)
+	sc.reserved += j.need
 	st.Budgets, st.SparseFrom = sc.s.variants[j.variant].budgets, len(j.prompt)
 	j.state = st
 	V := sc.m.Config.VocabSize
@@ -350,9 +357,11 @@ func (sc *scheduler) finish(j *job, ev event) {
 	sc.release(j)
 }
 
+// release frees j's state and its reservation.
 func (sc *scheduler) release(j *job) {
 	if j.state != nil {
-		sc.pool = append(sc.pool, j.state)
+		j.state.Close()
+		sc.reserved -= j.need
 		j.state = nil
 	}
 }

@@ -57,8 +57,13 @@
 // # Memory
 //
 // Each running sequence holds an engine.State: a KV cache of
-// 2·layers·context·kv_dim float32 values plus prefill scratch. States are
-// pooled and reused, so the server allocates at most MaxBatch of them.
+// 2·layers·positions·kv_dim float32 values, which grows with the
+// sequence, plus prefill scratch (engine.Model.StateBytes). A job reserves
+// its worst case, a state for its prompt plus max_tokens (at most the
+// context), when it is admitted, and frees it when it ends; the scheduler
+// admits the oldest waiting job only while the reservations fit in
+// MaxMemory, so no file or request can make the sequences allocate past
+// it. A request whose worst case alone does not fit gets a 400 at once.
 //
 // # Generation
 //
@@ -113,9 +118,17 @@ type Config struct {
 	MaxBatch int
 	// Queue is the most requests waiting for a slot; more get 429 (64).
 	Queue int
-	// Context is each sequence's context length (0 or more than the
-	// model's: the model's).
+	// Context is each sequence's context length (0: the model's, at most
+	// DefaultContext; more than the model's: the model's).
 	Context int
+	// MaxMemory is the backend memory in bytes that the sequences' states
+	// (KV caches and scratch) may hold in all (0: half of what the
+	// backend has free when the server starts, backend.Memory; without
+	// that, MaxBatch states of the full context). A request is admitted
+	// when its worst case (its prompt plus max_tokens) fits beside those
+	// of the running ones; one whose worst case alone passes it gets a
+	// 400 before anything is allocated.
+	MaxMemory int64
 	// MaxBody is the largest request body in bytes; larger get 413 (1 MiB).
 	MaxBody int64
 	// MaxTokensLimit is the largest max_tokens a request may ask for (the
@@ -136,6 +149,11 @@ type Config struct {
 	// decode tick (tests use it to hold or slow the scheduler).
 	beforeStep func()
 }
+
+// DefaultContext is the context a sequence gets when neither Config.Context
+// nor a smaller model context says otherwise: a model's own (up to 128K
+// tokens for Llama 3.1) would make a worst-case request reserve gigabytes.
+const DefaultContext = 4096
 
 // Plan is a sparsity plan served under a model name.
 type Plan struct {
@@ -199,8 +217,17 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("server: negative limit")
 	}
 	ctxLen := cfg.Model.Config.SeqLen
-	if cfg.Context > 0 && cfg.Context < ctxLen {
+	switch {
+	case cfg.Context > 0 && cfg.Context < ctxLen:
 		ctxLen = cfg.Context
+	case cfg.Context == 0:
+		ctxLen = min(ctxLen, DefaultContext)
+	}
+	if cfg.MaxMemory < 0 {
+		return nil, errors.New("server: negative memory budget")
+	}
+	if cfg.MaxMemory == 0 {
+		cfg.MaxMemory = defaultMemory(cfg.Model, ctxLen, cfg.MaxBatch)
 	}
 	if cfg.MaxTokensLimit == 0 || cfg.MaxTokensLimit > ctxLen {
 		cfg.MaxTokensLimit = ctxLen
@@ -219,6 +246,7 @@ func New(cfg Config) (*Server, error) {
 		names[i] = v.name
 	}
 	s.metrics = newMetrics(names)
+	s.metrics.budget = cfg.MaxMemory
 	s.abort, s.abortFunc = context.WithCancel(context.Background())
 	s.routes()
 	sch := newScheduler(s)
@@ -268,6 +296,24 @@ func (s *Server) resolvePlans() error {
 		s.def = 1
 	}
 	return nil
+}
+
+// defaultMemory is Config.MaxMemory's default: half of the backend's free
+// memory, or maxBatch states of the full context where it cannot say.
+func defaultMemory(m *engine.Model, ctx, maxBatch int) int64 {
+	if mem, ok := m.Backend.(backend.Memory); ok {
+		if free, err := mem.FreeMemory(); err == nil && free > 0 {
+			return free / 2
+		}
+	}
+	return int64(maxBatch) * m.StateBytes(ctx, prefillRows)
+}
+
+// Memory is the sequences' memory budget in bytes (Config.MaxMemory), the
+// context of each sequence, and the bytes one sequence of that whole
+// context reserves.
+func (s *Server) Memory() (budget int64, ctx int, perSequence int64) {
+	return s.cfg.MaxMemory, s.ctx, s.cfg.Model.StateBytes(s.ctx, prefillRows)
 }
 
 // Handler returns the HTTP handler of every endpoint.

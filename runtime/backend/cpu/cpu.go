@@ -89,6 +89,13 @@ func (*Backend) Upload(t *model.Tensor) (backend.Weight, error) {
 // Alloc implements backend.Backend.
 func (*Backend) Alloc(n int) backend.Buffer { return &Buf{make([]float32, n)} }
 
+// Free implements backend.Backend: the garbage collector frees the memory.
+func (*Backend) Free(backend.Buffer) {}
+
+// FreeMemory implements backend.Memory: the memory the kernel reports as
+// available to new allocations (MemAvailable of /proc/meminfo).
+func (*Backend) FreeMemory() (int64, error) { return memAvailable("/proc/meminfo") }
+
 // View implements backend.Backend.
 func (*Backend) View(b backend.Buffer, off, n int) backend.Buffer {
 	return &Buf{b.(*Buf).D[off : off+n : off+n]}

@@ -123,6 +123,7 @@ var kernelNames = []string{
 var (
 	_ backend.Backend = (*Backend)(nil)
 	_ backend.Picker  = (*Backend)(nil)
+	_ backend.Memory  = (*Backend)(nil)
 )
 
 // New opens device o.Device and loads the kernels. Without a driver or a
@@ -350,6 +351,36 @@ func (b *Backend) Alloc(n int) backend.Buffer {
 	p, err := b.alloc(4 * n)
 	b.fail(err) // a failed allocation is a buffer at 0 that no op touches
 	return &Buf{p, n}
+}
+
+// Free implements backend.Backend. A buffer whose allocation failed (the
+// sticky error) has nothing to free.
+func (b *Backend) Free(x backend.Buffer) {
+	d := buf(x)
+	if d.p == 0 {
+		return
+	}
+	if _, ok := b.allocs[d.p]; !ok {
+		panic("cuda: free: not a buffer from Alloc, or freed already (a view?)")
+	}
+	b.flush(nil) // the pending op goes first
+	b.outsideStep("free")
+	if b.err != nil {
+		delete(b.allocs, d.p) // the context is lost; Close frees nothing more of it
+		return
+	}
+	b.fail(b.free(d.p))
+}
+
+// FreeMemory implements backend.Memory: the device's free memory.
+func (b *Backend) FreeMemory() (int64, error) {
+	var free uint64
+	err := b.dev.Do(func(c *cudadrv.Ctx) error {
+		var err error
+		free, _, err = c.MemGetInfo()
+		return err
+	})
+	return int64(free), err
 }
 
 // View implements backend.Backend.

@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/acttail/acttail-gpu/cgo"
 	"github.com/acttail/acttail-gpu/internal/testfiles"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
@@ -17,11 +19,26 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/tokenizer"
 )
 
-// hugeContext is a context whose KV cache (stories260K: 5 layers × 2 ×
-// 2^28 × 32 float32) no device here holds, so the first allocation of a
-// state's cache fails: a real device fault (out of memory), on the
-// emulator (16 GiB) as on an H200.
-const hugeContext = 1 << 28
+// fillDevice takes all of the device's free memory, as another process on
+// the GPU would (allocated, never touched), and gives it back at the end
+// of the test, before the backend closes: the backend's next allocation
+// fails, a real device fault (out of memory) from the driver.
+func fillDevice(t *testing.T, g *Backend) {
+	t.Helper()
+	free, err := g.FreeMemory()
+	if err != nil || free <= 0 {
+		t.Fatalf("free memory: %d, %v", free, err)
+	}
+	var p cudadrv.DevicePtr
+	if err := g.dev.Do(func(c *cudadrv.Ctx) (err error) { p, err = c.MemAlloc(int(free)); return err }); err != nil {
+		t.Skipf("cannot take the device's %d free bytes: %v", free, err)
+	}
+	t.Cleanup(func() {
+		if err := g.dev.Do(func(c *cudadrv.Ctx) error { return c.MemFree(p) }); err != nil {
+			t.Error(err)
+		}
+	})
+}
 
 // TestGPUStickyError: a device error is kept as Err, the ops after it do
 // nothing (and do not crash on the buffer that was never allocated), and
@@ -33,7 +50,6 @@ func TestGPUStickyError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Config.SeqLen = hugeContext
 	e, err := engine.Load(g, m)
 	if err != nil {
 		t.Fatal(err)
@@ -41,10 +57,11 @@ func TestGPUStickyError(t *testing.T) {
 	if g.Err() != nil {
 		t.Fatalf("error before the fault: %v", g.Err())
 	}
-	s := e.NewState(hugeContext, 4)
+	fillDevice(t, g)
+	s := e.NewState(64, 4)
 	first := g.Err()
 	if first == nil {
-		t.Fatal("a 32 GiB cache allocated without an error")
+		t.Fatal("a state allocated on a full device without an error")
 	}
 	logits := make([]float32, m.Config.VocabSize)
 	err = s.Forward([]int{1, 2, 3}, logits, false)
@@ -59,10 +76,10 @@ func TestGPUStickyError(t *testing.T) {
 	}
 }
 
-// TestGPUServeDeviceFault serves on the emulated GPU and makes the first
-// request hit a device fault (its sequence's cache does not fit): that
-// request gets a 500, the server keeps running, answers the next request
-// with a 500 too, and /healthz reports the fault with a 503.
+// TestGPUServeDeviceFault serves on the emulated GPU and fills the
+// device, so the first request meets a device fault when its state is
+// allocated: it gets a 500, the server keeps running, answers the next
+// request with a 500 too, and /healthz reports the fault with a 503.
 func TestGPUServeDeviceFault(t *testing.T) {
 	defer guard(t)
 	g := newGPU(t)
@@ -74,15 +91,16 @@ func TestGPUServeDeviceFault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Config.SeqLen = hugeContext
 	e, err := engine.Load(g, m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Model: e, Tokenizer: tok, Context: hugeContext})
+	srv, err := server.New(server.Config{Model: e, Tokenizer: tok, MaxMemory: 1 << 30})
 	if err != nil {
 		t.Fatal(err)
 	}
+	fillDevice(t, g)
+	defer srv.Shutdown(context.Background()) // before the backend closes
 	ts := httptest.NewServer(srv.Handler())
 	defer ts.Close()
 	post := func() (int, string) {
