@@ -25,7 +25,7 @@ type Options struct {
 	Method string
 	alloc.Options
 	Xmin htsr.XminMethod
-	Mode string // plan.ModeTopK or plan.ModeThreshold
+	Mode plan.Mode // plan.ModeTopK ("" too) or plan.ModeThreshold
 }
 
 // Sites returns the plan sites of m with the heavy-tail fits filled in

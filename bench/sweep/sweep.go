@@ -34,7 +34,7 @@ type Config struct {
 	Directions   []alloc.Direction
 	BlockAverage bool
 	SMin, SMax   float64
-	Mode         string // plan.ModeTopK or plan.ModeThreshold
+	Mode         plan.Mode // plan.ModeTopK or plan.ModeThreshold
 	Ctx, Stride  int
 	Sparse       string // eval.SparseAll, SparseSecondHalf or SparseNone
 	CalibPasses  int

@@ -100,7 +100,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg := sweep.Config{
 		Levels: *levels, Methods: *methods, Eps: *epsList, Directions: directions, BlockAverage: pf.blockAverage,
-		SMin: pf.sMin, SMax: pf.sMax, Mode: pf.mode, Ctx: *evalCtx, Stride: *stride, Sparse: *sparseTokens, CalibPasses: *passes,
+		SMin: pf.sMin, SMax: pf.sMax, Mode: opts.Mode, Ctx: *evalCtx, Stride: *stride, Sparse: *sparseTokens, CalibPasses: *passes,
 		Greedy:       profile.GreedyOptions{Step: *greedyStep, Refine: *greedyRefine, SMax: pf.sMax},
 		GreedyTokens: *greedyTokens,
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/acttail/acttail-gpu/runtime/backend"
 	"io"
 	"os"
 	"text/tabwriter"
@@ -15,6 +14,7 @@ import (
 	"github.com/acttail/acttail-gpu/profile/alloc"
 	"github.com/acttail/acttail-gpu/profile/calib"
 	"github.com/acttail/acttail-gpu/profile/htsr"
+	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
 )
@@ -41,7 +41,7 @@ func (f *planFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.xmin, "xmin", string(htsr.XminMid), "power-law xmin rule: ks, mid or peak (default from docs/results/README.md)")
 	fs.Float64Var(&f.sMin, "s-min", 0, "lowest sparsity of one projection")
 	fs.Float64Var(&f.sMax, "s-max", alloc.DefaultSMax, "highest sparsity of one projection")
-	fs.StringVar(&f.mode, "mode", plan.ModeTopK, "run-time masking: topk (exact k per token) or threshold (calibrated |x| cut)")
+	fs.StringVar(&f.mode, "mode", string(plan.ModeTopK), "run-time masking: topk (exact k per token) or threshold (calibrated |x| cut)")
 	fs.IntVar(&f.ctx, "calib-ctx", 256, "calibration window length in tokens")
 	fs.IntVar(&f.calibTokens, "calib-tokens", 0, "use only the first N calibration tokens (0: all)")
 	fs.IntVar(&f.calibSample, "calib-sample", 0, "add N tokens of text sampled from the model itself to the calibration text (data-free calibration)")
@@ -53,15 +53,16 @@ func (f *planFlags) options(target float64) (profile.Options, error) {
 	if err != nil {
 		return profile.Options{}, err
 	}
-	if f.mode != plan.ModeTopK && f.mode != plan.ModeThreshold {
-		return profile.Options{}, fmt.Errorf("--mode %q: want topk or threshold", f.mode)
+	mode, err := plan.ParseMode(f.mode)
+	if err != nil {
+		return profile.Options{}, fmt.Errorf("--mode: %w", err)
 	}
 	switch f.method {
 	case profile.MethodUniform, profile.MethodActTail, profile.MethodGreedy:
 	default:
 		return profile.Options{}, fmt.Errorf("--method %q: want uniform, acttail or greedy", f.method)
 	}
-	o := profile.Options{Method: f.method, Xmin: xm, Mode: f.mode, Options: alloc.Options{
+	o := profile.Options{Method: f.method, Xmin: xm, Mode: mode, Options: alloc.Options{
 		Target: target, Eps: f.eps, Direction: alloc.Direction(f.direction), BlockAverage: f.blockAverage, SMin: f.sMin, SMax: f.sMax}}
 	return o, o.Options.Validate()
 }
@@ -247,18 +248,45 @@ func plotPlan(p *plan.Plan, path string) error {
 }
 
 // loadPlan reads a plan, checks it against the model and turns it into
-// run-time budgets in mode ("": the plan's own).
+// run-time budgets in mode, the value of a --mode flag ("": the plan's
+// own).
 func loadPlan(l *loaded, path, mode string) (*plan.Plan, *backend.Budgets, error) {
-	p, err := plan.Load(path)
+	m, err := planMode(mode)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := p.Check(l.file); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	p, err := checkedPlan(l, path)
+	if err != nil {
+		return nil, nil, err
 	}
-	bud, err := l.engine.Budgets(p, mode)
+	bud, err := l.engine.Budgets(p, m)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return p, bud, nil
+}
+
+// checkedPlan reads a plan and checks it against the model.
+func checkedPlan(l *loaded, path string) (*plan.Plan, error) {
+	p, err := plan.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Check(l.file); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+// planMode reads the value of a --mode flag that may be empty (the
+// plan's own mode).
+func planMode(s string) (plan.Mode, error) {
+	if s == "" {
+		return "", nil
+	}
+	m, err := plan.ParseMode(s)
+	if err != nil {
+		return "", fmt.Errorf("--mode: %w", err)
+	}
+	return m, nil
 }

@@ -140,7 +140,7 @@ type Config struct {
 type Plan struct {
 	Name string
 	Plan *plan.Plan
-	Mode string // plan.ModeTopK or plan.ModeThreshold; "": the plan's own
+	Mode plan.Mode // plan.ModeTopK or plan.ModeThreshold; "": the plan's own
 }
 
 // variant is one servable model name and the budgets it runs under.
