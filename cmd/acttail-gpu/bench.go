@@ -6,14 +6,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/acttail/acttail-gpu/bench/sweep"
 	"github.com/acttail/acttail-gpu/profile"
 	"github.com/acttail/acttail-gpu/profile/alloc"
-	"github.com/acttail/acttail-gpu/profile/htsr"
 	"github.com/acttail/acttail-gpu/runtime/eval"
 	"github.com/acttail/acttail-gpu/runtime/plan"
 	"github.com/acttail/acttail-gpu/runtime/power"
@@ -89,17 +87,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		directions = append(directions, alloc.Direction(d))
 	}
-	for _, m := range *methods {
-		if m != profile.MethodUniform && m != profile.MethodActTail && m != profile.MethodGreedy {
-			return fmt.Errorf("--methods: %q: want uniform, acttail or greedy", m)
+	var methodList []profile.Method
+	for _, s := range *methods {
+		m, err := profile.ParseMethod(s)
+		if err != nil {
+			return fmt.Errorf("--methods: %w", err)
 		}
+		methodList = append(methodList, m)
 	}
 	opts, err := pf.options(0)
 	if err != nil {
 		return err
 	}
 	cfg := sweep.Config{
-		Levels: *levels, Methods: *methods, Eps: *epsList, Directions: directions, BlockAverage: pf.blockAverage,
+		Levels: *levels, Methods: methodList, Eps: *epsList, Directions: directions, BlockAverage: pf.blockAverage,
 		SMin: pf.sMin, SMax: pf.sMax, Mode: opts.Mode, Ctx: *evalCtx, Stride: *stride, Sparse: *sparseTokens, CalibPasses: *passes,
 		Greedy:       profile.GreedyOptions{Step: *greedyStep, Refine: *greedyRefine, SMax: pf.sMax},
 		GreedyTokens: *greedyTokens,
@@ -137,13 +138,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		sets = append(sets, sweep.Data{Name: filepath.Base(d), Tokens: ids})
 	}
-	// Only ActTail (and the greedy search, which starts from ActTail
-	// allocations) needs the spectra, which take minutes on 7B-sized models.
-	var fits []htsr.Fit
-	if slices.Contains(*methods, profile.MethodActTail) || slices.Contains(*methods, profile.MethodGreedy) {
-		if fits, err = profile.Fits(ctx, l.file, opts.Xmin, pf.fitsCache, stderr); err != nil {
-			return err
-		}
+	fits, err := profile.FitsFor(ctx, l.file, cfg.Methods, opts.Xmin, pf.fitsCache, stderr)
+	if err != nil {
+		return err
 	}
 	var energy, noMeter string // the meter, or why there is none
 	if *speed {

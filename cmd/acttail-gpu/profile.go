@@ -57,12 +57,11 @@ func (f *planFlags) options(target float64) (profile.Options, error) {
 	if err != nil {
 		return profile.Options{}, fmt.Errorf("--mode: %w", err)
 	}
-	switch f.method {
-	case profile.MethodUniform, profile.MethodActTail, profile.MethodGreedy:
-	default:
-		return profile.Options{}, fmt.Errorf("--method %q: want uniform, acttail or greedy", f.method)
+	method, err := profile.ParseMethod(f.method)
+	if err != nil {
+		return profile.Options{}, fmt.Errorf("--method: %w", err)
 	}
-	o := profile.Options{Method: f.method, Xmin: xm, Mode: mode, Options: alloc.Options{
+	o := profile.Options{Method: method, Xmin: xm, Mode: mode, Options: alloc.Options{
 		Target: target, Eps: f.eps, Direction: alloc.Direction(f.direction), BlockAverage: f.blockAverage, SMin: f.sMin, SMax: f.sMax}}
 	return o, o.Options.Validate()
 }
@@ -134,63 +133,31 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	var fits []htsr.Fit // uniform needs no spectra; they take minutes on 7B-sized models
-	if o.Method != profile.MethodUniform {
-		if fits, err = profile.Fits(ctx, l.file, o.Xmin, pf.fitsCache, stderr); err != nil {
-			return err
-		}
-	}
-	sites, err := profile.Sites(l.file, fits)
+	fits, err := profile.FitsFor(ctx, l.file, []profile.Method{o.Method}, o.Xmin, pf.fitsCache, stderr)
 	if err != nil {
 		return err
 	}
-	s := l.engine.NewState(pf.ctx, 128)
-	var budgets []float64
-	if o.Method == profile.MethodGreedy {
-		fmt.Fprintf(stderr, "greedy search on %d calibration tokens...\n", len(ids))
-		all, err := profile.Greedy(ctx, s, ids, sites, profile.GreedyOptions{Levels: []float64{*target}, Start: *target * 0.6,
-			Candidates: actTailCandidates(sites, o.Options)})
-		if err != nil {
-			return err
-		}
-		budgets = all[0]
-	} else if budgets, err = profile.Budgets(sites, o); err != nil {
-		return err
-	}
-	p, err := profile.NewPlan(l.file, sites, budgets, o)
+	pipe, err := profile.New(l.file, fits, l.engine.NewState(pf.ctx, 128), ids)
 	if err != nil {
 		return err
 	}
-	p.Calibration = &plan.Calibration{File: *calibPath, Tokens: len(ids)}
-	if _, err := calib.Calibrate(ctx, s, ids, p.Sites, 3); err != nil {
+	// A plan file keeps thresholds in either mode, so that it can also run
+	// in the other; a search also starts from ActTail in both directions.
+	pipe.CalibFile, pipe.CalibPasses, pipe.CalibrateTopK = *calibPath, 3, true
+	pipe.Seeds = profile.Grid{Eps: []float64{o.Eps}, Directions: []alloc.Direction{alloc.LargerAlphaSparser, alloc.SmallerAlphaSparser}}
+	if o.Method.Searches() {
+		fmt.Fprintf(stderr, "%s search on %d calibration tokens...\n", o.Method, len(ids))
+	}
+	plans, err := pipe.Make(ctx, o, []float64{*target})
+	if err != nil {
 		return err
 	}
+	p := plans[0]
 	if err := p.Save(*out); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s: %s, target %.3f, realized %.4f over %d projections (%s mode)\n", *out, p.Method, p.Target, p.Realized, len(p.Sites), p.Mode)
 	return nil
-}
-
-// actTailCandidates offers the greedy search the ActTail allocations of
-// both directions at each level, so that it starts from the best of them.
-func actTailCandidates(sites []plan.Site, base alloc.Options) func(float64) ([][]float64, error) {
-	return func(level float64) ([][]float64, error) {
-		var out [][]float64
-		for _, d := range []alloc.Direction{alloc.LargerAlphaSparser, alloc.SmallerAlphaSparser} {
-			o := base
-			o.Target, o.Direction = level, d
-			if o.Eps == 0 {
-				continue
-			}
-			s, err := alloc.ActTail(sites, o)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, s)
-		}
-		return out, nil
-	}
 }
 
 func runProfileShow(args []string, stdout, stderr io.Writer) error {
