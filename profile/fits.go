@@ -59,3 +59,15 @@ func Fits(ctx context.Context, m *model.Model, xmin htsr.XminMethod, cache strin
 	}
 	return fits, nil
 }
+
+// FitsFor is Fits when one of methods reads the fits (Method.NeedsFits),
+// else nil: uniform needs no spectra, which take minutes on 7B-sized
+// models.
+func FitsFor(ctx context.Context, m *model.Model, methods []Method, xmin htsr.XminMethod, cache string, progress io.Writer) ([]htsr.Fit, error) {
+	for _, meth := range methods {
+		if meth.NeedsFits() {
+			return Fits(ctx, m, xmin, cache, progress)
+		}
+	}
+	return nil, nil
+}

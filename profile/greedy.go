@@ -60,6 +60,32 @@ type GreedyOptions struct {
 // The model must be loaded sparse. The search runs s under budgets of its
 // own; s.Budgets is left as it was.
 func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Site, o GreedyOptions) ([][]float64, error) {
+	g, err := newGreedy(ctx, s, tokens, sites, o)
+	if err != nil {
+		return nil, err
+	}
+	defer func(b *backend.Budgets) { s.Budgets = b }(s.Budgets)
+	return g.run()
+}
+
+// greedy is one search: the allocation it stands at, that allocation's
+// loss, and the queue of moves from it.
+type greedy struct {
+	ctx    context.Context
+	s      *engine.State
+	tokens []int
+	sites  []plan.Site
+	o      GreedyOptions // defaults filled in
+	levels []float64     // o.Levels, sorted
+	total  float64       // Σ P_i over the sites
+	cur    []float64     // the allocation: a sparsity per site
+	base   float64       // the loss at cur
+	q      costHeap      // a move per site that can still rise; costs may be stale
+}
+
+// newGreedy checks o, fills in its defaults and places the search at its
+// seed.
+func newGreedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Site, o GreedyOptions) (*greedy, error) {
 	if len(o.Levels) == 0 {
 		return nil, errors.New("greedy: no levels")
 	}
@@ -71,244 +97,320 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 	if o.SMax <= 0 {
 		o.SMax = 0.99
 	}
-	if !(o.Start >= 0 && o.Start <= levels[0]) || levels[len(levels)-1] >= o.SMax {
-		return nil, fmt.Errorf("greedy: start %g and levels %v must satisfy 0 ≤ start ≤ levels < s_max %g", o.Start, levels, o.SMax)
-	}
-	cur := make([]float64, len(sites))
-	if o.Seed != nil {
-		if len(o.Seed) != len(sites) {
-			return nil, fmt.Errorf("greedy: seed has %d sites, model %d", len(o.Seed), len(sites))
-		}
-		copy(cur, o.Seed)
-	} else {
-		for i := range cur {
-			cur[i] = o.Start
-		}
-	}
-	m := s.Model()
-	defer func(b *backend.Budgets) { s.Budgets = b }(s.Budgets)
-	var total float64
-	for _, st := range sites {
-		total += float64(st.Params())
-	}
-	lossOn := func(sp []float64, toks []int) (float64, error) {
-		bs := make([]backend.Site, len(sites))
-		for i, st := range sites {
-			bs[i] = backend.Site{ID: i, TopK: true, K: plan.KeepFor(sp[i], st.DIn)}
-		}
-		var err error
-		if s.Budgets, err = m.SiteBudgets(bs); err != nil {
-			return 0, err
-		}
-		r, err := eval.Perplexity(ctx, s, toks, eval.Options{Ctx: s.Context(), Stride: s.Context(), Sparse: eval.SparseAll})
-		return r.MeanNLL, err
-	}
-	loss := func(sp []float64) (float64, error) { return lossOn(sp, tokens) }
-	// holdoutOK reports whether moving from old to cur keeps the held-out
-	// loss from rising (always true without held-out tokens).
-	holdoutOK := func(old, cur []float64) (bool, error) {
-		if len(o.Holdout) < 2 {
-			return true, nil
-		}
-		a, err := lossOn(old, o.Holdout)
-		if err != nil {
-			return false, err
-		}
-		b, err := lossOn(cur, o.Holdout)
-		return b < a, err
-	}
-	uniform := func(lv float64) []float64 {
-		u := make([]float64, len(sites))
-		for i := range u {
-			u[i] = lv
-		}
-		return u
-	}
-	base, err := loss(cur)
-	if err != nil {
-		return nil, err
-	}
-	mean := func() float64 {
-		var num float64
-		for i, st := range sites {
-			num += float64(st.Params()) * cur[i]
-		}
-		return num / total
-	}
-	// gain is the weighted sparsity one move of site i adds.
-	step := func(i int) float64 { return math.Min(o.Step, o.SMax-cur[i]) }
-	gain := func(i int) float64 { return step(i) * float64(sites[i].Params()) / total }
-	measure := func(i int) (float64, error) {
-		old := cur[i]
-		cur[i] += step(i)
-		l, err := loss(cur)
-		cur[i] = old
-		return (l - base) / gain(i), err
-	}
-	// refine runs transfer rounds at the current level (see Refine).
-	refine := func(cur []float64, base float64) (float64, error) {
-		for range o.Refine {
-			up := make([]float64, len(sites))   // loss increase per unit gained
-			down := make([]float64, len(sites)) // loss decrease per unit given back
-			for i := range sites {
-				old := cur[i]
-				up[i], down[i] = math.Inf(1), math.Inf(-1)
-				if d := math.Min(o.Step, o.SMax-old); d > 1e-12 {
-					cur[i] = old + d
-					l, err := loss(cur)
-					if err != nil {
-						return 0, err
-					}
-					up[i] = (l - base) / (d * float64(sites[i].Params()) / total)
-				}
-				if d := math.Min(o.Step, old); d > 1e-12 {
-					cur[i] = old - d
-					l, err := loss(cur)
-					if err != nil {
-						return 0, err
-					}
-					down[i] = (base - l) / (d * float64(sites[i].Params()) / total)
-				}
-				cur[i] = old
-			}
-			// Try the three most promising transfers; keep the first that helps.
-			type pair struct {
-				from, to int
-				score    float64
-			}
-			var pairs []pair
-			for i := range sites {
-				for j := range sites {
-					if i != j && !math.IsInf(down[i], 0) && !math.IsInf(up[j], 0) && down[i] > up[j] {
-						pairs = append(pairs, pair{i, j, down[i] - up[j]})
-					}
-				}
-			}
-			sort.Slice(pairs, func(a, b int) bool { return pairs[a].score > pairs[b].score })
-			improved := false
-			for _, pr := range pairs[:min(3, len(pairs))] {
-				// equal weighted amounts: P_from·d_from = P_to·d_to
-				w := math.Min(math.Min(o.Step, cur[pr.from])*float64(sites[pr.from].Params()),
-					math.Min(o.Step, o.SMax-cur[pr.to])*float64(sites[pr.to].Params()))
-				df, dt := w/float64(sites[pr.from].Params()), w/float64(sites[pr.to].Params())
-				old := slices.Clone(cur)
-				cur[pr.from] -= df
-				cur[pr.to] += dt
-				l, err := loss(cur)
-				if err != nil {
-					return 0, err
-				}
-				if l < base {
-					ok, err := holdoutOK(old, cur)
-					if err != nil {
-						return 0, err
-					}
-					if ok {
-						base, improved = l, true
-						break
-					}
-				}
-				cur[pr.from] += df
-				cur[pr.to] -= dt
-			}
-			if !improved {
-				break
-			}
-		}
-		return base, nil
-	}
 	if o.Refine == 0 {
 		o.Refine = 4
 	}
-	q := &costHeap{}
-	for i := range sites {
-		if step(i) <= 0 {
+	if !(o.Start >= 0 && o.Start <= levels[0]) || levels[len(levels)-1] >= o.SMax {
+		return nil, fmt.Errorf("greedy: start %g and levels %v must satisfy 0 ≤ start ≤ levels < s_max %g", o.Start, levels, o.SMax)
+	}
+	if o.Seed != nil && len(o.Seed) != len(sites) {
+		return nil, fmt.Errorf("greedy: seed has %d sites, model %d", len(o.Seed), len(sites))
+	}
+	g := &greedy{ctx: ctx, s: s, tokens: tokens, sites: sites, o: o, levels: levels, cur: make([]float64, len(sites))}
+	if o.Seed != nil {
+		copy(g.cur, o.Seed)
+	} else {
+		g.cur = g.uniform(o.Start)
+	}
+	for _, st := range sites {
+		g.total += float64(st.Params())
+	}
+	return g, nil
+}
+
+// run walks the levels upwards and returns the allocation at each.
+func (g *greedy) run() ([][]float64, error) {
+	var err error
+	if g.base, err = g.loss(g.cur); err != nil {
+		return nil, err
+	}
+	for i := range g.sites {
+		if g.step(i) <= 0 {
 			continue
 		}
-		c, err := measure(i)
-		if err != nil {
+		if err := g.requeue(i); err != nil {
 			return nil, err
 		}
-		heap.Push(q, move{i, c})
 	}
-	out := make([][]float64, 0, len(levels))
-	for _, lv := range levels {
-		for mean() < lv-1e-12 {
-			if q.Len() == 0 {
-				return nil, fmt.Errorf("greedy: every site is at s_max %g before level %g", o.SMax, lv)
-			}
-			mv := heap.Pop(q).(move)
-			c, err := measure(mv.site)
-			if err != nil {
-				return nil, err
-			}
-			if q.Len() > 0 && c > (*q)[0].cost {
-				heap.Push(q, move{mv.site, c}) // no longer the cheapest
-				continue
-			}
-			i := mv.site
-			need := (lv - mean()) * total / float64(sites[i].Params())
-			if need < step(i) {
-				// cut the move at the level; the rest of it stays queued
-				cur[i] += need
-				if base, err = loss(cur); err != nil {
-					return nil, err
-				}
-				heap.Push(q, move{i, c})
-				break
-			}
-			cur[i] += step(i)
-			if base, err = loss(cur); err != nil {
-				return nil, err
-			}
-			if step(i) > 1e-12 {
-				c, err := measure(i)
-				if err != nil {
-					return nil, err
-				}
-				heap.Push(q, move{i, c})
-			}
-		}
-		// fix the mean to the level exactly (floating-point dust)
-		scale := lv / mean()
-		for i := range cur {
-			cur[i] *= scale
-		}
-		if base, err = loss(cur); err != nil {
+	out := make([][]float64, 0, len(g.levels))
+	for _, lv := range g.levels {
+		if err := g.level(lv); err != nil {
 			return nil, err
 		}
-		// start the refinement from the best candidate
-		cands := [][]float64{uniform(lv)}
-		if o.Candidates != nil {
-			more, err := o.Candidates(lv)
-			if err != nil {
-				return nil, err
-			}
-			cands = append(cands, more...)
-		}
-		for _, c := range cands {
-			if len(c) != len(cur) {
-				return nil, fmt.Errorf("greedy: candidate with %d sites for %d", len(c), len(cur))
-			}
-			l, err := loss(c)
-			if err != nil {
-				return nil, err
-			}
-			if l < base {
-				copy(cur, c)
-				base = l
-			}
-		}
-		if base, err = refine(cur, base); err != nil {
-			return nil, err
-		}
-		out = append(out, append([]float64(nil), cur...))
-		if o.Progress != nil {
-			l, _ := loss(cur)
-			o.Progress(lv, l)
+		out = append(out, append([]float64(nil), g.cur...))
+		if g.o.Progress != nil {
+			l, _ := g.loss(g.cur)
+			g.o.Progress(lv, l)
 		}
 	}
 	return out, nil
+}
+
+// level takes the search to level lv: the greedy path up to it, then
+// the best of that and the candidates, refined.
+func (g *greedy) level(lv float64) error {
+	for g.mean() < lv-1e-12 {
+		cut, err := g.move(lv)
+		if err != nil {
+			return err
+		}
+		if cut {
+			break
+		}
+	}
+	// fix the mean to the level exactly (floating-point dust)
+	scale := lv / g.mean()
+	for i := range g.cur {
+		g.cur[i] *= scale
+	}
+	var err error
+	if g.base, err = g.loss(g.cur); err != nil {
+		return err
+	}
+	if err := g.bestStart(lv); err != nil {
+		return err
+	}
+	return g.refine()
+}
+
+// move takes the cheapest move of the queue, after re-measuring it, or
+// puts it back if it is no longer the cheapest. A move that would pass
+// lv is cut at lv (cut true): the rest of it stays queued.
+func (g *greedy) move(lv float64) (cut bool, err error) {
+	if g.q.Len() == 0 {
+		return false, fmt.Errorf("greedy: every site is at s_max %g before level %g", g.o.SMax, lv)
+	}
+	i := heap.Pop(&g.q).(move).site
+	c, err := g.measure(i)
+	if err != nil {
+		return false, err
+	}
+	if g.q.Len() > 0 && c > g.q[0].cost {
+		heap.Push(&g.q, move{i, c}) // no longer the cheapest
+		return false, nil
+	}
+	need := (lv - g.mean()) * g.total / float64(g.sites[i].Params())
+	if need < g.step(i) {
+		g.cur[i] += need
+		if g.base, err = g.loss(g.cur); err != nil {
+			return false, err
+		}
+		heap.Push(&g.q, move{i, c})
+		return true, nil
+	}
+	g.cur[i] += g.step(i)
+	if g.base, err = g.loss(g.cur); err != nil {
+		return false, err
+	}
+	if g.step(i) > 1e-12 {
+		return false, g.requeue(i)
+	}
+	return false, nil
+}
+
+// bestStart moves the search to uniform at lv, or to a candidate
+// (GreedyOptions.Candidates), where that has a lower loss than cur.
+func (g *greedy) bestStart(lv float64) error {
+	cands := [][]float64{g.uniform(lv)}
+	if g.o.Candidates != nil {
+		more, err := g.o.Candidates(lv)
+		if err != nil {
+			return err
+		}
+		cands = append(cands, more...)
+	}
+	for _, c := range cands {
+		if len(c) != len(g.cur) {
+			return fmt.Errorf("greedy: candidate with %d sites for %d", len(c), len(g.cur))
+		}
+		l, err := g.loss(c)
+		if err != nil {
+			return err
+		}
+		if l < g.base {
+			copy(g.cur, c)
+			g.base = l
+		}
+	}
+	return nil
+}
+
+// refine runs transfer rounds at the current level (see
+// GreedyOptions.Refine) until one does not help.
+func (g *greedy) refine() error {
+	for range g.o.Refine {
+		up, down, err := g.slopes()
+		if err != nil {
+			return err
+		}
+		improved, err := g.transfer(up, down)
+		if err != nil || !improved {
+			return err
+		}
+	}
+	return nil
+}
+
+// slopes measures, for every site, the loss increase per unit of
+// weighted sparsity of one Step up (+Inf at s_max) and the loss decrease
+// per unit of one Step down (−Inf at 0).
+func (g *greedy) slopes() (up, down []float64, err error) {
+	up, down = make([]float64, len(g.sites)), make([]float64, len(g.sites))
+	for i := range g.sites {
+		old := g.cur[i]
+		up[i], down[i] = math.Inf(1), math.Inf(-1)
+		if d := math.Min(g.o.Step, g.o.SMax-old); d > 1e-12 {
+			g.cur[i] = old + d
+			l, err := g.loss(g.cur)
+			if err != nil {
+				return nil, nil, err
+			}
+			up[i] = (l - g.base) / (d * float64(g.sites[i].Params()) / g.total)
+		}
+		if d := math.Min(g.o.Step, old); d > 1e-12 {
+			g.cur[i] = old - d
+			l, err := g.loss(g.cur)
+			if err != nil {
+				return nil, nil, err
+			}
+			down[i] = (g.base - l) / (d * float64(g.sites[i].Params()) / g.total)
+		}
+		g.cur[i] = old
+	}
+	return up, down, nil
+}
+
+// A transfer moves sparsity from one site to another.
+type transfer struct {
+	from, to int
+	score    float64 // the loss it should save per unit moved
+}
+
+// transfer tries the three most promising transfers that slopes up and
+// down suggest, and keeps the first that lowers the loss (and passes the
+// held-out check).
+func (g *greedy) transfer(up, down []float64) (bool, error) {
+	var ts []transfer
+	for i := range g.sites {
+		for j := range g.sites {
+			if i != j && !math.IsInf(down[i], 0) && !math.IsInf(up[j], 0) && down[i] > up[j] {
+				ts = append(ts, transfer{i, j, down[i] - up[j]})
+			}
+		}
+	}
+	sort.Slice(ts, func(a, b int) bool { return ts[a].score > ts[b].score })
+	for _, t := range ts[:min(3, len(ts))] {
+		ok, err := g.try(t)
+		if ok || err != nil {
+			return ok, err
+		}
+	}
+	return false, nil
+}
+
+// try makes transfer t, of equal weighted amounts (P_from·d_from =
+// P_to·d_to), and keeps it if it lowers the loss and the held-out loss.
+func (g *greedy) try(t transfer) (bool, error) {
+	pf, pt := float64(g.sites[t.from].Params()), float64(g.sites[t.to].Params())
+	w := math.Min(math.Min(g.o.Step, g.cur[t.from])*pf, math.Min(g.o.Step, g.o.SMax-g.cur[t.to])*pt)
+	df, dt := w/pf, w/pt
+	old := slices.Clone(g.cur)
+	g.cur[t.from] -= df
+	g.cur[t.to] += dt
+	l, err := g.loss(g.cur)
+	if err != nil {
+		return false, err
+	}
+	if l < g.base {
+		ok, err := g.holdoutOK(old, g.cur)
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			g.base = l
+			return true, nil
+		}
+	}
+	g.cur[t.from] += df
+	g.cur[t.to] -= dt
+	return false, nil
+}
+
+// loss is the calibration loss of allocation sp.
+func (g *greedy) loss(sp []float64) (float64, error) { return g.lossOn(sp, g.tokens) }
+
+// lossOn is the mean NLL of toks with every token sparse under
+// allocation sp, in top-k mode.
+func (g *greedy) lossOn(sp []float64, toks []int) (float64, error) {
+	bs := make([]backend.Site, len(g.sites))
+	for i, st := range g.sites {
+		bs[i] = backend.Site{ID: i, TopK: true, K: plan.KeepFor(sp[i], st.DIn)}
+	}
+	var err error
+	if g.s.Budgets, err = g.s.Model().SiteBudgets(bs); err != nil {
+		return 0, err
+	}
+	ctx := g.s.Context()
+	r, err := eval.Perplexity(g.ctx, g.s, toks, eval.Options{Ctx: ctx, Stride: ctx, Sparse: eval.SparseAll})
+	return r.MeanNLL, err
+}
+
+// holdoutOK reports whether moving from old to cur keeps the held-out
+// loss from rising (always true without held-out tokens).
+func (g *greedy) holdoutOK(old, cur []float64) (bool, error) {
+	if len(g.o.Holdout) < 2 {
+		return true, nil
+	}
+	a, err := g.lossOn(old, g.o.Holdout)
+	if err != nil {
+		return false, err
+	}
+	b, err := g.lossOn(cur, g.o.Holdout)
+	return b < a, err
+}
+
+// uniform is lv at every site.
+func (g *greedy) uniform(lv float64) []float64 {
+	u := make([]float64, len(g.sites))
+	for i := range u {
+		u[i] = lv
+	}
+	return u
+}
+
+// mean is the weighted sparsity of cur.
+func (g *greedy) mean() float64 {
+	var num float64
+	for i, st := range g.sites {
+		num += float64(st.Params()) * g.cur[i]
+	}
+	return num / g.total
+}
+
+// step is how much the next move of site i raises it.
+func (g *greedy) step(i int) float64 { return math.Min(g.o.Step, g.o.SMax-g.cur[i]) }
+
+// gain is the weighted sparsity the next move of site i adds.
+func (g *greedy) gain(i int) float64 { return g.step(i) * float64(g.sites[i].Params()) / g.total }
+
+// measure is the cost of the next move of site i: the loss it adds per
+// unit of weighted sparsity gained.
+func (g *greedy) measure(i int) (float64, error) {
+	old := g.cur[i]
+	g.cur[i] += g.step(i)
+	l, err := g.loss(g.cur)
+	g.cur[i] = old
+	return (l - g.base) / g.gain(i), err
+}
+
+// requeue measures the next move of site i and queues it.
+func (g *greedy) requeue(i int) error {
+	c, err := g.measure(i)
+	if err != nil {
+		return err
+	}
+	heap.Push(&g.q, move{i, c})
+	return nil
 }
 
 type move struct {

@@ -1,7 +1,8 @@
 // Package profile turns a model, its heavy-tail fits and calibration text
-// into a sparsity plan: the ActTail pipeline. The pieces live below it:
-// htsr fits the weight spectra, alloc turns alphas into budgets, calib
-// turns budgets into thresholds, and greedy.go searches budgets on data.
+// into a sparsity plan: the ActTail pipeline (Pipeline). The pieces live
+// below it: htsr fits the weight spectra, alloc turns alphas into budgets,
+// calib turns budgets into thresholds; greedy.go searches budgets on data,
+// and method.go is the table of allocation methods.
 package profile
 
 import (
@@ -13,24 +14,17 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/plan"
 )
 
-// Allocation methods.
-const (
-	MethodUniform = "uniform"
-	MethodActTail = "acttail"
-	MethodGreedy  = "greedy"
-)
-
 // Options choose an allocation.
 type Options struct {
-	Method string
+	Method Method
 	alloc.Options
 	Xmin htsr.XminMethod
-	Mode string // plan.ModeTopK or plan.ModeThreshold
+	Mode plan.Mode // plan.ModeTopK ("" too) or plan.ModeThreshold
 }
 
-// Sites returns the plan sites of m with the heavy-tail fits filled in
+// sitesOf returns the plan sites of m with the heavy-tail fits filled in
 // (fits may be nil).
-func Sites(m *model.Model, fits []htsr.Fit) ([]plan.Site, error) {
+func sitesOf(m *model.Model, fits []htsr.Fit) ([]plan.Site, error) {
 	sites := plan.Sites(&m.Config)
 	if fits == nil {
 		return sites, nil
@@ -45,23 +39,15 @@ func Sites(m *model.Model, fits []htsr.Fit) ([]plan.Site, error) {
 	return sites, nil
 }
 
-// Budgets returns the real-valued sparsity of every site under o.Method
-// (uniform or acttail; greedy plans come from Greedy).
-func Budgets(sites []plan.Site, o Options) ([]float64, error) {
-	switch o.Method {
-	case MethodUniform:
-		return alloc.Uniform(sites, o.Target)
-	case MethodActTail:
-		return alloc.ActTail(sites, o.Options)
-	}
-	return nil, fmt.Errorf("allocation method %q: want %s or %s (or %s through the greedy search)", o.Method, MethodUniform, MethodActTail, MethodGreedy)
-}
-
-// NewPlan rounds budgets s to integer K with alloc.Round (so that every
+// newPlan rounds budgets s to integer K with alloc.Round (so that every
 // method realizes the same weighted sparsity at a target) and returns the
 // plan. Thresholds are left zero: calib.Calibrate fills them.
-func NewPlan(m *model.Model, sites []plan.Site, s []float64, o Options) (*plan.Plan, error) {
+func newPlan(m *model.Model, sites []plan.Site, s []float64, o Options) (*plan.Plan, error) {
 	if err := o.Options.Validate(); err != nil {
+		return nil, err
+	}
+	sp, err := specOf(o.Method)
+	if err != nil {
 		return nil, err
 	}
 	k, err := alloc.Round(sites, s, o.Target)
@@ -77,14 +63,14 @@ func NewPlan(m *model.Model, sites []plan.Site, s []float64, o Options) (*plan.P
 	p := &plan.Plan{
 		Version: plan.Version,
 		Model:   plan.Identify(m),
-		Method:  o.Method,
+		Method:  string(o.Method),
 		Mode:    mode,
 		Target:  o.Target,
 		Sites:   sites,
 		Params:  plan.Params{SMin: o.SMin, SMax: o.SMax},
 	}
-	if o.Method == MethodActTail {
-		p.Params.Eps, p.Params.Direction, p.Params.Xmin, p.Params.BlockAverage = o.Eps, string(o.Direction), string(o.Xmin), o.BlockAverage
+	if sp.record != nil {
+		sp.record(&p.Params, o)
 	}
 	p.Realized = alloc.Realized(sites, k) // integer arithmetic: bit-identical across methods
 	return p, p.Validate()

@@ -77,92 +77,115 @@ func speedPrompt(n, vocab int, texts ...[]int) []int {
 // measureSpeed times prefill and greedy batch-1 decode of prompt on s
 // under the plan in force on its model.
 func measureSpeed(ctx context.Context, s *engine.State, prompt []int, o SpeedOptions) (*Speed, error) {
-	e := s.Model()
-	logits := make([]float32, s.Vocab())
-	// decode runs n greedy steps after the prompt's logits as generate runs
-	// them (chained on a backend that can), timing the interval before
-	// each new token: what a streaming client sees.
-	decode := func(n int, lat []float64) error {
-		t, i := time.Now(), 0
-		_, err := s.Continue(ctx, sample.Greedy(logits), sample.New(sample.Options{}), engine.GenOptions{MaxTokens: n + 1},
-			func(int) error { // the first call delivers the prompt's token, which no step made
-				now := time.Now()
-				if i > 0 && lat != nil {
-					lat[i-1] = now.Sub(t).Seconds()
-				}
-				t, i = now, i+1
-				return nil
-			})
-		return err
-	}
-	prefill := func() (float64, error) {
-		s.Reset()
-		s.SparseFrom = len(prompt)
-		t := time.Now()
-		err := s.Forward(prompt, logits, false)
-		return time.Since(t).Seconds(), err
-	}
+	r := &speedRun{ctx: ctx, s: s, prompt: prompt, o: o, logits: make([]float32, s.Vocab())}
 	warm := o.Warmup
 	if warm == 0 {
 		warm = min(8, o.DecodeTokens)
 	}
-	if _, err := prefill(); err != nil {
+	if _, err := r.prefill(); err != nil {
 		return nil, err
 	}
-	if err := decode(warm, nil); err != nil {
+	if err := r.decode(warm, nil); err != nil {
 		return nil, err
 	}
-
-	sp := &Speed{SpeedUp: math.NaN(), JoulesPerToken: math.NaN()}
-	var prefillTPS, decodeTPS, lat []float64
-	var joules float64
-	var meterErr error // a meter that fails stays off for the row
-
+	e := s.Model()
 	e.Realized() // reset the counters
 	for range o.Repeats {
-		sec, err := prefill()
-		if err != nil {
+		if err := r.repeat(); err != nil {
 			return nil, err
 		}
-		prefillTPS = append(prefillTPS, float64(len(prompt))/sec)
-		steps := make([]float64, o.DecodeTokens)
-		on := o.Meter != nil && meterErr == nil
-		if on {
-			meterErr = o.Meter.Start()
-			on = meterErr == nil
-		}
-		t := time.Now()
-		err = decode(o.DecodeTokens, steps)
-		total := time.Since(t).Seconds()
-		if on {
-			var r power.Reading
-			if r, meterErr = o.Meter.Stop(); meterErr == nil {
-				joules += r.Joules
-				if r.Note != "" {
-					sp.EnergyNote = r.Note
-				}
-			}
-		}
-		if err != nil {
-			return nil, err
-		}
-		decodeTPS = append(decodeTPS, float64(o.DecodeTokens)/total)
-		lat = append(lat, steps...)
 	}
+	sp := &Speed{SpeedUp: math.NaN(), JoulesPerToken: math.NaN(), EnergyNote: r.note}
 	_, sp.Realized = e.Realized()
 	if s.Budgets == nil || math.IsNaN(sp.Realized) {
 		sp.Realized = 0
 	}
-	sp.PrefillTPS, sp.DecodeTPS = median(prefillTPS), median(decodeTPS)
-	slices.Sort(lat)
-	sp.P50, sp.P99 = 1000*percentile(lat, 0.50), 1000*percentile(lat, 0.99)
+	sp.PrefillTPS, sp.DecodeTPS = median(r.prefillTPS), median(r.decodeTPS)
+	slices.Sort(r.lat)
+	sp.P50, sp.P99 = 1000*percentile(r.lat, 0.50), 1000*percentile(r.lat, 0.99)
 	switch {
-	case meterErr != nil:
-		sp.EnergyNote = fmt.Sprintf("energy meter failed: %v", meterErr)
+	case r.meterErr != nil:
+		sp.EnergyNote = fmt.Sprintf("energy meter failed: %v", r.meterErr)
 	case o.Meter != nil:
-		sp.JoulesPerToken = joules / float64(o.Repeats*o.DecodeTokens)
+		sp.JoulesPerToken = r.joules / float64(o.Repeats*o.DecodeTokens)
 	}
 	return sp, nil
+}
+
+// speedRun is the timing of one row under way: the state, under the
+// row's budgets, and what the timed runs have measured so far.
+type speedRun struct {
+	ctx    context.Context
+	s      *engine.State
+	prompt []int
+	o      SpeedOptions
+	logits []float32 // the prompt's, for the first decode step
+	// per timed run: prefill and decode rates; per decode step: latency
+	prefillTPS, decodeTPS, lat []float64
+	joules                     float64 // decode energy, all timed runs
+	note                       string  // the meter's last note
+	meterErr                   error   // a meter that fails stays off for the row
+}
+
+// repeat is one timed run: the prompt, then DecodeTokens decode steps,
+// measured by the meter if there is one.
+func (r *speedRun) repeat() error {
+	sec, err := r.prefill()
+	if err != nil {
+		return err
+	}
+	r.prefillTPS = append(r.prefillTPS, float64(len(r.prompt))/sec)
+	steps := make([]float64, r.o.DecodeTokens)
+	on := r.o.Meter != nil && r.meterErr == nil
+	if on {
+		r.meterErr = r.o.Meter.Start()
+		on = r.meterErr == nil
+	}
+	t := time.Now()
+	err = r.decode(r.o.DecodeTokens, steps)
+	total := time.Since(t).Seconds()
+	if on {
+		var m power.Reading
+		if m, r.meterErr = r.o.Meter.Stop(); r.meterErr == nil {
+			r.joules += m.Joules
+			if m.Note != "" {
+				r.note = m.Note
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	r.decodeTPS = append(r.decodeTPS, float64(r.o.DecodeTokens)/total)
+	r.lat = append(r.lat, steps...)
+	return nil
+}
+
+// prefill runs the prompt, dense, from an empty cache and returns its
+// seconds.
+func (r *speedRun) prefill() (float64, error) {
+	r.s.Reset()
+	r.s.SparseFrom = len(r.prompt)
+	t := time.Now()
+	err := r.s.Forward(r.prompt, r.logits, false)
+	return time.Since(t).Seconds(), err
+}
+
+// decode runs n greedy steps after the prompt's logits as generate runs
+// them (chained on a backend that can), timing the interval before each
+// new token into lat (if not nil): what a streaming client sees.
+func (r *speedRun) decode(n int, lat []float64) error {
+	t, i := time.Now(), 0
+	_, err := r.s.Continue(r.ctx, sample.Greedy(r.logits), sample.New(sample.Options{}), engine.GenOptions{MaxTokens: n + 1},
+		func(int) error { // the first call delivers the prompt's token, which no step made
+			now := time.Now()
+			if i > 0 && lat != nil {
+				lat[i-1] = now.Sub(t).Seconds()
+			}
+			t, i = now, i+1
+			return nil
+		})
+	return err
 }
 
 func median(v []float64) float64 {

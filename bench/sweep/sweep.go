@@ -4,22 +4,22 @@
 // the relative change against uniform allocation at the same level as the
 // headline; and, on the same engine, prefill and batch-1 decode speed,
 // decode latency and energy per token, with the decode speed-up against
-// the dense row.
+// the dense row. The plans come from the one ActTail pipeline
+// (profile.Pipeline).
 package sweep
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/acttail/acttail-gpu/runtime/backend"
 	"io"
 	"math"
 	"slices"
 
 	"github.com/acttail/acttail-gpu/profile"
 	"github.com/acttail/acttail-gpu/profile/alloc"
-	"github.com/acttail/acttail-gpu/profile/calib"
 	"github.com/acttail/acttail-gpu/profile/htsr"
+	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/eval"
 	"github.com/acttail/acttail-gpu/runtime/model"
@@ -28,37 +28,31 @@ import (
 
 // Config is one sweep.
 type Config struct {
-	Levels       []float64 // 0 is the dense baseline
-	Methods      []string  // uniform, acttail, greedy
+	Levels       []float64        // 0 is the dense baseline
+	Methods      []profile.Method // uniform, acttail, greedy
 	Eps          []float64
 	Directions   []alloc.Direction
 	BlockAverage bool
 	SMin, SMax   float64
-	Mode         string // plan.ModeTopK or plan.ModeThreshold
+	Mode         plan.Mode // plan.ModeTopK or plan.ModeThreshold
 	Ctx, Stride  int
 	Sparse       string // eval.SparseAll, SparseSecondHalf or SparseNone
 	CalibPasses  int
-	Greedy       profile.GreedyOptions // Levels, Seed and Candidates are set by the sweep
+	Greedy       profile.GreedyOptions // the pipeline sets Levels, Candidates, Holdout and a zero Start (profile.Pipeline.Search)
 	// GreedyTokens caps the calibration tokens the greedy search scores
 	// each candidate on (0: all); thresholds still use all of them.
 	GreedyTokens int
 	Speed        SpeedOptions
 }
 
-// NeedsCalib says why c needs calibration text, or "" when it does not:
-// threshold mode calibrates its cuts on it and the greedy method searches
-// on it; the dense row, uniform and ActTail in top-k mode need none.
+// NeedsCalib says why c needs calibration text, or "" when it does not
+// (profile.NeedsCalib): the dense row, uniform and ActTail in top-k mode
+// need none.
 func (c Config) NeedsCalib() string {
 	if !slices.ContainsFunc(c.Levels, func(l float64) bool { return l > 0 }) {
 		return ""
 	}
-	switch {
-	case c.Mode == plan.ModeThreshold:
-		return "threshold mode calibrates its cuts on calibration text"
-	case slices.Contains(c.Methods, profile.MethodGreedy):
-		return "the greedy method searches budgets on calibration text"
-	}
-	return ""
+	return profile.NeedsCalib(c.Methods, c.Mode)
 }
 
 // Data is one evaluation text, tokenized.
@@ -80,7 +74,7 @@ type Result struct {
 // Row is one (level, method) plan and its results.
 type Row struct {
 	Level     float64    `json:"level"`
-	Method    string     `json:"method"`
+	Method    string     `json:"method"` // "dense" or a profile.Method
 	Label     string     `json:"label"`
 	Eps       float64    `json:"eps,omitempty"`
 	Direction string     `json:"direction,omitempty"`
@@ -98,187 +92,26 @@ type Row struct {
 // The speed runs take their prompt from the start of the first text (data,
 // then calibration) that is long enough, else fixed pseudo-random ids.
 func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int, data []Data, fits []htsr.Fit, c Config, log io.Writer) ([]Row, error) {
-	if why := c.NeedsCalib(); why != "" && len(calibTokens) == 0 {
-		return nil, fmt.Errorf("sweep: %s", why)
-	}
-	if len(data) == 0 && !c.Speed.On {
-		return nil, errors.New("sweep: nothing to measure: no evaluation text and speed off")
-	}
-	sites, err := profile.Sites(m, fits)
+	r, err := newRun(ctx, e, m, calibTokens, data, fits, c, log)
 	if err != nil {
 		return nil, err
 	}
-	s := e.NewState(c.Ctx, 128)
-	var speedState *engine.State
-	var prompt []int
-	if c.Speed.On {
-		if err := c.Speed.Check(e.Config.SeqLen); err != nil {
-			return nil, err
-		}
-		speedState = e.NewState(c.Speed.PrefillTokens+max(c.Speed.DecodeTokens, c.Speed.Warmup), c.Speed.PrefillTokens)
-		var texts [][]int
-		for _, d := range data {
-			texts = append(texts, d.Tokens)
-		}
-		prompt = speedPrompt(c.Speed.PrefillTokens, e.Config.VocabSize, append(texts, calibTokens)...)
-	}
 	levels := slices.Clone(c.Levels)
 	slices.Sort(levels)
+	sparse := slices.Compact(slices.DeleteFunc(slices.Clone(levels), func(l float64) bool { return l == 0 }))
+	groups, err := r.build(sparse)
+	if err != nil {
+		return nil, err
+	}
 	var rows []Row
-	measure := func(r *Row) error {
-		var bud *backend.Budgets // the row's: nil for dense
-		if r.Plan != nil {
-			if c.Mode == plan.ModeThreshold {
-				if _, err := calib.Calibrate(ctx, s, calibTokens, r.Plan.Sites, c.CalibPasses); err != nil {
-					return err
-				}
-			}
-			var err error
-			if bud, err = e.Budgets(r.Plan, c.Mode); err != nil {
-				return err
-			}
-		}
-		s.Budgets = bud
-		if speedState != nil {
-			speedState.Budgets = bud
-		}
-		for _, d := range data {
-			e.Realized() // reset the counters
-			res, err := eval.Perplexity(ctx, s, d.Tokens, eval.Options{Ctx: c.Ctx, Stride: c.Stride, Sparse: c.Sparse})
-			if err != nil {
-				return fmt.Errorf("%s on %s: %w", r.Label, d.Name, err)
-			}
-			_, w := e.Realized()
-			if r.Plan == nil || math.IsNaN(w) {
-				w = 0
-			}
-			r.Results = append(r.Results, Result{Data: d.Name, Perplexity: res.Perplexity, MeanNLL: res.MeanNLL, Realized: w, VsUniform: math.NaN(), Seconds: res.Seconds})
-		}
-		if c.Speed.On {
-			sp, err := measureSpeed(ctx, speedState, prompt, c.Speed)
-			if err != nil {
-				return fmt.Errorf("%s: speed: %w", r.Label, err)
-			}
-			r.Speed = sp
-		}
-		if log != nil {
-			fmt.Fprintf(log, "level %.2f  %-28s", r.Level, r.Label)
-			for _, x := range r.Results {
-				fmt.Fprintf(log, "  %s ppl %.4f", x.Data, x.Perplexity)
-			}
-			if r.Speed != nil {
-				fmt.Fprintf(log, "  decode %.1f tok/s", r.Speed.DecodeTPS)
-			}
-			fmt.Fprintln(log)
-		}
-		return nil
-	}
-	newRow := func(level float64, method, label string, budgets []float64, o profile.Options) (Row, error) {
-		p, err := profile.NewPlan(m, sites, budgets, o)
-		if err != nil {
-			return Row{}, fmt.Errorf("%s at %g: %w", label, level, err)
-		}
-		return Row{Level: level, Method: method, Label: label, Eps: o.Eps, Direction: string(o.Direction), Planned: p.Realized, Plan: p}, nil
-	}
-	base := alloc.Options{BlockAverage: c.BlockAverage, SMin: c.SMin, SMax: c.SMax}
-	opts := func(method string, level, eps float64, d alloc.Direction) profile.Options {
-		o := profile.Options{Method: method, Mode: c.Mode, Options: base}
-		o.Target, o.Eps, o.Direction = level, eps, d
-		return o
-	}
-	// The greedy search walks all levels in one path; run it first.
-	var greedy [][]float64
-	var sparseLevels []float64
 	for _, lv := range levels {
-		if lv > 0 {
-			sparseLevels = append(sparseLevels, lv)
-		}
-	}
-	if slices.Contains(c.Methods, profile.MethodGreedy) && len(sparseLevels) > 0 {
-		g := c.Greedy
-		g.Levels = sparseLevels
-		if g.Start <= 0 || g.Start > sparseLevels[0] {
-			g.Start = sparseLevels[0] * 0.6
-		}
-		g.Candidates = func(level float64) ([][]float64, error) {
-			var out [][]float64
-			for _, eps := range c.Eps {
-				for _, d := range c.Directions {
-					b, err := profile.Budgets(sites, opts(profile.MethodActTail, level, eps, d))
-					if err != nil {
-						return nil, err
-					}
-					out = append(out, b)
-				}
-			}
-			return out, nil
-		}
-		if log != nil {
-			g.Progress = func(level, loss float64) {
-				fmt.Fprintf(log, "greedy: level %.2f reached, calibration NLL %.4f\n", level, loss)
-			}
-		}
-		gt := calibTokens
-		if c.GreedyTokens > 0 && len(gt) > c.GreedyTokens {
-			gt = gt[:c.GreedyTokens]
-			if len(calibTokens)-c.GreedyTokens >= 2 {
-				g.Holdout = calibTokens[c.GreedyTokens:] // the rest checks the refinement
-			}
-		}
-		if greedy, err = profile.Greedy(ctx, s, gt, sites, g); err != nil {
-			return nil, err
-		}
-	}
-	for _, lv := range levels {
-		if lv == 0 {
-			r := Row{Level: 0, Method: "dense", Label: "dense"}
-			if err := measure(&r); err != nil {
-				return nil, err
-			}
-			rows = append(rows, r)
-			continue
-		}
-		var group []Row
-		for _, method := range c.Methods {
-			switch method {
-			case profile.MethodUniform:
-				b, err := profile.Budgets(sites, opts(method, lv, 0, ""))
-				if err != nil {
-					return nil, err
-				}
-				r, err := newRow(lv, method, "uniform", b, opts(method, lv, 0, ""))
-				if err != nil {
-					return nil, err
-				}
-				group = append(group, r)
-			case profile.MethodActTail:
-				for _, eps := range c.Eps {
-					for _, d := range c.Directions {
-						o := opts(method, lv, eps, d)
-						b, err := profile.Budgets(sites, o)
-						if err != nil {
-							return nil, err
-						}
-						r, err := newRow(lv, method, fmt.Sprintf("acttail eps=%g %s", eps, shortDir(d)), b, o)
-						if err != nil {
-							return nil, err
-						}
-						group = append(group, r)
-					}
-				}
-			case profile.MethodGreedy:
-				i := slices.Index(sparseLevels, lv)
-				r, err := newRow(lv, method, "greedy", greedy[i], opts(method, lv, 0, ""))
-				if err != nil {
-					return nil, err
-				}
-				group = append(group, r)
-			default:
-				return nil, fmt.Errorf("sweep: unknown method %q", method)
-			}
+		group := []Row{{Level: 0, Method: "dense", Label: "dense"}}
+		if lv != 0 {
+			i, _ := slices.BinarySearch(sparse, lv)
+			group = slices.Clone(groups[i])
 		}
 		for i := range group {
-			if err := measure(&group[i]); err != nil {
+			if err := r.measure(&group[i]); err != nil {
 				return nil, err
 			}
 		}
@@ -289,11 +122,139 @@ func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int
 	return rows, nil
 }
 
+// run is one sweep under way.
+type run struct {
+	ctx  context.Context
+	e    *engine.Model
+	c    Config
+	data []Data
+	log  io.Writer
+	pipe *profile.Pipeline
+	// s runs the perplexities, the search and the calibration; speed
+	// (nil without Config.Speed.On) the speed runs, of prompt.
+	s, speed *engine.State
+	prompt   []int
+}
+
+// newRun checks c and sets up the states and the pipeline.
+func newRun(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int, data []Data, fits []htsr.Fit, c Config, log io.Writer) (*run, error) {
+	if why := c.NeedsCalib(); why != "" && len(calibTokens) == 0 {
+		return nil, fmt.Errorf("sweep: %s", why)
+	}
+	if len(data) == 0 && !c.Speed.On {
+		return nil, errors.New("sweep: nothing to measure: no evaluation text and speed off")
+	}
+	r := &run{ctx: ctx, e: e, c: c, data: data, log: log, s: e.NewState(c.Ctx, 128)}
+	var err error
+	if r.pipe, err = profile.New(m, fits, r.s, calibTokens); err != nil {
+		return nil, err
+	}
+	r.pipe.CalibPasses, r.pipe.SearchTokens = c.CalibPasses, c.GreedyTokens
+	r.pipe.Search, r.pipe.Seeds = c.Greedy, profile.Grid{Eps: c.Eps, Directions: c.Directions}
+	if log != nil {
+		r.pipe.Search.Progress = func(level, loss float64) {
+			fmt.Fprintf(log, "greedy: level %.2f reached, calibration NLL %.4f\n", level, loss)
+		}
+	}
+	if c.Speed.On {
+		if err := c.Speed.Check(e.Config.SeqLen); err != nil {
+			return nil, err
+		}
+		r.speed = e.NewState(c.Speed.PrefillTokens+max(c.Speed.DecodeTokens, c.Speed.Warmup), c.Speed.PrefillTokens)
+		var texts [][]int
+		for _, d := range data {
+			texts = append(texts, d.Tokens)
+		}
+		r.prompt = speedPrompt(c.Speed.PrefillTokens, e.Config.VocabSize, append(texts, calibTokens)...)
+	}
+	return r, nil
+}
+
+// build makes the plans of every method's variants (profile.Variants) at
+// each of levels: groups[i] are the rows of levels[i], unmeasured.
+func (r *run) build(levels []float64) (groups [][]Row, err error) {
+	groups = make([][]Row, len(levels))
+	if len(levels) == 0 {
+		return groups, nil
+	}
+	base := alloc.Options{BlockAverage: r.c.BlockAverage, SMin: r.c.SMin, SMax: r.c.SMax}
+	grid := profile.Grid{Eps: r.c.Eps, Directions: r.c.Directions}
+	for _, method := range r.c.Methods {
+		variants, err := profile.Variants(profile.Options{Method: method, Mode: r.c.Mode, Options: base}, grid)
+		if err != nil {
+			return nil, fmt.Errorf("sweep: %w", err)
+		}
+		for _, o := range variants {
+			plans, err := r.pipe.Make(r.ctx, o, levels)
+			if err != nil {
+				return nil, err
+			}
+			for i, p := range plans {
+				groups[i] = append(groups[i], Row{Level: levels[i], Method: string(method), Label: o.Label(),
+					Eps: o.Eps, Direction: string(o.Direction), Planned: p.Realized, Plan: p})
+			}
+		}
+	}
+	return groups, nil
+}
+
+// measure runs row's plan (none: dense) over every text, and times it if
+// the sweep is timed.
+func (r *run) measure(row *Row) error {
+	var bud *backend.Budgets // the row's: nil for dense
+	if row.Plan != nil {
+		var err error
+		if bud, err = r.e.Budgets(row.Plan, r.c.Mode); err != nil {
+			return err
+		}
+	}
+	r.s.Budgets = bud
+	if r.speed != nil {
+		r.speed.Budgets = bud
+	}
+	for _, d := range r.data {
+		r.e.Realized() // reset the counters
+		res, err := eval.Perplexity(r.ctx, r.s, d.Tokens, eval.Options{Ctx: r.c.Ctx, Stride: r.c.Stride, Sparse: r.c.Sparse})
+		if err != nil {
+			return fmt.Errorf("%s on %s: %w", row.Label, d.Name, err)
+		}
+		_, w := r.e.Realized()
+		if row.Plan == nil || math.IsNaN(w) {
+			w = 0
+		}
+		row.Results = append(row.Results, Result{Data: d.Name, Perplexity: res.Perplexity, MeanNLL: res.MeanNLL, Realized: w, VsUniform: math.NaN(), Seconds: res.Seconds})
+	}
+	if r.speed != nil {
+		sp, err := measureSpeed(r.ctx, r.speed, r.prompt, r.c.Speed)
+		if err != nil {
+			return fmt.Errorf("%s: speed: %w", row.Label, err)
+		}
+		row.Speed = sp
+	}
+	r.logRow(row)
+	return nil
+}
+
+// logRow writes row's line to the log.
+func (r *run) logRow(row *Row) {
+	if r.log == nil {
+		return
+	}
+	fmt.Fprintf(r.log, "level %.2f  %-28s", row.Level, row.Label)
+	for _, x := range row.Results {
+		fmt.Fprintf(r.log, "  %s ppl %.4f", x.Data, x.Perplexity)
+	}
+	if row.Speed != nil {
+		fmt.Fprintf(r.log, "  decode %.1f tok/s", row.Speed.DecodeTPS)
+	}
+	fmt.Fprintln(r.log)
+}
+
 // compareToUniform fills VsUniform for the rows of one level.
 func compareToUniform(group []Row) {
 	var uni *Row
 	for i := range group {
-		if group[i].Method == profile.MethodUniform {
+		if group[i].Method == string(profile.MethodUniform) {
 			uni = &group[i]
 		}
 	}
@@ -309,11 +270,4 @@ func compareToUniform(group []Row) {
 			group[i].Results[j].VsUniform = (group[i].Results[j].Perplexity - u) / u
 		}
 	}
-}
-
-func shortDir(d alloc.Direction) string {
-	if d == alloc.SmallerAlphaSparser {
-		return "smaller-alpha-sparser"
-	}
-	return "larger-alpha-sparser"
 }

@@ -51,7 +51,7 @@ func tinySweepOn(t *testing.T, data []Data, speed SpeedOptions, b backend.Backen
 		t.Fatal(err)
 	}
 	c := Config{
-		Levels: []float64{0.5, 0, 0.8}, Methods: []string{profile.MethodUniform, profile.MethodActTail}, Eps: []float64{0.3},
+		Levels: []float64{0.5, 0, 0.8}, Methods: []profile.Method{profile.MethodUniform, profile.MethodActTail}, Eps: []float64{0.3},
 		Directions: []alloc.Direction{alloc.LargerAlphaSparser}, SMax: alloc.DefaultSMax, Mode: plan.ModeTopK,
 		Ctx: 32, Sparse: eval.SparseSecondHalf,
 		Speed: speed,
@@ -237,9 +237,9 @@ func sameRow(a, b Row) bool {
 // measure, says so.
 func TestRunRefuses(t *testing.T) {
 	for _, c := range []Config{
-		{Levels: []float64{0, 0.5}, Methods: []string{profile.MethodUniform}, Mode: plan.ModeThreshold},
-		{Levels: []float64{0.5}, Methods: []string{profile.MethodGreedy}, Mode: plan.ModeTopK},
-		{Levels: []float64{0}, Methods: []string{profile.MethodUniform}},
+		{Levels: []float64{0, 0.5}, Methods: []profile.Method{profile.MethodUniform}, Mode: plan.ModeThreshold},
+		{Levels: []float64{0.5}, Methods: []profile.Method{profile.MethodGreedy}, Mode: plan.ModeTopK},
+		{Levels: []float64{0}, Methods: []profile.Method{profile.MethodUniform}},
 	} {
 		if _, err := Run(context.Background(), nil, nil, nil, nil, nil, c, nil); err == nil {
 			t.Errorf("%+v: no error", c)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/acttail/acttail-gpu/runtime/backend"
 	"io"
 	"os"
 	"text/tabwriter"
@@ -15,6 +14,7 @@ import (
 	"github.com/acttail/acttail-gpu/profile/alloc"
 	"github.com/acttail/acttail-gpu/profile/calib"
 	"github.com/acttail/acttail-gpu/profile/htsr"
+	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
 )
@@ -41,7 +41,7 @@ func (f *planFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.xmin, "xmin", string(htsr.XminMid), "power-law xmin rule: ks, mid or peak (default from docs/results/README.md)")
 	fs.Float64Var(&f.sMin, "s-min", 0, "lowest sparsity of one projection")
 	fs.Float64Var(&f.sMax, "s-max", alloc.DefaultSMax, "highest sparsity of one projection")
-	fs.StringVar(&f.mode, "mode", plan.ModeTopK, "run-time masking: topk (exact k per token) or threshold (calibrated |x| cut)")
+	fs.StringVar(&f.mode, "mode", string(plan.ModeTopK), "run-time masking: topk (exact k per token) or threshold (calibrated |x| cut)")
 	fs.IntVar(&f.ctx, "calib-ctx", 256, "calibration window length in tokens")
 	fs.IntVar(&f.calibTokens, "calib-tokens", 0, "use only the first N calibration tokens (0: all)")
 	fs.IntVar(&f.calibSample, "calib-sample", 0, "add N tokens of text sampled from the model itself to the calibration text (data-free calibration)")
@@ -53,15 +53,15 @@ func (f *planFlags) options(target float64) (profile.Options, error) {
 	if err != nil {
 		return profile.Options{}, err
 	}
-	if f.mode != plan.ModeTopK && f.mode != plan.ModeThreshold {
-		return profile.Options{}, fmt.Errorf("--mode %q: want topk or threshold", f.mode)
+	mode, err := plan.ParseMode(f.mode)
+	if err != nil {
+		return profile.Options{}, fmt.Errorf("--mode: %w", err)
 	}
-	switch f.method {
-	case profile.MethodUniform, profile.MethodActTail, profile.MethodGreedy:
-	default:
-		return profile.Options{}, fmt.Errorf("--method %q: want uniform, acttail or greedy", f.method)
+	method, err := profile.ParseMethod(f.method)
+	if err != nil {
+		return profile.Options{}, fmt.Errorf("--method: %w", err)
 	}
-	o := profile.Options{Method: f.method, Xmin: xm, Mode: f.mode, Options: alloc.Options{
+	o := profile.Options{Method: method, Xmin: xm, Mode: mode, Options: alloc.Options{
 		Target: target, Eps: f.eps, Direction: alloc.Direction(f.direction), BlockAverage: f.blockAverage, SMin: f.sMin, SMax: f.sMax}}
 	return o, o.Options.Validate()
 }
@@ -133,63 +133,31 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	var fits []htsr.Fit // uniform needs no spectra; they take minutes on 7B-sized models
-	if o.Method != profile.MethodUniform {
-		if fits, err = profile.Fits(ctx, l.file, o.Xmin, pf.fitsCache, stderr); err != nil {
-			return err
-		}
-	}
-	sites, err := profile.Sites(l.file, fits)
+	fits, err := profile.FitsFor(ctx, l.file, []profile.Method{o.Method}, o.Xmin, pf.fitsCache, stderr)
 	if err != nil {
 		return err
 	}
-	s := l.engine.NewState(pf.ctx, 128)
-	var budgets []float64
-	if o.Method == profile.MethodGreedy {
-		fmt.Fprintf(stderr, "greedy search on %d calibration tokens...\n", len(ids))
-		all, err := profile.Greedy(ctx, s, ids, sites, profile.GreedyOptions{Levels: []float64{*target}, Start: *target * 0.6,
-			Candidates: actTailCandidates(sites, o.Options)})
-		if err != nil {
-			return err
-		}
-		budgets = all[0]
-	} else if budgets, err = profile.Budgets(sites, o); err != nil {
-		return err
-	}
-	p, err := profile.NewPlan(l.file, sites, budgets, o)
+	pipe, err := profile.New(l.file, fits, l.engine.NewState(pf.ctx, 128), ids)
 	if err != nil {
 		return err
 	}
-	p.Calibration = &plan.Calibration{File: *calibPath, Tokens: len(ids)}
-	if _, err := calib.Calibrate(ctx, s, ids, p.Sites, 3); err != nil {
+	// A plan file keeps thresholds in either mode, so that it can also run
+	// in the other; a search also starts from ActTail in both directions.
+	pipe.CalibFile, pipe.CalibPasses, pipe.CalibrateTopK = *calibPath, 3, true
+	pipe.Seeds = profile.Grid{Eps: []float64{o.Eps}, Directions: []alloc.Direction{alloc.LargerAlphaSparser, alloc.SmallerAlphaSparser}}
+	if o.Method.Searches() {
+		fmt.Fprintf(stderr, "%s search on %d calibration tokens...\n", o.Method, len(ids))
+	}
+	plans, err := pipe.Make(ctx, o, []float64{*target})
+	if err != nil {
 		return err
 	}
+	p := plans[0]
 	if err := p.Save(*out); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s: %s, target %.3f, realized %.4f over %d projections (%s mode)\n", *out, p.Method, p.Target, p.Realized, len(p.Sites), p.Mode)
 	return nil
-}
-
-// actTailCandidates offers the greedy search the ActTail allocations of
-// both directions at each level, so that it starts from the best of them.
-func actTailCandidates(sites []plan.Site, base alloc.Options) func(float64) ([][]float64, error) {
-	return func(level float64) ([][]float64, error) {
-		var out [][]float64
-		for _, d := range []alloc.Direction{alloc.LargerAlphaSparser, alloc.SmallerAlphaSparser} {
-			o := base
-			o.Target, o.Direction = level, d
-			if o.Eps == 0 {
-				continue
-			}
-			s, err := alloc.ActTail(sites, o)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, s)
-		}
-		return out, nil
-	}
 }
 
 func runProfileShow(args []string, stdout, stderr io.Writer) error {
@@ -247,18 +215,45 @@ func plotPlan(p *plan.Plan, path string) error {
 }
 
 // loadPlan reads a plan, checks it against the model and turns it into
-// run-time budgets in mode ("": the plan's own).
+// run-time budgets in mode, the value of a --mode flag ("": the plan's
+// own).
 func loadPlan(l *loaded, path, mode string) (*plan.Plan, *backend.Budgets, error) {
-	p, err := plan.Load(path)
+	m, err := planMode(mode)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := p.Check(l.file); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	p, err := checkedPlan(l, path)
+	if err != nil {
+		return nil, nil, err
 	}
-	bud, err := l.engine.Budgets(p, mode)
+	bud, err := l.engine.Budgets(p, m)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return p, bud, nil
+}
+
+// checkedPlan reads a plan and checks it against the model.
+func checkedPlan(l *loaded, path string) (*plan.Plan, error) {
+	p, err := plan.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Check(l.file); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+// planMode reads the value of a --mode flag that may be empty (the
+// plan's own mode).
+func planMode(s string) (plan.Mode, error) {
+	if s == "" {
+		return "", nil
+	}
+	m, err := plan.ParseMode(s)
+	if err != nil {
+		return "", fmt.Errorf("--mode: %w", err)
+	}
+	return m, nil
 }

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/acttail/acttail-gpu/runtime/plan"
 	"github.com/acttail/acttail-gpu/runtime/power"
 	"github.com/acttail/acttail-gpu/runtime/server"
 )
@@ -67,6 +66,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		specs = append(specs, spec{name, path})
 	}
 	mf.sparse = len(specs) > 0
+	runMode, err := planMode(*mode)
+	if err != nil {
+		return err
+	}
 
 	l, err := mf.load(ctx, stderr)
 	if err != nil {
@@ -74,14 +77,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer l.Close()
 	for _, sp := range specs {
-		p, err := plan.Load(sp.path)
+		p, err := checkedPlan(l, sp.path)
 		if err != nil {
 			return err
 		}
-		if err := p.Check(l.file); err != nil {
-			return fmt.Errorf("%s: %w", sp.path, err)
-		}
-		cfg.Plans = append(cfg.Plans, server.Plan{Name: sp.name, Plan: p, Mode: *mode})
+		cfg.Plans = append(cfg.Plans, server.Plan{Name: sp.name, Plan: p, Mode: runMode})
 	}
 	cfg.Model, cfg.Tokenizer = l.engine, l.tok
 	cfg.Log = slog.New(slog.NewTextHandler(stderr, nil))

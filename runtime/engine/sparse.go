@@ -16,15 +16,15 @@ import (
 // the table when it is set as State.Budgets. The model must have been
 // loaded with Options.Sparse, and the plan checked against the model
 // (plan.Check).
-func (m *Model) Budgets(p *plan.Plan, mode string) (*backend.Budgets, error) {
+func (m *Model) Budgets(p *plan.Plan, mode plan.Mode) (*backend.Budgets, error) {
 	if p == nil {
 		return nil, errors.New("budgets: no plan")
 	}
 	if mode == "" {
 		mode = p.Mode
 	}
-	if mode != plan.ModeTopK && mode != plan.ModeThreshold {
-		return nil, fmt.Errorf("budgets: mode %q: want %s or %s", mode, plan.ModeTopK, plan.ModeThreshold)
+	if _, err := plan.ParseMode(string(mode)); err != nil {
+		return nil, fmt.Errorf("budgets: %w", err)
 	}
 	want := plan.Sites(&m.Config)
 	if len(p.Sites) != len(want) {

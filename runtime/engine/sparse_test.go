@@ -53,7 +53,7 @@ func randomPlan(m *model.Model, seed uint64) *plan.Plan {
 // inputs, in both modes, for prefill and decode, and dense positions
 // before SparseFrom are not masked.
 func TestSparseMatchesMaskedReference(t *testing.T) {
-	for _, mode := range []string{plan.ModeTopK, plan.ModeThreshold} {
+	for _, mode := range []plan.Mode{plan.ModeTopK, plan.ModeThreshold} {
 		for _, dt := range []model.DType{model.F32, model.BF16} {
 			c := smallConfig()
 			c.HiddenDim = 172

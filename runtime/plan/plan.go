@@ -22,14 +22,27 @@ import (
 // Version is the plan file format this package writes and reads.
 const Version = 1
 
-// Modes of applying a budget at run time.
+// Mode is how a budget is applied at run time.
+type Mode string
+
+// Modes.
 const (
 	// ModeTopK keeps exactly K largest-|x| inputs per token.
-	ModeTopK = "topk"
+	ModeTopK Mode = "topk"
 	// ModeThreshold zeroes inputs with |x| ≤ Threshold (TEAL); the
 	// realized sparsity varies per token.
-	ModeThreshold = "threshold"
+	ModeThreshold Mode = "threshold"
 )
+
+// ParseMode reads a mode's name. It is the one parser of modes: the
+// flags and the plan file loader (Validate) both use it.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case ModeTopK, ModeThreshold:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown mode %q (want %s or %s)", s, ModeTopK, ModeThreshold)
+}
 
 // Plan is one model's sparsity allocation.
 type Plan struct {
@@ -41,7 +54,7 @@ type Plan struct {
 	// Params are the method's parameters as given (target, eps, ...).
 	Params Params `json:"params"`
 	// Mode is ModeTopK or ModeThreshold.
-	Mode string `json:"mode"`
+	Mode Mode `json:"mode"`
 	// Target is the parameter-weighted mean sparsity asked for; Realized is
 	// what the integer K values give.
 	Target   float64 `json:"target"`
@@ -147,8 +160,8 @@ func (p *Plan) Validate() error {
 	if p.Version != Version {
 		return fmt.Errorf("plan version %d; this build reads version %d", p.Version, Version)
 	}
-	if p.Mode != ModeTopK && p.Mode != ModeThreshold {
-		return fmt.Errorf("plan mode %q: want %q or %q", p.Mode, ModeTopK, ModeThreshold)
+	if _, err := ParseMode(string(p.Mode)); err != nil {
+		return fmt.Errorf("plan: %w", err)
 	}
 	if !(p.Target >= 0 && p.Target < 1) {
 		return fmt.Errorf("plan target sparsity %g outside [0, 1)", p.Target)

@@ -111,3 +111,17 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// ParseMode reads the two modes and refuses anything else, naming both.
+func TestParseMode(t *testing.T) {
+	for _, m := range []Mode{ModeTopK, ModeThreshold} {
+		if got, err := ParseMode(string(m)); err != nil || got != m {
+			t.Errorf("ParseMode(%q) = %q, %v", m, got, err)
+		}
+	}
+	for _, s := range []string{"", "TopK", "dense"} {
+		if _, err := ParseMode(s); err == nil || !strings.Contains(err.Error(), "topk or threshold") {
+			t.Errorf("ParseMode(%q): %v", s, err)
+		}
+	}
+}

@@ -159,7 +159,7 @@ const DefaultContext = 4096
 type Plan struct {
 	Name string
 	Plan *plan.Plan
-	Mode string // plan.ModeTopK or plan.ModeThreshold; "": the plan's own
+	Mode plan.Mode // plan.ModeTopK or plan.ModeThreshold; "": the plan's own
 }
 
 // variant is one servable model name and the budgets it runs under.

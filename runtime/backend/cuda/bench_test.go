@@ -413,7 +413,7 @@ func BenchmarkDecode7B(b *testing.B) {
 		}
 		type level struct {
 			s    float64
-			mode string
+			mode plan.Mode
 		}
 		levels := []level{{0, ""}}
 		if sparse {
@@ -426,7 +426,7 @@ func BenchmarkDecode7B(b *testing.B) {
 			if sparse {
 				name = fmt.Sprintf("transposed_s=%.1f", s)
 				if s > 0 {
-					name += "_" + lv.mode
+					name += "_" + string(lv.mode)
 					p := uniformPlan(c, s)
 					var err error
 					if bud, err = e.Budgets(p, plan.ModeTopK); err != nil {

@@ -224,7 +224,7 @@ func TestGPUGraphs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range []string{"dense", plan.ModeTopK, plan.ModeThreshold} {
+	for _, mode := range []plan.Mode{"dense", plan.ModeTopK, plan.ModeThreshold} {
 		var logits [2][]float32
 		for i, b := range []*Backend{withGraphs, noGraphs} {
 			e, err := engine.LoadWith(b, m, engine.Options{Sparse: mode != "dense"})
@@ -256,7 +256,7 @@ func TestGPUGraphs(t *testing.T) {
 				tok = argmax(out)
 			}
 		}
-		compare(t, "graphs vs op by op, "+mode, logits[0], logits[1], 1e-5)
+		compare(t, "graphs vs op by op, "+string(mode), logits[0], logits[1], 1e-5)
 	}
 	checkGraphs(t, withGraphs, 40)
 
