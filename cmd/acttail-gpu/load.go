@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -14,7 +15,6 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/backend/cuda"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/fetch"
-	"github.com/acttail/acttail-gpu/runtime/format"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/tokenizer"
 )
@@ -32,7 +32,7 @@ type modelFlags struct {
 }
 
 func (f *modelFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.path, "model", "", "checkpoint: Hugging Face directory, .gguf file, or llama2.c .bin (default: stories260K)")
+	fs.StringVar(&f.path, "model", "", "checkpoint: a Hugging Face directory, .gguf file or llama2.c .bin, or a model name: "+strings.Join(fetch.Names(), ", ")+" (downloaded once) (default: stories260K, built in)")
 	fs.IntVar(&f.threads, "threads", 0, "CPU threads (0: all cores)")
 	fs.StringVar(&f.device, "device", "auto", "compute device: auto (CUDA when a GPU answers, else CPU), cpu or cuda")
 	fs.StringVar(&f.kernels, "kernels", "", "CUDA: load this fatbin instead of the embedded kernels")
@@ -42,15 +42,7 @@ func (f *modelFlags) register(fs *pflag.FlagSet) {
 
 // open loads the checkpoint named by the flags (or the default model).
 func (f *modelFlags) open(ctx context.Context, stderr io.Writer) (*model.Model, error) {
-	path := f.path
-	if path == "" {
-		dir, err := fetch.DefaultModel(ctx, stderr)
-		if err != nil {
-			return nil, fmt.Errorf("default model: %w", err)
-		}
-		path = dir
-	}
-	return format.Load(path)
+	return fetch.Open(ctx, f.path, stderr)
 }
 
 // backend returns the compute backend the flags ask for. With auto, a
