@@ -36,7 +36,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&maxBody, "max-body", "largest request body (bytes, or with KiB/MiB)")
 	fs.IntVar(&cfg.MaxTokensLimit, "max-tokens-limit", 0, "largest max_tokens a request may ask for (0: the context length)")
 	fs.IntVar(&cfg.DefaultMaxTokens, "max-tokens", 256, "max_tokens when a request does not say")
-	defModel := fs.String("default-model", "", "model for requests that name none (default: the first plan, else dense)")
+	defModel := fs.String("default-model", "", "model for requests that name none (default: dense)")
 	grace := fs.Duration("grace", 30*time.Second, "on shutdown, how long running requests may take to finish")
 	if err := parse(fs, args); err != nil {
 		return err
