@@ -20,12 +20,10 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "--sparsity-sweep [--model PATH] [--data FILE ...] [--calib FILE] [flags]", stderr)
+	fs := newFlags("bench", "--sparsity-sweep [--model PATH] [--data FILE ...] [--calib FILE] [flags]", stdout, stderr)
 	var mf modelFlags
 	mf.register(fs)
 	var pf planFlags
-	pf.register(fs)
-	fs.Lookup("method").Hidden = true
 	isSweep := fs.Bool("sparsity-sweep", false, "run the accuracy and speed sweep over sparsity levels and allocation methods")
 	calibPath := fs.String("calib", "", "calibration text (required by --mode threshold and the greedy method)")
 	data := fs.StringArray("data", nil, "evaluation text; repeat for several (none: a speed-only sweep)")
@@ -41,13 +39,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	greedyRefine := fs.Int("greedy-refine", 4, "greedy search: transfer rounds at each level")
 	greedyTokens := fs.Int("greedy-tokens", 1024, "greedy search: score candidates on the first N calibration tokens (0: all)")
 	passes := fs.Int("calib-passes", 3, "threshold mode: calibration passes")
-	speed := fs.Bool("speed", true, "also time every row: prefill and batch-1 decode tokens/s, decode latency, joules per token")
+	speed := fs.Bool("speed", true, "also time every row: prefill and batch-1 decode tokens/s, decode latency, joules per token (--speed=false: accuracy only)")
 	prefillTokens := fs.Int("prefill-tokens", 128, "speed: prompt length (the prompt runs dense)")
 	decodeTokens := fs.Int("decode-tokens", 128, "speed: greedy decode steps after the prompt, sparse under each row's plan")
 	speedRepeats := fs.Int("speed-repeats", 3, "speed: timed runs per row; the median is reported")
 	outDir := fs.String("out-dir", "", "write sweep.csv, sweep.json and plots here")
 	replot := fs.Bool("replot", false, "only redraw the plots of --out-dir from its sweep.json")
 	plotExt := fs.String("plot-format", "png", "plot format: png or svg")
+	pf.register(fs)
+	fs.Lookup("method").Hidden = true
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -67,9 +67,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	if !*isSweep {
-		fmt.Fprintln(stderr, "bench: say what to run: --sparsity-sweep")
-		fs.Usage()
-		return errUsage
+		return usageError(fs, "say what to run: --sparsity-sweep")
 	}
 	if len(*data) == 0 && !*speed {
 		return fmt.Errorf("nothing to measure: give --data, or leave --speed on for a speed-only sweep")

@@ -7,8 +7,6 @@ import (
 	"os"
 	"text/tabwriter"
 
-	"github.com/spf13/pflag"
-
 	"github.com/acttail/acttail-gpu/internal/chart"
 	"github.com/acttail/acttail-gpu/profile"
 	"github.com/acttail/acttail-gpu/profile/alloc"
@@ -27,17 +25,18 @@ type planFlags struct {
 	fitsCache                     string
 }
 
-func (f *planFlags) register(fs *pflag.FlagSet) {
+func (f *planFlags) register(fs *flagSet) {
 	fs.StringVar(&f.method, "method", "acttail", "allocation: uniform, acttail or greedy (data-aware search on the calibration text)")
-	// The defaults are the one ActTail setting of the committed sweeps that
-	// beats uniform at every level on both evaluation texts
-	// (docs/results/README.md): smaller-alpha-sparser, ε = 0.1, xmin mid.
+	// The defaults of --eps, --direction and --xmin are the one ActTail
+	// setting of the committed sweeps that beats uniform at every level on
+	// both evaluation texts (docs/results/README.md): smaller-alpha-sparser,
+	// ε = 0.1, xmin mid.
 	// The paper's inferred direction (larger-alpha-sparser) lost to uniform
 	// at every level and ε there.
 	fs.Float64Var(&f.eps, "eps", 0.1, "ActTail's ε: the spread of per-projection budgets around the target")
-	fs.StringVar(&f.direction, "direction", string(alloc.SmallerAlphaSparser), "which projections get more sparsity: larger-alpha-sparser or smaller-alpha-sparser (default from docs/results/stories260K)")
+	fs.StringVar(&f.direction, "direction", string(alloc.SmallerAlphaSparser), "which projections get more sparsity: larger-alpha-sparser or smaller-alpha-sparser")
 	fs.BoolVar(&f.blockAverage, "block-average", false, "use each block's mean alpha for all its projections")
-	fs.StringVar(&f.xmin, "xmin", string(htsr.XminMid), "power-law xmin rule: ks, mid or peak (default from docs/results/README.md)")
+	fs.StringVar(&f.xmin, "xmin", string(htsr.XminMid), "power-law xmin rule: ks, mid or peak")
 	fs.Float64Var(&f.sMin, "s-min", 0, "lowest sparsity of one projection")
 	fs.Float64Var(&f.sMax, "s-max", alloc.DefaultSMax, "highest sparsity of one projection")
 	fs.StringVar(&f.mode, "mode", plan.ModeTopK, "run-time masking: topk (exact k per token) or threshold (calibrated |x| cut)")
@@ -103,7 +102,7 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(args) > 0 && args[0] == "show" {
 		return runProfileShow(args[1:], stdout, stderr)
 	}
-	fs := newFlags("profile", "[--model PATH] --calib FILE --target S --out plan.json [flags]\n       acttail-gpu profile show plan.json [--plot FILE.png|svg]", stderr)
+	fs := newFlags("profile", "[--model PATH] --calib FILE --target S --out plan.json [flags]\n       acttail-gpu profile show plan.json [--plot FILE.png|svg]", stdout, stderr)
 	var mf modelFlags
 	mf.register(fs)
 	var pf planFlags
@@ -114,9 +113,11 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if (*calibPath == "" && pf.calibSample == 0) || *out == "" {
-		fs.Usage()
-		return errUsage
+	switch {
+	case *calibPath == "" && pf.calibSample == 0:
+		return usageError(fs, "--calib (or --calib-sample) is required")
+	case *out == "":
+		return usageError(fs, "--out is required")
 	}
 	o, err := pf.options(*target)
 	if err != nil {
@@ -192,14 +193,10 @@ func actTailCandidates(sites []plan.Site, base alloc.Options) func(float64) ([][
 }
 
 func runProfileShow(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("profile", "show plan.json [--plot FILE.png|svg]", stderr)
+	fs := newFlags("profile show", "plan.json [--plot FILE.png|svg]", stdout, stderr)
 	plot := fs.String("plot", "", "also draw alpha and sparsity per layer into this PNG or SVG file")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errUsage
+	if err := parseN(fs, args, 1); err != nil {
+		return err
 	}
 	p, err := plan.Load(fs.Arg(0))
 	if err != nil {

@@ -21,7 +21,7 @@ import (
 // SIGINT or SIGTERM, then stops accepting, lets running requests finish
 // (for up to --grace) and exits.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", "[--model PATH] [--plan NAME=plan.json ...] [flags]", stderr)
+	fs := newFlags("serve", "[--model PATH] [--plan NAME=plan.json ...] [flags]", stdout, stderr)
 	var mf modelFlags
 	mf.register(fs)
 	plans := fs.StringArray("plan", nil, "serve a sparsity plan as model NAME (NAME=plan.json; repeatable); \"dense\" is always served")
@@ -71,6 +71,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer l.Close()
+	if cfg.Context, err = l.contextLength(cfg.Context); err != nil {
+		return err
+	}
 	for _, sp := range specs {
 		p, err := plan.Load(sp.path)
 		if err != nil {

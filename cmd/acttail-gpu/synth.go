@@ -12,7 +12,7 @@ import (
 )
 
 func runSynth(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("synth", "--shape NAME | --dim N --hidden N --layers N ... --out DIR", stderr)
+	fs := newFlags("synth", "--shape NAME | --dim N --hidden N --layers N ... --out DIR", stdout, stderr)
 	shape := fs.String("shape", "", "named shape: "+strings.Join(synth.Presets(), ", "))
 	var c model.Config
 	fs.IntVar(&c.Dim, "dim", 0, "model width (with explicit dimensions instead of --shape)")
@@ -29,8 +29,7 @@ func runSynth(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if *out == "" {
-		fs.Usage()
-		return errUsage
+		return usageError(fs, "--out is required")
 	}
 	d, err := model.ParseDType(*dt)
 	if err != nil {
