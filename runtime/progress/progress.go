@@ -1,11 +1,14 @@
-// Package progress draws a one-line progress bar for long work: downloads,
-// perplexity evaluation, profiling, synthetic model generation.
+// Package progress reports long work: downloads, model loading, heavy-tail
+// fits, calibration, the greedy search, sweep rows, evaluation, conversion.
 //
-// A Bar draws only when its writer is a terminal (an *os.File whose mode has
-// os.ModeCharDevice); on a pipe, a file or a CI log it writes nothing at all,
-// so captured output stays clean. Redraws are rate-limited (every 100 ms by
-// default) and overwrite the line with a carriage return. Add, Set and Write
-// are safe to call from several goroutines at once.
+// On a terminal (an *os.File whose mode has os.ModeCharDevice) a Bar is one
+// line with a bar, the rate and an ETA, redrawn in place with a carriage
+// return at most every 100 ms. On a pipe, a file or a CI log it writes plain
+// lines instead, one every 5 s at most and a last one at Finish, and only
+// for work that runs that long: short work leaves captured output clean.
+// Println writes a line of its own above the bar (a finished sweep row, a
+// greedy level). Add, Set, Write and Println are safe to call from several
+// goroutines at once.
 //
 // All methods of a nil *Bar are no-ops, so code that reports progress can
 // take an optional bar without checking for nil.
@@ -21,8 +24,12 @@ import (
 	"time"
 )
 
-// DefaultInterval is the least time between two redraws.
+// DefaultInterval is the least time between two redraws on a terminal.
 const DefaultInterval = 100 * time.Millisecond
+
+// DefaultPlainEvery is the least time between two plain lines, and how
+// long work runs before it writes any.
+const DefaultPlainEvery = 5 * time.Second
 
 // defaultWidth is the number of cells of the bar itself.
 const defaultWidth = 30
@@ -33,11 +40,15 @@ type Options struct {
 	// Bytes formats counts and rates in binary units (KiB, MiB/s) instead
 	// of plain item counts.
 	Bytes bool
-	// Force draws even when the writer is not a terminal (tests, or a
-	// caller that knows better).
+	// Force draws as on a terminal even when the writer is not one (tests,
+	// or a caller that knows better).
 	Force bool
-	// Interval is the least time between redraws; 0 means DefaultInterval.
+	// Interval is the least time between redraws on a terminal; 0 means
+	// DefaultInterval.
 	Interval time.Duration
+	// PlainEvery is the least time between plain lines; 0 means
+	// DefaultPlainEvery.
+	PlainEvery time.Duration
 	// Width is the number of cells in the bar; 0 means 30.
 	Width int
 }
@@ -48,7 +59,7 @@ type Bar struct {
 	total    int64
 	label    string
 	opt      Options
-	draw     bool             // false: every method only counts
+	mode     mode
 	now      func() time.Time // injectable clock for tests
 	start    time.Time
 	n        atomic.Int64
@@ -57,7 +68,17 @@ type Bar struct {
 
 	mu      sync.Mutex // serialises writes to w
 	lastLen int        // length of the previous line, to blank its tail
+	lines   int        // plain lines written
 }
+
+// mode is how a Bar shows itself.
+type mode int
+
+const (
+	silent   mode = iota // no writer: only count
+	terminal             // redraw one line in place
+	plain                // a line now and then
+)
 
 // New returns a bar counting items up to total (total ≤ 0: unknown, so no
 // percentage or ETA is shown).
@@ -78,8 +99,18 @@ func NewWith(w io.Writer, total int64, label string, opt Options) *Bar {
 	if opt.Width <= 0 {
 		opt.Width = defaultWidth
 	}
+	if opt.PlainEvery <= 0 {
+		opt.PlainEvery = DefaultPlainEvery
+	}
 	b := &Bar{w: w, total: total, label: label, opt: opt, now: time.Now}
-	b.draw = w != nil && (opt.Force || IsTerminal(w))
+	switch {
+	case w == nil || w == io.Discard:
+		b.mode = silent
+	case opt.Force || IsTerminal(w):
+		b.mode = terminal
+	default:
+		b.mode = plain
+	}
 	b.start = b.now()
 	return b
 }
@@ -127,27 +158,58 @@ func (b *Bar) Count() int64 {
 	return b.n.Load()
 }
 
-// Finish draws the final state and ends the line. Later calls, and Adds
-// after it, draw nothing.
+// Finish draws the final state and ends the line (on a pipe, only when
+// the work ran long enough to have written a line, or PlainEvery). Later
+// calls, and Adds after it, draw nothing.
 func (b *Bar) Finish() {
-	if b == nil || !b.finished.CompareAndSwap(false, true) || !b.draw {
+	if b == nil || !b.finished.CompareAndSwap(false, true) || b.mode == silent {
 		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.render(b.now().Sub(b.start), "\n")
+	el := b.now().Sub(b.start)
+	if b.mode == plain && b.lines == 0 && el < b.opt.PlainEvery {
+		return
+	}
+	b.render(el, "\n")
 }
 
-// maybeDraw redraws when Interval has passed since the last redraw; of
-// several goroutines that get here at once, only the one that wins the
-// compare-and-swap draws.
+// Println writes line on a line of its own: on a terminal above the bar,
+// which is redrawn below it. A nil Bar, or one without a writer, drops it.
+func (b *Bar) Println(line string) {
+	if b == nil || b.mode == silent {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.mode == plain {
+		_, _ = io.WriteString(b.w, line+"\n")
+		return
+	}
+	pad := ""
+	if d := b.lastLen - len(line); d > 0 {
+		pad = strings.Repeat(" ", d)
+	}
+	_, _ = io.WriteString(b.w, "\r"+line+pad+"\n")
+	b.lastLen = 0
+	if !b.finished.Load() && b.lastDraw.Load() != 0 {
+		b.render(b.now().Sub(b.start), "")
+	}
+}
+
+// maybeDraw redraws when Interval (PlainEvery on a pipe) has passed since
+// the last redraw; of several goroutines that get here at once, only the
+// one that wins the compare-and-swap draws.
 func (b *Bar) maybeDraw() {
-	if !b.draw || b.finished.Load() {
+	if b.mode == silent || b.finished.Load() {
 		return
 	}
 	el := b.now().Sub(b.start)
 	last := b.lastDraw.Load()
-	if el-time.Duration(last) < b.opt.Interval && last != 0 {
+	switch {
+	case b.mode == plain && (el-time.Duration(last) < b.opt.PlainEvery || b.total > 0 && b.n.Load() >= b.total):
+		return // done work is Finish's line
+	case b.mode == terminal && el-time.Duration(last) < b.opt.Interval && last != 0:
 		return
 	}
 	if !b.lastDraw.CompareAndSwap(last, int64(max(el, 1))) {
@@ -158,6 +220,10 @@ func (b *Bar) maybeDraw() {
 	if b.finished.Load() {
 		return
 	}
+	if b.mode == plain {
+		b.render(el, "\n")
+		return
+	}
 	b.render(el, "")
 }
 
@@ -165,6 +231,11 @@ func (b *Bar) maybeDraw() {
 // progress bar must not fail the work it reports on.
 func (b *Bar) render(elapsed time.Duration, end string) {
 	line := b.line(b.n.Load(), elapsed)
+	if b.mode == plain {
+		b.lines++
+		_, _ = io.WriteString(b.w, line+end)
+		return
+	}
 	pad := ""
 	if d := b.lastLen - len(line); d > 0 {
 		pad = strings.Repeat(" ", d)
@@ -173,7 +244,8 @@ func (b *Bar) render(elapsed time.Duration, end string) {
 	_, _ = io.WriteString(b.w, "\r"+line+pad+end)
 }
 
-// line formats the bar text: label, percent, bar, count/total, rate, ETA.
+// line formats the bar text: label, percent, bar (on a terminal),
+// count/total, rate, ETA.
 func (b *Bar) line(n int64, elapsed time.Duration) string {
 	var s strings.Builder
 	if b.label != "" {
@@ -186,10 +258,12 @@ func (b *Bar) line(n int64, elapsed time.Duration) string {
 	}
 	if b.total > 0 {
 		frac := min(max(float64(n)/float64(b.total), 0), 1)
-		fill := int(frac * float64(b.opt.Width))
-		fmt.Fprintf(&s, "%3.0f%% [%s%s] %s/%s", 100*frac,
-			strings.Repeat("=", fill), strings.Repeat(" ", b.opt.Width-fill),
-			b.amount(n), b.amount(b.total))
+		fmt.Fprintf(&s, "%3.0f%% ", 100*frac)
+		if b.mode == terminal {
+			fill := int(frac * float64(b.opt.Width))
+			fmt.Fprintf(&s, "[%s%s] ", strings.Repeat("=", fill), strings.Repeat(" ", b.opt.Width-fill))
+		}
+		fmt.Fprintf(&s, "%s/%s", b.amount(n), b.amount(b.total))
 	} else {
 		s.WriteString(b.amount(n))
 	}
