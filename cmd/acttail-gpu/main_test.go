@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"image"
+	"image/png"
 	"math"
 	"os"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/format"
+	"github.com/acttail/acttail-gpu/runtime/plan"
 )
 
 // cli runs one command line and returns its exit status and output.
@@ -185,6 +188,7 @@ func TestProfilePlanErrors(t *testing.T) {
 	if code, out, errs := cli(t, "profile", "show", p); code != 0 || !strings.Contains(out, "down") {
 		t.Fatalf("show: exit %d: %s %s", code, out, errs)
 	}
+	checkPlot(t, p)
 	short := filepath.Join(dir, "short.txt")
 	writeFile(short, []byte("Once upon a time."))
 	// a plan for another model: the same shapes, other weights
@@ -328,5 +332,46 @@ func TestTruncatedCheckpoint(t *testing.T) {
 	code, _, errs := cli(t, "info", "--model", cut)
 	if want := fmt.Sprintf("truncated: want %d bytes, have 5000", len(raw)); code != 1 || !strings.Contains(errs, want) {
 		t.Errorf("exit %d, %q; want %q", code, errs, want)
+	}
+}
+
+// checkPlot draws the plan at path with profile show --plot: one file, a
+// sparsity panel, and alpha beside it once the plan has alpha.
+func checkPlot(t *testing.T, path string) {
+	t.Helper()
+	dir := t.TempDir()
+	size := func(f string) image.Point {
+		t.Helper()
+		r, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		c, err := png.DecodeConfig(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return image.Point{c.Width, c.Height}
+	}
+	one := filepath.Join(dir, "uniform.png")
+	if code, _, errs := cli(t, "profile", "show", path, "--plot", one); code != 0 {
+		t.Fatalf("show --plot: exit %d: %s", code, errs)
+	}
+	p, err := plan.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range p.Sites {
+		p.Sites[i].Alpha = 2 + float64(i%7)/10
+	}
+	two := filepath.Join(dir, "acttail.png")
+	if err := plotPlan(p, two); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("plots: %v, want one file each", entries)
+	}
+	if a, b := size(one), size(two); !(b.X > a.X+a.X/2 && b.Y == a.Y) {
+		t.Errorf("a plan with alpha plots %v, without %v: want alpha beside sparsity", b, a)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/acttail/acttail-gpu/profile/htsr"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
+	"gonum.org/v1/plot/vg"
 )
 
 // planFlags are the allocation flags `profile` and `bench` share.
@@ -221,25 +222,38 @@ func runProfileShow(args []string, stdout, stderr io.Writer) error {
 	return plotPlan(p, *plot)
 }
 
-// plotPlan draws alpha per layer, one line per projection, into path, and
-// the planned sparsity the same way into path with a "-sparsity" suffix.
+// plotPlan draws alpha and the planned sparsity per layer, one line per
+// projection, side by side into path (alpha is left out of a plan that has
+// none, such as a uniform one).
 func plotPlan(p *plan.Plan, path string) error {
 	alpha, sparsity := make([]chart.Series, model.NumProjections), make([]chart.Series, model.NumProjections)
 	for pr := range model.NumProjections {
 		alpha[pr].Name, sparsity[pr].Name = pr.String(), pr.String()
 	}
+	hasAlpha := false
 	for _, s := range p.Sites {
 		pr, _ := model.ParseProjection(s.Proj)
 		alpha[pr].X = append(alpha[pr].X, float64(s.Layer))
 		alpha[pr].Y = append(alpha[pr].Y, s.Alpha)
 		sparsity[pr].X = append(sparsity[pr].X, float64(s.Layer))
 		sparsity[pr].Y = append(sparsity[pr].Y, s.Sparsity)
+		hasAlpha = hasAlpha || s.Alpha != 0
 	}
-	if err := chart.Lines(path, chart.Options{Title: "heavy-tail exponent per projection: " + p.Model.Name, XLabel: "layer", YLabel: "alpha"}, alpha); err != nil {
-		return err
+	size := chart.Options{XLabel: "layer", TickEveryX: true, Width: 13 * vg.Centimeter, Height: 11 * vg.Centimeter}
+	var panels []chart.Panel
+	if hasAlpha {
+		o := size
+		o.Title, o.YLabel = "heavy-tail exponent", "alpha"
+		panels = append(panels, chart.Panel{Options: o, Series: alpha})
 	}
-	ext := path[len(path)-4:]
-	return chart.Lines(path[:len(path)-4]+"-sparsity"+ext, chart.Options{Title: fmt.Sprintf("%s budgets (target %.2f): %s", p.Method, p.Target, p.Model.Name), XLabel: "layer", YLabel: "sparsity"}, sparsity)
+	o := size
+	o.Title, o.YLabel = fmt.Sprintf("planned sparsity (target %.2f)", p.Target), "sparsity"
+	panels = append(panels, chart.Panel{Options: o, Series: sparsity})
+	title := fmt.Sprintf("%s: %s plan", p.Model.Name, p.Method)
+	if p.Params.Eps != 0 {
+		title += fmt.Sprintf(" (ε %g, %s, xmin %s)", p.Params.Eps, p.Params.Direction, p.Params.Xmin)
+	}
+	return chart.Figure(path, title, panels)
 }
 
 // loadPlan reads a plan, checks it against the model and applies it.
