@@ -13,6 +13,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/eval"
 	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 )
 
 // GreedyOptions control the data-aware search.
@@ -45,7 +46,14 @@ type GreedyOptions struct {
 	Holdout []int `json:"-"`
 	// Progress, if set, hears each finished level.
 	Progress func(level, loss float64) `json:"-"`
+	// Bar, if set, goes from 0 to GreedyBarTotal as the weighted mean
+	// sparsity goes from Start to the last level (it holds still while a
+	// level's candidates and refinement are measured).
+	Bar *progress.Bar `json:"-"`
 }
+
+// GreedyBarTotal is the count of GreedyOptions.Bar at the last level.
+const GreedyBarTotal = 1000
 
 // Greedy searches budgets on calibration tokens: from the seed, it
 // repeatedly raises the sparsity of the one site whose next Step costs
@@ -230,6 +238,12 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 		}
 		heap.Push(q, move{i, c})
 	}
+	start, last := mean(), levels[len(levels)-1]
+	advance := func() {
+		if last > start {
+			o.Bar.Set(int64(GreedyBarTotal * (mean() - start) / (last - start)))
+		}
+	}
 	out := make([][]float64, 0, len(levels))
 	for _, lv := range levels {
 		for mean() < lv-1e-12 {
@@ -257,6 +271,7 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 				break
 			}
 			cur[i] += step(i)
+			advance()
 			if base, err = loss(cur); err != nil {
 				return nil, err
 			}
@@ -302,6 +317,7 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 			return nil, err
 		}
 		out = append(out, append([]float64(nil), cur...))
+		advance()
 		if o.Progress != nil {
 			l, _ := loss(cur)
 			o.Progress(lv, l)

@@ -23,6 +23,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/eval"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 )
 
 // Config is one sweep.
@@ -92,7 +93,8 @@ type Row struct {
 // Run executes the sweep. e must be loaded sparse from m; calib are the
 // calibration tokens (threshold mode and the greedy search need them, the
 // rest of the sweep does not); fits are the heavy-tail fits of m. data may
-// be empty for a speed-only sweep. log gets one line per finished row.
+// be empty for a speed-only sweep. log gets one aligned line per finished
+// row and the greedy search's levels, under a progress bar over the rows.
 //
 // The speed runs take their prompt from the start of the first text (data,
 // then calibration) that is long enough, else fixed pseudo-random ids.
@@ -123,6 +125,13 @@ func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int
 	}
 	levels := slices.Clone(c.Levels)
 	slices.Sort(levels)
+	labels := c.labels()
+	width := 0
+	for _, l := range labels {
+		width = max(width, len(l))
+	}
+	var bar *progress.Bar // over the rows, once the greedy search is done
+	defer func() { bar.Finish() }()
 	var rows []Row
 	measure := func(r *Row) error {
 		if r.Plan != nil {
@@ -156,16 +165,15 @@ func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int
 			}
 			r.Speed = sp
 		}
-		if log != nil {
-			fmt.Fprintf(log, "level %.2f  %-28s", r.Level, r.Label)
-			for _, x := range r.Results {
-				fmt.Fprintf(log, "  %s ppl %.4f", x.Data, x.Perplexity)
-			}
-			if r.Speed != nil {
-				fmt.Fprintf(log, "  decode %.1f tok/s", r.Speed.DecodeTPS)
-			}
-			fmt.Fprintln(log)
+		line := fmt.Sprintf("level %.2f  %-*s", r.Level, width, r.Label)
+		for _, x := range r.Results {
+			line += fmt.Sprintf("  %s ppl %11.4f", x.Data, x.Perplexity)
 		}
+		if r.Speed != nil {
+			line += fmt.Sprintf("  decode %9.1f tok/s", r.Speed.DecodeTPS)
+		}
+		bar.Println(line)
+		bar.Add(1)
 		return nil
 	}
 	newRow := func(level float64, method, label string, budgets []float64, o profile.Options) (Row, error) {
@@ -208,10 +216,9 @@ func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int
 			}
 			return out, nil
 		}
-		if log != nil {
-			g.Progress = func(level, loss float64) {
-				fmt.Fprintf(log, "greedy: level %.2f reached, calibration NLL %.4f\n", level, loss)
-			}
+		g.Bar = progress.New(log, profile.GreedyBarTotal, "greedy search")
+		g.Progress = func(level, loss float64) {
+			g.Bar.Println(fmt.Sprintf("greedy: level %.2f reached, calibration NLL %.4f", level, loss))
 		}
 		gt := calibTokens
 		if c.GreedyTokens > 0 && len(gt) > c.GreedyTokens {
@@ -220,10 +227,13 @@ func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int
 				g.Holdout = calibTokens[c.GreedyTokens:] // the rest checks the refinement
 			}
 		}
-		if greedy, err = profile.Greedy(ctx, s, gt, sites, g); err != nil {
+		greedy, err = profile.Greedy(ctx, s, gt, sites, g)
+		g.Bar.Finish()
+		if err != nil {
 			return nil, err
 		}
 	}
+	bar = progress.New(log, int64(c.rowCount()), "sweep rows")
 	for _, lv := range levels {
 		if lv == 0 {
 			r := Row{Level: 0, Method: "dense", Label: "dense"}
@@ -254,7 +264,7 @@ func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int
 						if err != nil {
 							return nil, err
 						}
-						r, err := newRow(lv, method, fmt.Sprintf("acttail eps=%g %s", eps, shortDir(d)), b, o)
+						r, err := newRow(lv, method, actTailLabel(eps, d), b, o)
 						if err != nil {
 							return nil, err
 						}
@@ -304,6 +314,43 @@ func compareToUniform(group []Row) {
 			group[i].Results[j].VsUniform = (group[i].Results[j].Perplexity - u) / u
 		}
 	}
+}
+
+// actTailLabel names an ActTail row.
+func actTailLabel(eps float64, d alloc.Direction) string {
+	return fmt.Sprintf("acttail eps=%g %s", eps, shortDir(d))
+}
+
+// labels lists the row labels the sweep will make.
+func (c Config) labels() []string {
+	out := []string{"dense"}
+	for _, m := range c.Methods {
+		switch m {
+		case profile.MethodActTail:
+			for _, eps := range c.Eps {
+				for _, d := range c.Directions {
+					out = append(out, actTailLabel(eps, d))
+				}
+			}
+		default:
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// rowCount is the number of rows the sweep will measure: one at level 0,
+// one a label at every other level.
+func (c Config) rowCount() int {
+	n := 0
+	for _, lv := range c.Levels {
+		if lv == 0 {
+			n++
+		} else {
+			n += len(c.labels()) - 1
+		}
+	}
+	return n
 }
 
 func shortDir(d alloc.Direction) string {

@@ -9,6 +9,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/format/gguf"
 	"github.com/acttail/acttail-gpu/runtime/format/hf"
 	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 )
 
 func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -54,11 +55,13 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			d = model.F16
 		}
 	}
+	bar := progress.NewBytes(stderr, 0, "write "+*out)
 	if *to == "gguf" {
-		err = gguf.Write(m, *out, d)
+		err = gguf.WriteProgress(m, *out, d, bar)
 	} else {
-		err = hf.Write(m, *out, d)
+		err = hf.WriteProgress(m, *out, d, bar)
 	}
+	bar.Finish()
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/fetch"
 	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 	"github.com/acttail/acttail-gpu/runtime/tokenizer"
 )
 
@@ -129,7 +130,9 @@ func (f *modelFlags) load(ctx context.Context, stderr io.Writer) (*loaded, error
 		m.Close()
 		return nil, err
 	}
-	e, err := engine.LoadWith(b, m, engine.Options{Sparse: f.sparse || f.plan != ""})
+	bar := progress.NewBytes(stderr, m.ByteCount(), "load "+m.Config.Name)
+	e, err := engine.LoadWith(b, m, engine.Options{Sparse: f.sparse || f.plan != "", Uploaded: bar.Add})
+	bar.Finish()
 	if err != nil {
 		b.Close()
 		m.Close()

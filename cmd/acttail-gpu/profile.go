@@ -14,6 +14,7 @@ import (
 	"github.com/acttail/acttail-gpu/profile/htsr"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 	"gonum.org/v1/plot/vg"
 )
 
@@ -148,8 +149,10 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var budgets []float64
 	if o.Method == profile.MethodGreedy {
 		fmt.Fprintf(stderr, "greedy search on %d calibration tokens...\n", len(ids))
+		bar := progress.New(stderr, profile.GreedyBarTotal, "greedy search")
 		all, err := profile.Greedy(ctx, s, ids, sites, profile.GreedyOptions{Levels: []float64{*target}, Start: *target * 0.6,
-			Candidates: actTailCandidates(sites, o.Options)})
+			Candidates: actTailCandidates(sites, o.Options), Bar: bar})
+		bar.Finish()
 		if err != nil {
 			return err
 		}
@@ -162,7 +165,11 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	p.Calibration = &plan.Calibration{File: *calibPath, Tokens: len(ids)}
-	if _, err := calib.Calibrate(ctx, s, ids, p.Sites, 3); err != nil {
+	const passes = 3
+	bar := progress.New(stderr, int64(len(ids)*(passes+1)), "calibrate")
+	_, err = calib.Calibrate(progress.NewContext(ctx, bar), s, ids, p.Sites, passes)
+	bar.Finish()
+	if err != nil {
 		return err
 	}
 	if err := p.Save(*out); err != nil {

@@ -32,6 +32,9 @@ type Options struct {
 	// Sparse uploads the projections input-channel-major so that a plan
 	// can be applied (SetPlan). Without it the model runs dense only.
 	Sparse bool
+	// Uploaded, if set, hears the bytes of each tensor once it is on the
+	// backend (m.ByteCount() in all), for a progress bar.
+	Uploaded func(bytes int64)
 }
 
 type layer struct {
@@ -61,6 +64,9 @@ func LoadWith(b backend.Backend, m *model.Model, o Options) (*Model, error) {
 		w, err := upload(m.Tensors[name])
 		if err != nil {
 			return nil, fmt.Errorf("load %s on %s: %w", m.Source, b.Name(), err)
+		}
+		if o.Uploaded != nil {
+			o.Uploaded(int64(len(m.Tensors[name].Data)))
 		}
 		return w, nil
 	}

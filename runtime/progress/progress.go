@@ -3,7 +3,8 @@
 //
 // On a terminal (an *os.File whose mode has os.ModeCharDevice) a Bar is one
 // line with a bar, the rate and an ETA, redrawn in place with a carriage
-// return at most every 100 ms. On a pipe, a file or a CI log it writes plain
+// return at most every 100 ms (work done within the first 100 ms shows
+// nothing). On a pipe, a file or a CI log it writes plain
 // lines instead, one every 5 s at most and a last one at Finish, and only
 // for work that runs that long: short work leaves captured output clean.
 // Println writes a line of its own above the bar (a finished sweep row, a
@@ -15,6 +16,7 @@
 package progress
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -56,7 +58,7 @@ type Options struct {
 // Bar is a progress bar. Create one with New, NewBytes or NewWith.
 type Bar struct {
 	w        io.Writer
-	total    int64
+	total    atomic.Int64
 	label    string
 	opt      Options
 	mode     mode
@@ -102,7 +104,8 @@ func NewWith(w io.Writer, total int64, label string, opt Options) *Bar {
 	if opt.PlainEvery <= 0 {
 		opt.PlainEvery = DefaultPlainEvery
 	}
-	b := &Bar{w: w, total: total, label: label, opt: opt, now: time.Now}
+	b := &Bar{w: w, label: label, opt: opt, now: time.Now}
+	b.total.Store(total)
 	switch {
 	case w == nil || w == io.Discard:
 		b.mode = silent
@@ -143,6 +146,15 @@ func (b *Bar) Set(n int64) {
 	b.maybeDraw()
 }
 
+// SetTotal sets the count at which the work is done, for work that learns
+// its size after the bar is made (≤ 0: unknown).
+func (b *Bar) SetTotal(n int64) {
+	if b == nil {
+		return
+	}
+	b.total.Store(n)
+}
+
 // Write counts len(p) units, so a Bar can sit in an io.MultiWriter or an
 // io.TeeReader beside an io.Copy. It never fails.
 func (b *Bar) Write(p []byte) (int, error) {
@@ -158,9 +170,9 @@ func (b *Bar) Count() int64 {
 	return b.n.Load()
 }
 
-// Finish draws the final state and ends the line (on a pipe, only when
-// the work ran long enough to have written a line, or PlainEvery). Later
-// calls, and Adds after it, draw nothing.
+// Finish draws the final state and ends the line, unless the work was too
+// short to show (under Interval on a terminal, PlainEvery on a pipe, with
+// nothing drawn). Later calls, and Adds after it, draw nothing.
 func (b *Bar) Finish() {
 	if b == nil || !b.finished.CompareAndSwap(false, true) || b.mode == silent {
 		return
@@ -168,7 +180,10 @@ func (b *Bar) Finish() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	el := b.now().Sub(b.start)
-	if b.mode == plain && b.lines == 0 && el < b.opt.PlainEvery {
+	switch {
+	case b.mode == plain && b.lines == 0 && el < b.opt.PlainEvery:
+		return
+	case b.mode == terminal && b.lastDraw.Load() == 0 && el < b.opt.Interval:
 		return
 	}
 	b.render(el, "\n")
@@ -207,10 +222,10 @@ func (b *Bar) maybeDraw() {
 	el := b.now().Sub(b.start)
 	last := b.lastDraw.Load()
 	switch {
-	case b.mode == plain && (el-time.Duration(last) < b.opt.PlainEvery || b.total > 0 && b.n.Load() >= b.total):
+	case b.mode == plain && (el-time.Duration(last) < b.opt.PlainEvery || b.total.Load() > 0 && b.n.Load() >= b.total.Load()):
 		return // done work is Finish's line
-	case b.mode == terminal && el-time.Duration(last) < b.opt.Interval && last != 0:
-		return
+	case b.mode == terminal && el-time.Duration(last) < b.opt.Interval:
+		return // the first redraw too waits an Interval: work done sooner shows nothing
 	}
 	if !b.lastDraw.CompareAndSwap(last, int64(max(el, 1))) {
 		return
@@ -256,14 +271,15 @@ func (b *Bar) line(n int64, elapsed time.Duration) string {
 	if sec := elapsed.Seconds(); sec > 0 {
 		rate = float64(n) / sec
 	}
-	if b.total > 0 {
-		frac := min(max(float64(n)/float64(b.total), 0), 1)
+	total := b.total.Load()
+	if total > 0 {
+		frac := min(max(float64(n)/float64(total), 0), 1)
 		fmt.Fprintf(&s, "%3.0f%% ", 100*frac)
 		if b.mode == terminal {
 			fill := int(frac * float64(b.opt.Width))
 			fmt.Fprintf(&s, "[%s%s] ", strings.Repeat("=", fill), strings.Repeat(" ", b.opt.Width-fill))
 		}
-		fmt.Fprintf(&s, "%s/%s", b.amount(n), b.amount(b.total))
+		fmt.Fprintf(&s, "%s/%s", b.amount(n), b.amount(total))
 	} else {
 		s.WriteString(b.amount(n))
 	}
@@ -275,8 +291,8 @@ func (b *Bar) line(n int64, elapsed time.Duration) string {
 	switch {
 	case b.finished.Load():
 		fmt.Fprintf(&s, " in %s", formatDuration(elapsed))
-	case b.total > 0 && rate > 0 && n < b.total:
-		eta := time.Duration(float64(b.total-n) / rate * float64(time.Second))
+	case total > 0 && rate > 0 && n < total:
+		eta := time.Duration(float64(total-n) / rate * float64(time.Second))
 		fmt.Fprintf(&s, " ETA %s", formatDuration(eta))
 	}
 	return s.String()
@@ -315,4 +331,20 @@ func formatDuration(d time.Duration) string {
 		return fmt.Sprintf("%dm%02ds", s/60, s%60)
 	}
 	return fmt.Sprintf("%dh%02dm", s/3600, s/60%60)
+}
+
+// barKey is the context key of NewContext's Bar.
+type barKey struct{}
+
+// NewContext returns ctx carrying b, for work whose functions take no bar
+// of their own (calib.Run adds the tokens it has run to it).
+func NewContext(ctx context.Context, b *Bar) context.Context {
+	return context.WithValue(ctx, barKey{}, b)
+}
+
+// FromContext returns the Bar of NewContext, or nil (whose methods do
+// nothing).
+func FromContext(ctx context.Context) *Bar {
+	b, _ := ctx.Value(barKey{}).(*Bar)
+	return b
 }

@@ -256,3 +256,15 @@ func TestFormat(t *testing.T) {
 		}
 	}
 }
+
+// Work done within the first Interval shows nothing on a terminal either.
+func TestQuickWorkShowsNothing(t *testing.T) {
+	var buf bytes.Buffer
+	b, clk := forced(&buf, 10, "load", Options{})
+	clk.advance(50 * time.Millisecond)
+	b.Add(10)
+	b.Finish()
+	if buf.Len() != 0 {
+		t.Fatalf("wrote %q", buf.String())
+	}
+}
