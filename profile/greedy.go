@@ -46,9 +46,9 @@ type GreedyOptions struct {
 	Holdout []int `json:"-"`
 	// Progress, if set, hears each finished level.
 	Progress func(level, loss float64) `json:"-"`
-	// Bar, if set, goes from 0 to GreedyBarTotal as the weighted mean
-	// sparsity goes from Start to the last level (it holds still while a
-	// level's candidates and refinement are measured).
+	// Bar, if set, goes from 0 to GreedyBarTotal over the search: its path
+	// from Start to the last level and the refinement rounds at each level,
+	// in proportion to their estimated cost.
 	Bar *progress.Bar `json:"-"`
 }
 
@@ -142,6 +142,30 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 		}
 		return num / total
 	}
+	if o.Refine == 0 {
+		o.Refine = 4
+	}
+	// The bar's share of the path and of the refinement rounds follows
+	// their loss evaluations: about two a move, S(last-start)/Step moves,
+	// and two a site a round.
+	start, last := mean(), levels[len(levels)-1]
+	rounds := float64(len(levels) * max(o.Refine, 0) * len(sites))
+	refined := 0.0 // refinement rounds done, in sites
+	pathShare := 1.0
+	if rounds > 0 {
+		moves := (last - start) / o.Step
+		pathShare = moves / (moves + float64(len(levels)*max(o.Refine, 0)))
+	}
+	advance := func() {
+		frac := 0.0
+		if last > start {
+			frac = pathShare * (mean() - start) / (last - start)
+		}
+		if rounds > 0 {
+			frac += (1 - pathShare) * refined / rounds
+		}
+		o.Bar.Set(int64(math.Round(GreedyBarTotal * frac)))
+	}
 	// gain is the weighted sparsity one move of site i adds.
 	step := func(i int) float64 { return math.Min(o.Step, o.SMax-cur[i]) }
 	gain := func(i int) float64 { return step(i) * float64(sites[i].Params()) / total }
@@ -177,6 +201,8 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 					down[i] = (base - l) / (d * float64(sites[i].Params()) / total)
 				}
 				cur[i] = old
+				refined++
+				advance()
 			}
 			// Try the three most promising transfers; keep the first that helps.
 			type pair struct {
@@ -224,9 +250,6 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 		}
 		return base, nil
 	}
-	if o.Refine == 0 {
-		o.Refine = 4
-	}
 	q := &costHeap{}
 	for i := range sites {
 		if step(i) <= 0 {
@@ -237,12 +260,6 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 			return nil, err
 		}
 		heap.Push(q, move{i, c})
-	}
-	start, last := mean(), levels[len(levels)-1]
-	advance := func() {
-		if last > start {
-			o.Bar.Set(int64(GreedyBarTotal * (mean() - start) / (last - start)))
-		}
 	}
 	out := make([][]float64, 0, len(levels))
 	for _, lv := range levels {
@@ -317,6 +334,7 @@ func Greedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.Sit
 			return nil, err
 		}
 		out = append(out, append([]float64(nil), cur...))
+		refined = float64(len(out) * max(o.Refine, 0) * len(sites)) // rounds a level skipped
 		advance()
 		if o.Progress != nil {
 			l, _ := loss(cur)

@@ -5,8 +5,9 @@
 // line with a bar, the rate and an ETA, redrawn in place with a carriage
 // return at most every 100 ms (work done within the first 100 ms shows
 // nothing). On a pipe, a file or a CI log it writes plain
-// lines instead, one every 5 s at most and a last one at Finish, and only
-// for work that runs that long: short work leaves captured output clean.
+// lines instead: one 5 s in, then one each 5% of the work (at most every
+// 5 s, at least every minute), and a last one at Finish; work shorter than
+// 5 s writes nothing, so captured output stays clean.
 // Println writes a line of its own above the bar (a finished sweep row, a
 // greedy level). Add, Set, Write and Println are safe to call from several
 // goroutines at once.
@@ -71,6 +72,7 @@ type Bar struct {
 	mu      sync.Mutex // serialises writes to w
 	lastLen int        // length of the previous line, to blank its tail
 	lines   int        // plain lines written
+	lastN   int64      // the count at the last plain line
 }
 
 // mode is how a Bar shows itself.
@@ -212,19 +214,29 @@ func (b *Bar) Println(line string) {
 	}
 }
 
-// maybeDraw redraws when Interval (PlainEvery on a pipe) has passed since
-// the last redraw; of several goroutines that get here at once, only the
-// one that wins the compare-and-swap draws.
+// maybeDraw redraws when Interval has passed since the last redraw (on a
+// pipe, see plainDue); of several goroutines that get here at once, only
+// the one that wins the compare-and-swap draws.
 func (b *Bar) maybeDraw() {
 	if b.mode == silent || b.finished.Load() {
 		return
 	}
 	el := b.now().Sub(b.start)
 	last := b.lastDraw.Load()
-	switch {
-	case b.mode == plain && (el-time.Duration(last) < b.opt.PlainEvery || b.total.Load() > 0 && b.n.Load() >= b.total.Load()):
-		return // done work is Finish's line
-	case b.mode == terminal && el-time.Duration(last) < b.opt.Interval:
+	if b.mode == plain {
+		if el-time.Duration(last) < b.opt.PlainEvery {
+			return
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if !b.finished.Load() && b.plainDue(el) {
+			b.lastDraw.Store(int64(max(el, 1)))
+			b.lastN = b.n.Load()
+			b.render(el, "\n")
+		}
+		return
+	}
+	if el-time.Duration(last) < b.opt.Interval {
 		return // the first redraw too waits an Interval: work done sooner shows nothing
 	}
 	if !b.lastDraw.CompareAndSwap(last, int64(max(el, 1))) {
@@ -235,11 +247,25 @@ func (b *Bar) maybeDraw() {
 	if b.finished.Load() {
 		return
 	}
-	if b.mode == plain {
-		b.render(el, "\n")
-		return
-	}
 	b.render(el, "")
+}
+
+// plainDue reports whether a plain line is due at el: PlainEvery after the
+// last one, if the work has since moved on by 5% of its total or a minute
+// has passed (so a long run logs a line or two a minute, not twelve). Done
+// work is left to Finish's line. b.mu must be held.
+func (b *Bar) plainDue(el time.Duration) bool {
+	since := el - time.Duration(b.lastDraw.Load())
+	n, total := b.n.Load(), b.total.Load()
+	switch {
+	case since < b.opt.PlainEvery:
+		return false
+	case n >= total && total > 0:
+		return false
+	case total <= 0 || b.lines == 0:
+		return true
+	}
+	return float64(n-b.lastN) >= 0.05*float64(total) || since >= 12*b.opt.PlainEvery
 }
 
 // render writes one line; b.mu must be held. Write errors are ignored: a

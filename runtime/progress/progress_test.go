@@ -104,6 +104,24 @@ func TestPlainLines(t *testing.T) {
 	}
 }
 
+// After the first plain line, the next waits for 5% more of the work or a
+// minute.
+func TestPlainLinesThrottled(t *testing.T) {
+	var buf bytes.Buffer
+	b, clk := onClock(&buf, 1000, "greedy", Options{})
+	for _, step := range []struct {
+		after time.Duration
+		add   int64
+		lines int
+	}{{5 * time.Second, 10, 1}, {5 * time.Second, 10, 1}, {5 * time.Second, 40, 2}, {50 * time.Second, 1, 2}, {10 * time.Second, 1, 3}} {
+		clk.advance(step.after)
+		b.Add(step.add)
+		if got := strings.Count(buf.String(), "\n"); got != step.lines {
+			t.Fatalf("after %v more and +%d: %d lines, want %d:\n%s", step.after, step.add, got, step.lines, buf.String())
+		}
+	}
+}
+
 // Println on a terminal writes above the bar and redraws it.
 func TestPrintlnAboveBar(t *testing.T) {
 	var buf bytes.Buffer
