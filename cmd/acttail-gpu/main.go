@@ -117,14 +117,14 @@ var errUsage = errors.New("usage")
 // mistake prints the error and the usage on stderr (parse, usageError).
 type flagSet struct {
 	*pflag.FlagSet
-	cmd, synopsis  string // "profile show", "plan.json [--plot FILE]"
-	stdout, stderr io.Writer
+	cmd, synopsis string // "profile show", "plan.json [--plot FILE]"
+	stderr        io.Writer
 }
 
 // newFlags returns the flags of command cmd, whose usage line is
 // "acttail-gpu cmd synopsis".
 func newFlags(cmd, synopsis string, stdout, stderr io.Writer) *flagSet {
-	fs := &flagSet{FlagSet: pflag.NewFlagSet(cmd, pflag.ContinueOnError), cmd: cmd, synopsis: synopsis, stdout: stdout, stderr: stderr}
+	fs := &flagSet{FlagSet: pflag.NewFlagSet(cmd, pflag.ContinueOnError), cmd: cmd, synopsis: synopsis, stderr: stderr}
 	fs.SetOutput(stderr)
 	fs.SortFlags = false
 	fs.Usage = func() { fs.printUsage(stdout) } // pflag calls it for --help and -h only

@@ -7,6 +7,8 @@ import (
 	"os"
 	"text/tabwriter"
 
+	"gonum.org/v1/plot/vg"
+
 	"github.com/acttail/acttail-gpu/internal/chart"
 	"github.com/acttail/acttail-gpu/profile"
 	"github.com/acttail/acttail-gpu/profile/alloc"
@@ -15,7 +17,6 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
 	"github.com/acttail/acttail-gpu/runtime/progress"
-	"gonum.org/v1/plot/vg"
 )
 
 // planFlags are the allocation flags `profile` and `bench` share.
