@@ -239,7 +239,7 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 // downloading those that are missing or differ, and returns f.Dir. A file
 // is streamed to a temporary file in f.Dir and renamed into place only
 // after its hash checks, so an interrupted or corrupt download leaves
-// nothing behind.
+// nothing behind (f.Dir is made once a server answers).
 func (f *Fetcher) Fetch(ctx context.Context) (string, error) {
 	var todo []File
 	for _, file := range f.Files {
@@ -253,9 +253,6 @@ func (f *Fetcher) Fetch(ctx context.Context) (string, error) {
 	}
 	if len(todo) == 0 {
 		return f.Dir, nil
-	}
-	if err := os.MkdirAll(f.Dir, 0o755); err != nil {
-		return "", fmt.Errorf("fetch: %w", err)
 	}
 	for _, file := range todo {
 		if err := f.download(ctx, file); err != nil {
@@ -328,6 +325,9 @@ func (f *Fetcher) download(ctx context.Context, file File) (err error) {
 		return fmt.Errorf("fetch %s: %d bytes exceeds the %d-byte limit", u, resp.ContentLength, limit)
 	}
 	fmt.Fprintf(f.log(), "downloading %s into %s\n", u, f.Dir)
+	if err := os.MkdirAll(f.Dir, 0o755); err != nil {
+		return fmt.Errorf("fetch: %w", err)
+	}
 
 	tmp, err := os.CreateTemp(f.Dir, "."+file.Name+".*.part")
 	if err != nil {

@@ -313,6 +313,9 @@ func TestOpenOffline(t *testing.T) {
 	if strings.Contains(msg, "\n") || strings.Contains(msg, "dial tcp") {
 		t.Errorf("%q: not one plain line", msg)
 	}
+	if dir, _ := CacheDir("stories-test"); exists(dir) {
+		t.Errorf("a failed download left %s", dir)
+	}
 
 	// A name that does not resolve.
 	f := &Fetcher{Dir: t.TempDir(), Files: []File{{Name: "m.bin", URL: "http://huggingface.co/m.bin"}},
@@ -338,4 +341,9 @@ func TestCacheDir(t *testing.T) {
 	if want := filepath.Join(base, "acttail-gpu", "stories15M"); dir != want {
 		t.Fatalf("cache dir %q, want %q", dir, want)
 	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
