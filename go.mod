@@ -3,7 +3,6 @@ module github.com/acttail/acttail-gpu
 go 1.26
 
 require (
-	github.com/NVIDIA/go-nvml v0.13.4-1
 	github.com/spf13/pflag v1.1.0
 	gonum.org/v1/gonum v0.17.0
 	gonum.org/v1/plot v0.17.0

@@ -13,6 +13,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/eval"
 	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 )
 
 // GreedyOptions control the data-aware search.
@@ -45,7 +46,14 @@ type GreedyOptions struct {
 	Holdout []int `json:"-"`
 	// Progress, if set, hears each finished level.
 	Progress func(level, loss float64) `json:"-"`
+	// Bar, if set, goes from 0 to GreedyBarTotal over the search: its path
+	// from Start to the last level and the refinement rounds at each level,
+	// in proportion to their estimated cost.
+	Bar *progress.Bar `json:"-"`
 }
+
+// GreedyBarTotal is the count of GreedyOptions.Bar at the last level.
+const GreedyBarTotal = 1000
 
 // Greedy searches budgets on calibration tokens: from the seed, it
 // repeatedly raises the sparsity of the one site whose next Step costs
@@ -81,6 +89,40 @@ type greedy struct {
 	cur    []float64     // the allocation: a sparsity per site
 	base   float64       // the loss at cur
 	q      costHeap      // a move per site that can still rise; costs may be stale
+	bar    greedyBar     // GreedyOptions.Bar's bookkeeping
+}
+
+// greedyBar shares GreedyOptions.Bar between the path and the
+// refinement rounds by their loss evaluations: about two a move,
+// (last − start)/Step moves, and two a site a round.
+type greedyBar struct {
+	start, last float64 // the weighted sparsity at the seed, the last level
+	rounds      float64 // refinement rounds in all, in sites
+	refined     float64 // refinement rounds done, in sites
+	pathShare   float64 // the path's share of the bar
+}
+
+func newGreedyBar(start float64, levels []float64, o GreedyOptions, sites int) greedyBar {
+	b := greedyBar{start: start, last: levels[len(levels)-1], rounds: float64(len(levels) * max(o.Refine, 0) * sites), pathShare: 1}
+	if b.rounds > 0 {
+		moves := (b.last - b.start) / o.Step
+		b.pathShare = moves / (moves + float64(len(levels)*max(o.Refine, 0)))
+	}
+	return b
+}
+
+// advance sets the bar to the search's progress: the path by the weighted
+// sparsity reached, the rounds by those done.
+func (g *greedy) advance() {
+	b := &g.bar
+	frac := 0.0
+	if b.last > b.start {
+		frac = b.pathShare * (g.mean() - b.start) / (b.last - b.start)
+	}
+	if b.rounds > 0 {
+		frac += (1 - b.pathShare) * b.refined / b.rounds
+	}
+	g.o.Bar.Set(int64(math.Round(GreedyBarTotal * frac)))
 }
 
 // newGreedy checks o, fills in its defaults and places the search at its
@@ -115,6 +157,7 @@ func newGreedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.
 	for _, st := range sites {
 		g.total += float64(st.Params())
 	}
+	g.bar = newGreedyBar(g.mean(), levels, o, len(sites))
 	return g, nil
 }
 
@@ -138,6 +181,8 @@ func (g *greedy) run() ([][]float64, error) {
 			return nil, err
 		}
 		out = append(out, append([]float64(nil), g.cur...))
+		g.bar.refined = float64(len(out) * max(g.o.Refine, 0) * len(g.sites)) // rounds a level skipped
+		g.advance()
 		if g.o.Progress != nil {
 			l, _ := g.loss(g.cur)
 			g.o.Progress(lv, l)
@@ -199,6 +244,7 @@ func (g *greedy) move(lv float64) (cut bool, err error) {
 		return true, nil
 	}
 	g.cur[i] += g.step(i)
+	g.advance()
 	if g.base, err = g.loss(g.cur); err != nil {
 		return false, err
 	}
@@ -276,6 +322,8 @@ func (g *greedy) slopes() (up, down []float64, err error) {
 			down[i] = (g.base - l) / (d * float64(g.sites[i].Params()) / g.total)
 		}
 		g.cur[i] = old
+		g.bar.refined++
+		g.advance()
 	}
 	return up, down, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/eval"
 	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
 	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 	"github.com/acttail/acttail-gpu/runtime/tokenizer"
 )
 
@@ -40,9 +41,13 @@ func TestGreedyOnStories(t *testing.T) {
 	s := e.NewState(96, 96)
 	sites := plan.Sites(&m.Config)
 	levels := []float64{0.5, 0.6}
-	allocs, err := Greedy(context.Background(), s, ids, sites, GreedyOptions{Levels: levels, Start: 0.4, Step: 0.1, Refine: 2})
+	bar := progress.New(nil, GreedyBarTotal, "")
+	allocs, err := Greedy(context.Background(), s, ids, sites, GreedyOptions{Levels: levels, Start: 0.4, Step: 0.1, Refine: 2, Bar: bar})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if bar.Count() != GreedyBarTotal {
+		t.Errorf("the bar ends at %d, want %d", bar.Count(), GreedyBarTotal)
 	}
 	lossAt := func(sp []float64) float64 {
 		bs := make([]backend.Site, len(sites))

@@ -231,11 +231,11 @@ func Plot(prefix, ext string, rows []Row) ([]string, error) {
 			return r
 		}, strings.TrimSuffix(filepath.Base(r0.Data), filepath.Ext(r0.Data)))
 		plots = append(plots, plot{name,
-			chart.Options{Title: "perplexity vs activation sparsity: " + r0.Data, XLabel: "parameter-weighted sparsity", YLabel: "perplexity (log)", LogY: true, LegendLeft: true},
+			chart.Options{Title: "perplexity vs activation sparsity: " + r0.Data, XLabel: "parameter-weighted sparsity", YLabel: "perplexity (log)", LogY: true, TickEveryX: true},
 			func(r Row) float64 { return r.Results[j].Perplexity }})
 		if slices.ContainsFunc(rows, func(r Row) bool { return r.Method == "uniform" }) {
 			plots = append(plots, plot{name + "-vs-uniform",
-				chart.Options{Title: "perplexity relative to uniform allocation: " + r0.Data, XLabel: "parameter-weighted sparsity", YLabel: "perplexity / uniform's (log; below 1 beats uniform)", LogY: true},
+				chart.Options{Title: "perplexity relative to uniform allocation: " + r0.Data, XLabel: "parameter-weighted sparsity", YLabel: "perplexity / uniform's (log; below 1 beats uniform)", LogY: true, TickEveryX: true},
 				func(r Row) float64 {
 					if r.Method == "uniform" {
 						return 1
@@ -246,11 +246,11 @@ func Plot(prefix, ext string, rows []Row) ([]string, error) {
 	}
 	if rows[0].Speed != nil {
 		plots = append(plots, plot{"decode-tps",
-			chart.Options{Title: "batch-1 decode speed vs activation sparsity", XLabel: "parameter-weighted sparsity", YLabel: "decode tokens/s"},
+			chart.Options{Title: "batch-1 decode speed vs activation sparsity", XLabel: "parameter-weighted sparsity", YLabel: "decode tokens/s", TickEveryX: true},
 			func(r Row) float64 { return r.Speed.DecodeTPS }})
 		if slices.ContainsFunc(rows, func(r Row) bool { return !math.IsNaN(r.Speed.JoulesPerToken) }) {
 			plots = append(plots, plot{"joules-per-token",
-				chart.Options{Title: "decode energy vs activation sparsity", XLabel: "parameter-weighted sparsity", YLabel: "joules per decoded token"},
+				chart.Options{Title: "decode energy vs activation sparsity", XLabel: "parameter-weighted sparsity", YLabel: "joules per decoded token", TickEveryX: true},
 				func(r Row) float64 { return r.Speed.JoulesPerToken }})
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/eval"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 )
 
 // Config is one sweep.
@@ -87,7 +88,8 @@ type Row struct {
 // Run executes the sweep. e must be loaded sparse from m; calib are the
 // calibration tokens (threshold mode and the greedy search need them, the
 // rest of the sweep does not); fits are the heavy-tail fits of m. data may
-// be empty for a speed-only sweep. log gets one line per finished row.
+// be empty for a speed-only sweep. log gets one aligned line per finished
+// row and the greedy search's levels, under a progress bar over the rows.
 //
 // The speed runs take their prompt from the start of the first text (data,
 // then calibration) that is long enough, else fixed pseudo-random ids.
@@ -100,9 +102,12 @@ func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int
 	slices.Sort(levels)
 	sparse := slices.Compact(slices.DeleteFunc(slices.Clone(levels), func(l float64) bool { return l == 0 }))
 	groups, err := r.build(sparse)
+	r.pipe.Search.Bar.Finish()
 	if err != nil {
 		return nil, err
 	}
+	r.startRows(levels, groups)
+	defer r.bar.Finish()
 	var rows []Row
 	for _, lv := range levels {
 		group := []Row{{Level: 0, Method: "dense", Label: "dense"}}
@@ -129,7 +134,10 @@ type run struct {
 	c    Config
 	data []Data
 	log  io.Writer
-	pipe *profile.Pipeline
+	bar  *progress.Bar // over the rows (startRows)
+	// width is the longest row label, for aligned lines.
+	width int
+	pipe  *profile.Pipeline
 	// s runs the perplexities, the search and the calibration; speed
 	// (nil without Config.Speed.On) the speed runs, of prompt.
 	s, speed *engine.State
@@ -151,9 +159,11 @@ func newRun(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []
 	}
 	r.pipe.CalibPasses, r.pipe.SearchTokens = c.CalibPasses, c.GreedyTokens
 	r.pipe.Search, r.pipe.Seeds = c.Greedy, profile.Grid{Eps: c.Eps, Directions: c.Directions}
-	if log != nil {
+	if slices.Contains(c.Methods, profile.MethodGreedy) {
+		bar := progress.New(log, profile.GreedyBarTotal, "greedy search")
+		r.pipe.Search.Bar = bar
 		r.pipe.Search.Progress = func(level, loss float64) {
-			fmt.Fprintf(log, "greedy: level %.2f reached, calibration NLL %.4f\n", level, loss)
+			bar.Println(fmt.Sprintf("greedy: level %.2f reached, calibration NLL %.4f", level, loss))
 		}
 	}
 	if c.Speed.On {
@@ -235,19 +245,41 @@ func (r *run) measure(row *Row) error {
 	return nil
 }
 
-// logRow writes row's line to the log.
-func (r *run) logRow(row *Row) {
-	if r.log == nil {
-		return
+// startRows starts the bar over the rows to measure at levels (0: the
+// dense row; else the row group built for it) and sets the label width.
+func (r *run) startRows(levels []float64, groups [][]Row) {
+	r.width = len("dense")
+	n := 0
+	for _, lv := range levels {
+		if lv == 0 {
+			n++
+		}
 	}
-	fmt.Fprintf(r.log, "level %.2f  %-28s", row.Level, row.Label)
+	for _, g := range groups {
+		for _, row := range g {
+			r.width = max(r.width, len(row.Label))
+		}
+	}
+	sparse := slices.Compact(slices.DeleteFunc(slices.Clone(levels), func(l float64) bool { return l == 0 }))
+	for _, lv := range levels {
+		if i, ok := slices.BinarySearch(sparse, lv); ok && lv != 0 {
+			n += len(groups[i])
+		}
+	}
+	r.bar = progress.New(r.log, int64(n), "sweep rows")
+}
+
+// logRow writes row's line above the bar, its columns aligned.
+func (r *run) logRow(row *Row) {
+	line := fmt.Sprintf("level %.2f  %-*s", row.Level, r.width, row.Label)
 	for _, x := range row.Results {
-		fmt.Fprintf(r.log, "  %s ppl %.4f", x.Data, x.Perplexity)
+		line += fmt.Sprintf("  %s ppl %11.4f", x.Data, x.Perplexity)
 	}
 	if row.Speed != nil {
-		fmt.Fprintf(r.log, "  decode %.1f tok/s", row.Speed.DecodeTPS)
+		line += fmt.Sprintf("  decode %9.1f tok/s", row.Speed.DecodeTPS)
 	}
-	fmt.Fprintln(r.log)
+	r.bar.Println(line)
+	r.bar.Add(1)
 }
 
 // compareToUniform fills VsUniform for the rows of one level.

@@ -1,6 +1,7 @@
 package sweep
 
 import (
+	"bytes"
 	"context"
 	"encoding/csv"
 	"math"
@@ -56,11 +57,36 @@ func tinySweepOn(t *testing.T, data []Data, speed SpeedOptions, b backend.Backen
 		Ctx: 32, Sparse: eval.SparseSecondHalf,
 		Speed: speed,
 	}
-	rows, err := Run(context.Background(), e, m, nil, data, fits, c, nil)
+	var log bytes.Buffer
+	rows, err := Run(context.Background(), e, m, nil, data, fits, c, &log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkLog(t, log.String(), len(rows))
 	return rows
+}
+
+// checkLog checks that the sweep logged one line a row, its columns
+// aligned however long the labels.
+func checkLog(t *testing.T, log string, rows int) {
+	t.Helper()
+	var lines []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.HasPrefix(l, "level ") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != rows {
+		t.Fatalf("%d row lines for %d rows:\n%s", len(lines), rows, log)
+	}
+	for _, col := range []string{" ppl ", " decode "} {
+		at := strings.Index(lines[0], col)
+		for _, l := range lines[1:] {
+			if strings.Index(l, col) != at {
+				t.Fatalf("%q not aligned:\n%s", col, strings.Join(lines, "\n"))
+			}
+		}
+	}
 }
 
 // Every row of a timed sweep has positive finite rates, ordered latency

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/acttail/acttail-gpu/bench/sweep"
 	"github.com/acttail/acttail-gpu/profile"
 	"github.com/acttail/acttail-gpu/profile/alloc"
@@ -21,14 +19,14 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "--sparsity-sweep [--model PATH] [--data FILE ...] [--calib FILE] [flags]", stderr)
+	fs := newFlags("bench", "--sparsity-sweep [--model PATH] [--data FILE ...] [--calib FILE] [flags]", stdout, stderr)
 	var mf modelFlags
 	mf.register(fs)
 	var pf planFlags
-	pf.register(fs)
-	fs.Lookup("method").Hidden = true
 	var bf benchFlags
 	bf.register(fs)
+	pf.register(fs)
+	fs.Lookup("method").Hidden = true
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -36,9 +34,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return bf.redraw(stdout)
 	}
 	if !bf.isSweep {
-		fmt.Fprintln(stderr, "bench: say what to run: --sparsity-sweep")
-		fs.Usage()
-		return errUsage
+		return usageError(fs, "say what to run: --sparsity-sweep")
 	}
 	cfg, xmin, err := bf.config(&pf)
 	if err != nil {
@@ -67,7 +63,7 @@ type benchFlags struct {
 	speedRepeats                       int
 }
 
-func (f *benchFlags) register(fs *pflag.FlagSet) {
+func (f *benchFlags) register(fs *flagSet) {
 	fs.BoolVar(&f.isSweep, "sparsity-sweep", false, "run the accuracy and speed sweep over sparsity levels and allocation methods")
 	fs.StringVar(&f.calibPath, "calib", "", "calibration text (required by --mode threshold and the greedy method)")
 	fs.StringArrayVar(&f.data, "data", nil, "evaluation text; repeat for several (none: a speed-only sweep)")
@@ -83,7 +79,7 @@ func (f *benchFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.greedyRefine, "greedy-refine", 4, "greedy search: transfer rounds at each level")
 	fs.IntVar(&f.greedyTokens, "greedy-tokens", 1024, "greedy search: score candidates on the first N calibration tokens (0: all)")
 	fs.IntVar(&f.passes, "calib-passes", 3, "threshold mode: calibration passes")
-	fs.BoolVar(&f.speed, "speed", true, "also time every row: prefill and batch-1 decode tokens/s, decode latency, joules per token")
+	fs.BoolVar(&f.speed, "speed", true, "also time every row: prefill and batch-1 decode tokens/s, decode latency, joules per token (--speed=false: accuracy only)")
 	fs.IntVar(&f.prefillTokens, "prefill-tokens", 128, "speed: prompt length (the prompt runs dense)")
 	fs.IntVar(&f.decodeTokens, "decode-tokens", 128, "speed: greedy decode steps after the prompt, sparse under each row's plan")
 	fs.IntVar(&f.speedRepeats, "speed-repeats", 3, "speed: timed runs per row; the median is reported")

@@ -9,12 +9,13 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/format/gguf"
 	"github.com/acttail/acttail-gpu/runtime/format/hf"
 	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 )
 
 func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("convert", "[--model PATH] --out PATH [--to hf|gguf] [--dtype T]", stderr)
+	fs := newFlags("convert", "[--model PATH] --out PATH [--to hf|gguf] [--dtype T]", stdout, stderr)
 	var mf modelFlags
-	mf.register(fs)
+	mf.registerFile(fs)
 	out := fs.String("out", "", "output: a directory for hf, a file for gguf (required)")
 	to := fs.String("to", "", "output format: hf or gguf (default: gguf when --out ends in .gguf, else hf)")
 	dt := fs.String("dtype", "", "weight dtype: f32, f16, bf16 (hf, gguf) or q8_0 (gguf) (default: the embedding's dtype)")
@@ -22,8 +23,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if *out == "" {
-		fs.Usage()
-		return errUsage
+		return usageError(fs, "--out is required")
 	}
 	if *to == "" {
 		*to = "hf"
@@ -55,11 +55,13 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			d = model.F16
 		}
 	}
+	bar := progress.NewBytes(stderr, 0, "write "+*out)
 	if *to == "gguf" {
-		err = gguf.Write(m, *out, d)
+		err = gguf.WriteProgress(m, *out, d, bar)
 	} else {
-		err = hf.Write(m, *out, d)
+		err = hf.WriteProgress(m, *out, d, bar)
 	}
+	bar.Finish()
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ type autoBackend struct {
 }
 
 func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("devices", "[--json]", stderr)
+	fs := newFlags("devices", "[--json]", stdout, stderr)
 	asJSON := fs.Bool("json", false, "print as JSON")
 	if err := parse(fs, args); err != nil {
 		return err

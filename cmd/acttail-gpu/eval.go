@@ -15,7 +15,7 @@ import (
 )
 
 func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("eval", "[--model PATH] --data FILE [flags]", stderr)
+	fs := newFlags("eval", "[--model PATH] --data FILE [flags]", stdout, stderr)
 	var mf modelFlags
 	mf.register(fs)
 	data := fs.String("data", "", "text file to score (required)")
@@ -24,15 +24,14 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&o.Stride, "stride", 0, "tokens between window starts (0: half the window)")
 	limit := fs.Int("max-tokens", 0, "score only the first N tokens of the text (0: all)")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
-	fs.StringVar(&mf.plan, "plan", "", "sparsity plan to apply (from `acttail-gpu profile`)")
+	fs.StringVar(&mf.plan, "plan", "", "sparsity plan to apply (written by acttail-gpu profile)")
 	mode := fs.String("mode", "", "with --plan: topk or threshold (default: the plan's)")
 	fs.StringVar(&o.Sparse, "sparse-tokens", eval.SparseSecondHalf, "with --plan: which tokens of each window run sparse: all, second-half (TEAL) or none")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *data == "" {
-		fs.Usage()
-		return errUsage
+		return usageError(fs, "--data is required")
 	}
 	if o.Ctx < 0 || o.Stride < 0 || *limit < 0 {
 		return fmt.Errorf("--ctx, --stride and --max-tokens must be ≥ 0")
@@ -50,8 +49,8 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *limit > 0 && len(ids) > *limit {
 		ids = ids[:*limit]
 	}
-	if o.Ctx == 0 || o.Ctx > l.engine.Config.SeqLen {
-		o.Ctx = l.engine.Config.SeqLen
+	if o.Ctx, err = l.contextLength(o.Ctx); err != nil {
+		return err
 	}
 	var p *plan.Plan
 	var bud *backend.Budgets

@@ -12,7 +12,7 @@ import (
 )
 
 func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("generate", "[--model PATH] --prompt TEXT [flags]", stderr)
+	fs := newFlags("generate", "[--model PATH] --prompt TEXT [flags]", stdout, stderr)
 	var mf modelFlags
 	mf.register(fs)
 	prompt := fs.String("prompt", "", "text to complete (empty: start from BOS)")
@@ -24,7 +24,7 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	seed := fs.Int64("seed", -1, "random seed (-1: from the clock; printed)")
 	ctxLen := fs.Int("ctx", 0, "context length (0: the model's)")
 	noStop := fs.Bool("ignore-eos", false, "keep generating after an end-of-sequence token")
-	fs.StringVar(&mf.plan, "plan", "", "sparsity plan to apply (from `acttail-gpu profile`)")
+	fs.StringVar(&mf.plan, "plan", "", "sparsity plan to apply (written by acttail-gpu profile)")
 	mode := fs.String("mode", "", "with --plan: topk or threshold (default: the plan's)")
 	sparsePrefill := fs.Bool("sparse-prefill", false, "with --plan: sparsify the prompt too, not only generated tokens")
 	if err := parse(fs, args); err != nil {
@@ -45,11 +45,15 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer l.Close()
+	n, err := l.contextLength(*ctxLen)
+	if err != nil {
+		return err
+	}
 	ids := l.tok.Encode(*prompt, true)
 	if len(ids) == 0 {
 		return fmt.Errorf("the prompt encodes to no tokens and the model has no BOS token")
 	}
-	s := l.engine.NewState(*ctxLen, 64)
+	s := l.engine.NewState(n, 64)
 	if mf.plan != "" {
 		if _, s.Budgets, err = loadPlan(l, mf.plan, *mode); err != nil {
 			return err

@@ -11,9 +11,9 @@ import (
 )
 
 func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("info", "[--model PATH] [--json]", stderr)
+	fs := newFlags("info", "[--model PATH] [--json]", stdout, stderr)
 	var mf modelFlags
-	mf.register(fs)
+	mf.registerFile(fs)
 	asJSON := fs.Bool("json", false, "print as JSON")
 	if err := parse(fs, args); err != nil {
 		return err

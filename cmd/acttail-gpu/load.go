@@ -5,8 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-
-	"github.com/spf13/pflag"
+	"strings"
 
 	"github.com/acttail/acttail-gpu/cgo"
 	"github.com/acttail/acttail-gpu/runtime/backend"
@@ -14,8 +13,8 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/backend/cuda"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/fetch"
-	"github.com/acttail/acttail-gpu/runtime/format"
 	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 	"github.com/acttail/acttail-gpu/runtime/tokenizer"
 )
 
@@ -31,26 +30,28 @@ type modelFlags struct {
 	sparse   bool   // load the projections for sparse products
 }
 
-func (f *modelFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.path, "model", "", "checkpoint: Hugging Face directory, .gguf file, or llama2.c .bin (default: stories260K)")
+// register adds --model and the device flags.
+func (f *modelFlags) register(fs *flagSet) {
+	f.registerFile(fs)
 	fs.IntVar(&f.threads, "threads", 0, "CPU threads (0: all cores)")
 	fs.StringVar(&f.device, "device", "auto", "compute device: auto (CUDA when a GPU answers, else CPU), cpu or cuda")
 	fs.StringVar(&f.kernels, "kernels", "", "CUDA: load this fatbin instead of the embedded kernels")
 	fs.BoolVar(&f.noGraphs, "no-cuda-graphs", false, "CUDA: run decode steps op by op instead of as CUDA graphs")
 	fs.BoolVar(&f.noBLAS, "no-cublas", false, "CUDA: run prefill GEMMs on the built-in kernels even where cuBLAS is installed")
+	for _, n := range []string{"threads", "device", "kernels", "no-cuda-graphs", "no-cublas"} {
+		deviceFlag(fs, n)
+	}
+}
+
+// registerFile adds --model alone, for the commands that read the file
+// and run nothing (info, convert).
+func (f *modelFlags) registerFile(fs *flagSet) {
+	fs.StringVar(&f.path, "model", "", "checkpoint: a Hugging Face directory, .gguf file or llama2.c .bin, or a model name: "+strings.Join(fetch.Names(), ", ")+" (downloaded once) (default: stories260K, built in)")
 }
 
 // open loads the checkpoint named by the flags (or the default model).
 func (f *modelFlags) open(ctx context.Context, stderr io.Writer) (*model.Model, error) {
-	path := f.path
-	if path == "" {
-		dir, err := fetch.DefaultModel(ctx, stderr)
-		if err != nil {
-			return nil, fmt.Errorf("default model: %w", err)
-		}
-		path = dir
-	}
-	return format.Load(path)
+	return fetch.Open(ctx, f.path, stderr)
 }
 
 // backend returns the compute backend the flags ask for. With auto, a
@@ -76,6 +77,22 @@ func (f *modelFlags) backend(stderr io.Writer) (backend.Backend, error) {
 		return cpu.New(f.threads), nil
 	}
 	return nil, fmt.Errorf("--device %q: want auto, cpu or cuda", f.device)
+}
+
+// contextLength is the context a --ctx value asks of l: 0 is the model's;
+// more than the model's is refused, since the engine runs no further than
+// the checkpoint declares.
+func (l *loaded) contextLength(asked int) (int, error) {
+	n := l.engine.Config.SeqLen
+	switch {
+	case asked < 0:
+		return 0, fmt.Errorf("--ctx %d: must be ≥ 0", asked)
+	case asked == 0:
+		return n, nil
+	case asked > n:
+		return 0, fmt.Errorf("--ctx %d is more than the context of %s, %d tokens: give at most %d (0: the model's)", asked, l.file.Source, n, n)
+	}
+	return asked, nil
 }
 
 // loaded is a model ready to run.
@@ -113,7 +130,9 @@ func (f *modelFlags) load(ctx context.Context, stderr io.Writer) (*loaded, error
 		m.Close()
 		return nil, err
 	}
-	e, err := engine.LoadWith(b, m, engine.Options{Sparse: f.sparse || f.plan != ""})
+	bar := progress.NewBytes(stderr, m.ByteCount(), "load "+m.Config.Name)
+	e, err := engine.LoadWith(b, m, engine.Options{Sparse: f.sparse || f.plan != "", Uploaded: bar.Add})
+	bar.Finish()
 	if err != nil {
 		b.Close()
 		m.Close()

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"image"
+	"image/png"
 	"math"
 	"os"
 	"path/filepath"
@@ -14,6 +17,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/format"
+	"github.com/acttail/acttail-gpu/runtime/plan"
 )
 
 // cli runs one command line and returns its exit status and output.
@@ -184,6 +188,7 @@ func TestProfilePlanErrors(t *testing.T) {
 	if code, out, errs := cli(t, "profile", "show", p); code != 0 || !strings.Contains(out, "down") {
 		t.Fatalf("show: exit %d: %s %s", code, out, errs)
 	}
+	checkPlot(t, p)
 	short := filepath.Join(dir, "short.txt")
 	writeFile(short, []byte("Once upon a time."))
 	// a plan for another model: the same shapes, other weights
@@ -214,5 +219,159 @@ func TestProfilePlanErrors(t *testing.T) {
 	// the good plan runs
 	if code, out, errs := cli(t, "eval", "--model", stories(t), "--data", calib, "--plan", p, "--max-tokens", "300", "--ctx", "128"); code != 0 || !strings.Contains(out, "realized") {
 		t.Fatalf("eval with plan: exit %d: %s %s", code, out, errs)
+	}
+}
+
+// Without --model, from a directory with no shared/ above it and an empty
+// cache, the built-in model runs, with no download.
+func TestDefaultModelAnywhere(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CACHE_HOME", filepath.Join(home, ".cache"))
+	t.Setenv("ACTTAIL_MODEL_DIR", "")
+	t.Setenv("HTTPS_PROXY", "http://127.0.0.1:1") // a download would fail
+	t.Chdir(home)
+	code, out, errs := cli(t, "generate", "--prompt", "Once upon a time", "--max-tokens", "20", "--device", "cpu")
+	if code != 0 || !strings.HasPrefix(out, "Once upon a time, there was a little girl named Lily.") {
+		t.Fatalf("exit %d: %q %s", code, out, errs)
+	}
+	if code, out, _ := cli(t, "info"); code != 0 || !strings.Contains(out, "stories260K (built in)") {
+		t.Errorf("info: exit %d: %s", code, out)
+	}
+	if entries, _ := os.ReadDir(home); len(entries) != 0 {
+		t.Errorf("wrote %v", entries)
+	}
+}
+
+// An unknown flag prints the error and the command's usage on stderr and
+// exits 2.
+func TestUnknownFlag(t *testing.T) {
+	for _, cmd := range []string{"generate", "eval", "info", "convert", "synth", "bench", "profile", "devices", "serve"} {
+		code, out, errs := cli(t, cmd, "--bogus")
+		if code != 2 || out != "" || !strings.Contains(errs, "unknown flag: --bogus") || !strings.Contains(errs, "Usage: acttail-gpu "+cmd+" ") {
+			t.Errorf("%s --bogus: exit %d, stdout %q, stderr %q", cmd, code, out, errs)
+		}
+	}
+	code, _, errs := cli(t, "profile", "show", "--bogus", "p.json")
+	if code != 2 || !strings.Contains(errs, "unknown flag: --bogus") || !strings.Contains(errs, "Usage: acttail-gpu profile show ") {
+		t.Errorf("profile show --bogus: exit %d, %q", code, errs)
+	}
+}
+
+// Every --help exits 0 and prints its own command's usage on stdout, with
+// one default a flag, readable lists, plain bools, and no flag that does
+// nothing for the command.
+func TestHelp(t *testing.T) {
+	summaries := map[string]string{"profile show": subcommands["profile show"]}
+	for name, c := range commands {
+		summaries[name] = c.summary
+	}
+	for name, summary := range summaries {
+		args := append(strings.Fields(name), "--help")
+		code, out, errs := cli(t, args...)
+		if code != 0 || errs != "" {
+			t.Errorf("%s --help: exit %d, stderr %q", name, code, errs)
+		}
+		if !strings.HasPrefix(out, "Usage: acttail-gpu "+name+" ") || !strings.Contains(out, capitalize(summary)) {
+			t.Errorf("%s --help: not its own usage:\n%s", name, out)
+		}
+		for _, bad := range []string{"[=true|false]", "0.000000", "`", "(default false)"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("%s --help shows %q:\n%s", name, bad, out)
+			}
+		}
+		for _, entry := range strings.Split(out, "\n  --") {
+			if strings.Count(entry, "(default") > 1 {
+				t.Errorf("%s --help: two defaults in %q", name, entry)
+			}
+		}
+		runsModel := name != "info" && name != "convert" && name != "synth" && name != "devices" && name != "profile show"
+		if strings.Contains(out, "--threads") != runsModel || strings.Contains(out, "--no-cublas") != runsModel {
+			t.Errorf("%s --help: device flags shown %v, want %v", name, !runsModel, runsModel)
+		}
+	}
+	if _, out, _ := cli(t, "bench", "--help"); !strings.Contains(out, "(default 0,0.5,0.6,0.7,0.8,0.9)") || strings.Contains(out, "--method ") {
+		t.Errorf("bench --help: levels not shown as a list, or the hidden --method shown:\n%s", out)
+	}
+	if _, out, _ := cli(t, "generate", "--help"); !strings.Contains(out, "--plan FILE ") {
+		t.Errorf("generate --help: --plan's value is not FILE:\n%s", out)
+	}
+	if code, out, _ := cli(t, "help", "eval"); code != 0 || !strings.HasPrefix(out, "Usage: acttail-gpu eval ") {
+		t.Errorf("help eval: exit %d: %s", code, out)
+	}
+}
+
+// --ctx beyond the model's context is refused, in the same words, by every
+// command that takes it.
+func TestCtxBeyondModel(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "d.txt")
+	writeFile(data, []byte("Once upon a time, there was a little girl."))
+	for _, args := range [][]string{
+		{"generate", "--prompt", "hi", "--ctx", "100000"},
+		{"eval", "--data", data, "--ctx", "100000"},
+		{"serve", "--ctx", "100000", "--addr", "127.0.0.1:0"},
+	} {
+		code, _, errs := cli(t, append(args, "--model", stories(t), "--device", "cpu")...)
+		if code != 1 || !strings.Contains(errs, "--ctx 100000 is more than the context of") || !strings.Contains(errs, "512 tokens") {
+			t.Errorf("%v: exit %d, %q", args, code, errs)
+		}
+	}
+	if code, out, errs := cli(t, "eval", "--model", stories(t), "--data", data, "--ctx", "512", "--device", "cpu"); code != 0 || !strings.Contains(out, "ctx 512") {
+		t.Errorf("--ctx 512: exit %d: %s %s", code, out, errs)
+	}
+}
+
+// A cut checkpoint says it is truncated, by how much.
+func TestTruncatedCheckpoint(t *testing.T) {
+	raw, err := os.ReadFile(stories(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(t.TempDir(), "t.bin")
+	writeFile(cut, raw[:5000])
+	code, _, errs := cli(t, "info", "--model", cut)
+	if want := fmt.Sprintf("truncated: want %d bytes, have 5000", len(raw)); code != 1 || !strings.Contains(errs, want) {
+		t.Errorf("exit %d, %q; want %q", code, errs, want)
+	}
+}
+
+// checkPlot draws the plan at path with profile show --plot: one file, a
+// sparsity panel, and alpha beside it once the plan has alpha.
+func checkPlot(t *testing.T, path string) {
+	t.Helper()
+	dir := t.TempDir()
+	size := func(f string) image.Point {
+		t.Helper()
+		r, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		c, err := png.DecodeConfig(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return image.Point{c.Width, c.Height}
+	}
+	one := filepath.Join(dir, "uniform.png")
+	if code, _, errs := cli(t, "profile", "show", path, "--plot", one); code != 0 {
+		t.Fatalf("show --plot: exit %d: %s", code, errs)
+	}
+	p, err := plan.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range p.Sites {
+		p.Sites[i].Alpha = 2 + float64(i%7)/10
+	}
+	two := filepath.Join(dir, "acttail.png")
+	if err := plotPlan(p, two); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("plots: %v, want one file each", entries)
+	}
+	if a, b := size(one), size(two); !(b.X > a.X+a.X/2 && b.Y == a.Y) {
+		t.Errorf("a plan with alpha plots %v, without %v: want alpha beside sparsity", b, a)
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"os"
 	"text/tabwriter"
 
-	"github.com/spf13/pflag"
+	"gonum.org/v1/plot/vg"
 
 	"github.com/acttail/acttail-gpu/internal/chart"
 	"github.com/acttail/acttail-gpu/profile"
@@ -17,6 +17,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 )
 
 // planFlags are the allocation flags `profile` and `bench` share.
@@ -28,17 +29,18 @@ type planFlags struct {
 	fitsCache                     string
 }
 
-func (f *planFlags) register(fs *pflag.FlagSet) {
+func (f *planFlags) register(fs *flagSet) {
 	fs.StringVar(&f.method, "method", "acttail", "allocation: uniform, acttail or greedy (data-aware search on the calibration text)")
-	// The defaults are the one ActTail setting of the committed sweeps that
-	// beats uniform at every level on both evaluation texts
-	// (docs/results/README.md): smaller-alpha-sparser, ε = 0.1, xmin mid.
+	// The defaults of --eps, --direction and --xmin are the one ActTail
+	// setting of the committed sweeps that beats uniform at every level on
+	// both evaluation texts (docs/results/README.md): smaller-alpha-sparser,
+	// ε = 0.1, xmin mid.
 	// The paper's inferred direction (larger-alpha-sparser) lost to uniform
 	// at every level and ε there.
 	fs.Float64Var(&f.eps, "eps", 0.1, "ActTail's ε: the spread of per-projection budgets around the target")
-	fs.StringVar(&f.direction, "direction", string(alloc.SmallerAlphaSparser), "which projections get more sparsity: larger-alpha-sparser or smaller-alpha-sparser (default from docs/results/stories260K)")
+	fs.StringVar(&f.direction, "direction", string(alloc.SmallerAlphaSparser), "which projections get more sparsity: larger-alpha-sparser or smaller-alpha-sparser")
 	fs.BoolVar(&f.blockAverage, "block-average", false, "use each block's mean alpha for all its projections")
-	fs.StringVar(&f.xmin, "xmin", string(htsr.XminMid), "power-law xmin rule: ks, mid or peak (default from docs/results/README.md)")
+	fs.StringVar(&f.xmin, "xmin", string(htsr.XminMid), "power-law xmin rule: ks, mid or peak")
 	fs.Float64Var(&f.sMin, "s-min", 0, "lowest sparsity of one projection")
 	fs.Float64Var(&f.sMax, "s-max", alloc.DefaultSMax, "highest sparsity of one projection")
 	fs.StringVar(&f.mode, "mode", string(plan.ModeTopK), "run-time masking: topk (exact k per token) or threshold (calibrated |x| cut)")
@@ -104,7 +106,7 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(args) > 0 && args[0] == "show" {
 		return runProfileShow(args[1:], stdout, stderr)
 	}
-	fs := newFlags("profile", "[--model PATH] --calib FILE --target S --out plan.json [flags]\n       acttail-gpu profile show plan.json [--plot FILE.png|svg]", stderr)
+	fs := newFlags("profile", "[--model PATH] --calib FILE --target S --out plan.json [flags]\n       acttail-gpu profile show plan.json [--plot FILE.png|svg]", stdout, stderr)
 	var mf modelFlags
 	mf.register(fs)
 	var pf planFlags
@@ -115,9 +117,11 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if (*calibPath == "" && pf.calibSample == 0) || *out == "" {
-		fs.Usage()
-		return errUsage
+	switch {
+	case *calibPath == "" && pf.calibSample == 0:
+		return usageError(fs, "--calib (or --calib-sample) is required")
+	case *out == "":
+		return usageError(fs, "--out is required")
 	}
 	o, err := pf.options(*target)
 	if err != nil {
@@ -147,12 +151,25 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	pipe.Seeds = profile.Grid{Eps: []float64{o.Eps}, Directions: []alloc.Direction{alloc.LargerAlphaSparser, alloc.SmallerAlphaSparser}}
 	if o.Method.Searches() {
 		fmt.Fprintf(stderr, "%s search on %d calibration tokens...\n", o.Method, len(ids))
+		pipe.Search.Bar = progress.New(stderr, profile.GreedyBarTotal, string(o.Method)+" search")
 	}
-	plans, err := pipe.Make(ctx, o, []float64{*target})
+	// The pipeline's steps (profile.Pipeline.Make), each under its bar.
+	budgets, err := pipe.Budgets(ctx, o, []float64{*target})
+	pipe.Search.Bar.Finish()
 	if err != nil {
 		return err
 	}
-	p := plans[0]
+	o.Target = *target
+	p, err := pipe.Plan(o, budgets[0])
+	if err != nil {
+		return err
+	}
+	bar := progress.New(stderr, int64(len(ids)*(pipe.CalibPasses+1)), "calibrate")
+	err = pipe.Calibrate(progress.NewContext(ctx, bar), p)
+	bar.Finish()
+	if err != nil {
+		return err
+	}
 	if err := p.Save(*out); err != nil {
 		return err
 	}
@@ -161,14 +178,10 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func runProfileShow(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("profile", "show plan.json [--plot FILE.png|svg]", stderr)
+	fs := newFlags("profile show", "plan.json [--plot FILE.png|svg]", stdout, stderr)
 	plot := fs.String("plot", "", "also draw alpha and sparsity per layer into this PNG or SVG file")
-	if err := fs.Parse(args); err != nil {
-		return errUsage
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errUsage
+	if err := parseN(fs, args, 1); err != nil {
+		return err
 	}
 	p, err := plan.Load(fs.Arg(0))
 	if err != nil {
@@ -193,25 +206,38 @@ func runProfileShow(args []string, stdout, stderr io.Writer) error {
 	return plotPlan(p, *plot)
 }
 
-// plotPlan draws alpha per layer, one line per projection, into path, and
-// the planned sparsity the same way into path with a "-sparsity" suffix.
+// plotPlan draws alpha and the planned sparsity per layer, one line per
+// projection, side by side into path (alpha is left out of a plan that has
+// none, such as a uniform one).
 func plotPlan(p *plan.Plan, path string) error {
 	alpha, sparsity := make([]chart.Series, model.NumProjections), make([]chart.Series, model.NumProjections)
 	for pr := range model.NumProjections {
 		alpha[pr].Name, sparsity[pr].Name = pr.String(), pr.String()
 	}
+	hasAlpha := false
 	for _, s := range p.Sites {
 		pr, _ := model.ParseProjection(s.Proj)
 		alpha[pr].X = append(alpha[pr].X, float64(s.Layer))
 		alpha[pr].Y = append(alpha[pr].Y, s.Alpha)
 		sparsity[pr].X = append(sparsity[pr].X, float64(s.Layer))
 		sparsity[pr].Y = append(sparsity[pr].Y, s.Sparsity)
+		hasAlpha = hasAlpha || s.Alpha != 0
 	}
-	if err := chart.Lines(path, chart.Options{Title: "heavy-tail exponent per projection: " + p.Model.Name, XLabel: "layer", YLabel: "alpha"}, alpha); err != nil {
-		return err
+	size := chart.Options{XLabel: "layer", TickEveryX: true, Width: 13 * vg.Centimeter, Height: 11 * vg.Centimeter}
+	var panels []chart.Panel
+	if hasAlpha {
+		o := size
+		o.Title, o.YLabel = "heavy-tail exponent", "alpha"
+		panels = append(panels, chart.Panel{Options: o, Series: alpha})
 	}
-	ext := path[len(path)-4:]
-	return chart.Lines(path[:len(path)-4]+"-sparsity"+ext, chart.Options{Title: fmt.Sprintf("%s budgets (target %.2f): %s", p.Method, p.Target, p.Model.Name), XLabel: "layer", YLabel: "sparsity"}, sparsity)
+	o := size
+	o.Title, o.YLabel = fmt.Sprintf("planned sparsity (target %.2f)", p.Target), "sparsity"
+	panels = append(panels, chart.Panel{Options: o, Series: sparsity})
+	title := fmt.Sprintf("%s: %s plan", p.Model.Name, p.Method)
+	if p.Params.Eps != 0 {
+		title += fmt.Sprintf(" (ε %g, %s, xmin %s)", p.Params.Eps, p.Params.Direction, p.Params.Xmin)
+	}
+	return chart.Figure(path, title, panels)
 }
 
 // loadPlan reads a plan, checks it against the model and turns it into

@@ -20,7 +20,7 @@ import (
 // SIGINT or SIGTERM, then stops accepting, lets running requests finish
 // (for up to --grace) and exits.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", "[--model PATH] [--plan NAME=plan.json ...] [flags]", stderr)
+	fs := newFlags("serve", "[--model PATH] [--plan NAME=plan.json ...] [flags]", stdout, stderr)
 	var mf modelFlags
 	mf.register(fs)
 	plans := fs.StringArray("plan", nil, "serve a sparsity plan as model NAME (NAME=plan.json; repeatable); \"dense\" is always served")
@@ -37,7 +37,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&maxBody, "max-body", "largest request body (bytes, or with KiB/MiB)")
 	fs.IntVar(&cfg.MaxTokensLimit, "max-tokens-limit", 0, "largest max_tokens a request may ask for (0: the context length)")
 	fs.IntVar(&cfg.DefaultMaxTokens, "max-tokens", 256, "max_tokens when a request does not say")
-	defModel := fs.String("default-model", "", "model for requests that name none (default: the first plan, else dense)")
+	defModel := fs.String("default-model", "", "model for requests that name none (default: dense)")
 	grace := fs.Duration("grace", 30*time.Second, "on shutdown, how long running requests may take to finish")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -76,6 +76,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer l.Close()
+	if cfg.Context, err = l.contextLength(cfg.Context); err != nil {
+		return err
+	}
 	for _, sp := range specs {
 		p, err := checkedPlan(l, sp.path)
 		if err != nil {

@@ -8,11 +8,12 @@ import (
 
 	"github.com/acttail/acttail-gpu/runtime/format/hf"
 	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 	"github.com/acttail/acttail-gpu/runtime/synth"
 )
 
 func runSynth(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("synth", "--shape NAME | --dim N --hidden N --layers N ... --out DIR", stderr)
+	fs := newFlags("synth", "--shape NAME | --dim N --hidden N --layers N ... --out DIR", stdout, stderr)
 	shape := fs.String("shape", "", "named shape: "+strings.Join(synth.Presets(), ", "))
 	var c model.Config
 	fs.IntVar(&c.Dim, "dim", 0, "model width (with explicit dimensions instead of --shape)")
@@ -29,8 +30,7 @@ func runSynth(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if *out == "" {
-		fs.Usage()
-		return errUsage
+		return usageError(fs, "--out is required")
 	}
 	d, err := model.ParseDType(*dt)
 	if err != nil {
@@ -59,11 +59,20 @@ func runSynth(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	m, err := synth.New(c, d, *seed)
+	size, err := synth.Size(c, d)
 	if err != nil {
 		return err
 	}
-	if err := hf.Write(m, *out, d); err != nil {
+	bar := progress.NewBytes(stderr, size, "generate "+c.Name)
+	m, err := synth.NewWith(c, d, *seed, synth.Options{Progress: bar})
+	bar.Finish()
+	if err != nil {
+		return err
+	}
+	bar = progress.NewBytes(stderr, 0, "write "+*out)
+	err = hf.WriteProgress(m, *out, d, bar)
+	bar.Finish()
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s: synthetic %s, %.1f M parameters, %s\n", *out, c.Name, float64(m.ParamCount())/1e6, d)

@@ -1,11 +1,12 @@
-// Package testfiles finds the shared model and data files (the "shared"
-// folder beside the checkout) for tests, skipping the test when they are
-// absent.
+// Package testfiles finds the model and data files for tests: stories260K
+// in the repository, the texts in the shared folder beside the checkout,
+// skipping the test when they are absent.
 package testfiles
 
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -40,5 +41,15 @@ func Shared(t testing.TB, rel string) string {
 	return p
 }
 
-// Stories260K is the directory of the bundled stories260K model.
-func Stories260K(t testing.TB) string { return Shared(t, "models/stories260K") }
+// Stories260K is the directory of the stories260K model: the copy the
+// binary embeds (runtime/fetch/stories260K), else the shared one.
+func Stories260K(t testing.TB) string {
+	t.Helper()
+	if _, file, _, ok := runtime.Caller(0); ok {
+		dir := filepath.Join(filepath.Dir(file), "..", "..", "runtime", "fetch", "stories260K")
+		if _, err := os.Stat(filepath.Join(dir, "stories260K.bin")); err == nil {
+			return dir
+		}
+	}
+	return Shared(t, "models/stories260K")
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 )
 
 const (
@@ -127,7 +128,8 @@ func (r *Recorder) Thresholds(sites []plan.Site) error {
 
 // Run feeds tokens through s in windows of s.Context() tokens and records
 // every projection input. With sparse false every token runs dense; with
-// it true every token runs under the model's current budgets.
+// it true every token runs under the model's current budgets. The tokens
+// run are added to ctx's progress bar (progress.NewContext), if any.
 func Run(ctx context.Context, s *engine.State, tokens []int, sparse bool) (*Recorder, error) {
 	if len(tokens) < 2 {
 		return nil, errors.New("calibration text is shorter than two tokens")
@@ -151,6 +153,7 @@ func Run(ctx context.Context, s *engine.State, tokens []int, sparse bool) (*Reco
 		if err := s.Forward(tokens[at:at+n], logits, false); err != nil {
 			return nil, err
 		}
+		progress.FromContext(ctx).Add(int64(n))
 	}
 	return r, nil
 }
@@ -163,7 +166,8 @@ func Run(ctx context.Context, s *engine.State, tokens []int, sparse bool) (*Reco
 // runs with the current thresholds applied, each recomputing them from the
 // inputs the sparse model really produces. Two or three passes settle on
 // calibration text. The model must be loaded sparse. The passes run s
-// under budgets of their own; s.Budgets is left as it was.
+// under budgets of their own; s.Budgets is left as it was. It runs the
+// tokens passes+1 times (see Run for the progress it reports).
 func Calibrate(ctx context.Context, s *engine.State, tokens []int, sites []plan.Site, passes int) (*Recorder, error) {
 	m := s.Model()
 	rec, err := Run(ctx, s, tokens, false)

@@ -14,6 +14,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
 	"github.com/acttail/acttail-gpu/runtime/plan"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 	"github.com/acttail/acttail-gpu/runtime/tokenizer"
 )
 
@@ -85,9 +86,13 @@ func TestThresholdRealizesPlanOnCalibrationText(t *testing.T) {
 		p.Sites[i].Sparsity = 0.3 + 0.6*r.Float64()
 		p.Sites[i].K = plan.KeepFor(p.Sites[i].Sparsity, p.Sites[i].DIn)
 	}
-	rec, err := Calibrate(context.Background(), s, ids, p.Sites, 3)
+	bar := progress.New(nil, 0, "")
+	rec, err := Calibrate(progress.NewContext(context.Background(), bar), s, ids, p.Sites, 3)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if bar.Count() != int64(4*len(ids)) {
+		t.Errorf("the context's bar counted %d tokens, want 4 runs of %d", bar.Count(), len(ids))
 	}
 	if rec.Tokens != len(ids) {
 		t.Fatalf("recorded %d tokens of %d", rec.Tokens, len(ids))

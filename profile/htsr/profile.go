@@ -42,7 +42,7 @@ func Profile(ctx context.Context, m *model.Model, o Options) ([]Fit, error) {
 	}
 	sites := plan.Sites(&m.Config)
 	fits := make([]Fit, len(sites))
-	bar := progress.New(o.Progress, int64(len(sites)), "htsr")
+	bar := progress.New(o.Progress, int64(len(sites)), "heavy-tail fits")
 	defer bar.Finish()
 
 	ctx, cancel := context.WithCancelCause(ctx)

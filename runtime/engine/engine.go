@@ -38,6 +38,9 @@ type Options struct {
 	// can run under budgets (State.Budgets). Without it the model runs
 	// dense only.
 	Sparse bool
+	// Uploaded, if set, hears the bytes of each tensor once it is on the
+	// backend (m.ByteCount() in all), for a progress bar.
+	Uploaded func(bytes int64)
 }
 
 type layer struct {
@@ -67,6 +70,9 @@ func LoadWith(b backend.Backend, m *model.Model, o Options) (*Model, error) {
 		w, err := upload(m.Tensors[name])
 		if err != nil {
 			return nil, fmt.Errorf("load %s on %s: %w", m.Source, b.Name(), err)
+		}
+		if o.Uploaded != nil {
+			o.Uploaded(int64(len(m.Tensors[name].Data)))
 		}
 		return w, nil
 	}

@@ -146,6 +146,18 @@ func loadStories(t *testing.T) *model.Model {
 	return m
 }
 
+// Options.Uploaded hears every tensor's bytes.
+func TestUploaded(t *testing.T) {
+	m := loadStories(t)
+	var n int64
+	if _, err := LoadWith(cpu.New(1), m, Options{Sparse: true, Uploaded: func(b int64) { n += b }}); err != nil {
+		t.Fatal(err)
+	}
+	if n != m.ByteCount() {
+		t.Errorf("heard %d bytes, the model has %d", n, m.ByteCount())
+	}
+}
+
 func TestStories260KMatchesReference(t *testing.T) {
 	m := loadStories(t)
 	compare(t, m, randomTokens(40, m.Config.VocabSize, 3), 16, 1e-4)

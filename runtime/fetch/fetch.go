@@ -1,64 +1,193 @@
-// Package fetch finds the default model, stories260K, and downloads it into
-// the user cache when it is nowhere on the machine.
+// Package fetch resolves what --model names: a checkpoint on disk, the
+// default model, or a known model by name.
 //
-// DefaultModel looks, in order:
-//  1. in the directory named by $ACTTAIL_MODEL_DIR, if set;
-//  2. in A/shared/models/stories260K for every ancestor A of the working
-//     directory and of the executable's directory (the checkout layout
-//     keeps shared/ beside the repository);
-//  3. in the user cache, os.UserCacheDir()/acttail-gpu/stories260K, when
-//     both files are there with the right sha256;
-//  4. otherwise it downloads both files from Hugging Face into that cache,
-//     checking their sha256 before they are renamed into place.
+// The default model is stories260K, built into the binary (the files of
+// stories260K/ beside this file, embedded with go:embed), so it runs from
+// any directory, under `go run` and `go install`, with no network;
+// $ACTTAIL_MODEL_DIR, when set, names another default. The larger
+// TinyStories checkpoints of llama2.c (stories15M, stories42M,
+// stories110M) are known by name: the first use downloads them into
+// os.UserCacheDir()/acttail-gpu/NAME, with a progress bar, and checks their
+// sha256 before they are renamed into place.
 package fetch
 
 import (
 	"context"
 	"crypto/sha256"
+	_ "embed" // the built-in model
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/acttail/acttail-gpu/runtime/format"
+	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
+	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/progress"
 )
 
 // EnvModelDir names the environment variable that overrides the default
-// model directory.
+// model: a checkpoint, or a directory holding one.
 const EnvModelDir = "ACTTAIL_MODEL_DIR"
 
-// DefaultBaseURL is the public home of stories260K.
-const DefaultBaseURL = "https://huggingface.co/karpathy/tinyllamas/resolve/main/stories260K/"
+// BuiltinName is the name of the built-in default model.
+const BuiltinName = "stories260K"
 
-// DefaultMaxSize bounds each downloaded file; the stories260K files are
-// about 1 MiB and 6 KiB.
+// DefaultMaxSize bounds each downloaded file whose size is not known in
+// advance.
 const DefaultMaxSize = 16 << 20
 
-// ModelName is the directory name of the default model, under
-// shared/models and under the cache.
-const ModelName = "stories260K"
+var (
+	//go:embed stories260K/stories260K.bin
+	builtinWeights []byte
+	//go:embed stories260K/tok512.bin
+	builtinTokenizer []byte
+)
 
-// File is one file of a model with its expected sha256 (lowercase hex).
-type File struct {
-	Name   string
-	SHA256 string
-}
-
-// Stories260K lists the files of the default model.
+// Stories260K lists the files of the built-in model with their sha256, as
+// karpathy/tinyllamas publishes them.
 var Stories260K = []File{
 	{Name: "stories260K.bin", SHA256: "b0a507e7ad0f626624f17112325e66691f9076d622e1d3274d103d00299f2696"},
 	{Name: "tok512.bin", SHA256: "037cb335abb25d1fa9e8ecae30ed2a3a8ace9302862ebcdc05d51a6bbb10c312"},
 }
 
+// Builtin returns stories260K, read from the bytes built into the binary
+// (its tensors are windows into them; nothing is copied or written).
+func Builtin() (*model.Model, error) {
+	m, err := llama2c.Parse(builtinWeights, builtinTokenizer, Stories260K[0].Name)
+	if err != nil {
+		return nil, fmt.Errorf("built-in %s: %w", BuiltinName, err)
+	}
+	m.Source = BuiltinName + " (built in)"
+	return m, nil
+}
+
+// Known is a model that --model can name: its checkpoint is Files[0], with
+// its tokenizer after it.
+type Known struct {
+	Name  string
+	About string // one line: size, training data, format
+	Files []File
+}
+
+// tinyllamas is where the TinyStories checkpoints live; tokenizer is the
+// Llama-2 vocabulary they use, from llama2.c.
+const (
+	tinyllamas = "https://huggingface.co/karpathy/tinyllamas/resolve/main/"
+	tokenizer  = "https://raw.githubusercontent.com/karpathy/llama2.c/master/tokenizer.bin"
+	tokenSHA   = "50a52ef822ee9e83de5ce9d0be0a025a773d019437f58b5ff9dcafb063ece361"
+)
+
+// Models lists the models known by name, smallest first; the first is the
+// built-in one and has nothing to download.
+var Models = []Known{
+	{BuiltinName, "260K parameters, TinyStories, built into the binary", nil},
+	{"stories15M", "15M parameters, TinyStories, llama2.c checkpoint (58 MiB download)", []File{
+		{Name: "stories15M.bin", URL: tinyllamas + "stories15M.bin", Size: 60816028, SHA256: "cd590644d963867a2b6e5a1107f51fad663c41d79c149fbecbbb1f95fa81f49a"},
+		{Name: "tokenizer.bin", URL: tokenizer, SHA256: tokenSHA}}},
+	{"stories42M", "42M parameters, TinyStories, llama2.c checkpoint (159 MiB download)", []File{
+		{Name: "stories42M.bin", URL: tinyllamas + "stories42M.bin", Size: 167020572, SHA256: "9f65a1000e17d0bc167dd6332e0ce5119a0222a3d920cead5bce413bfab2ee7b"},
+		{Name: "tokenizer.bin", URL: tokenizer, SHA256: tokenSHA}}},
+	{"stories110M", "110M parameters, TinyStories, llama2.c checkpoint (418 MiB download)", []File{
+		{Name: "stories110M.bin", URL: tinyllamas + "stories110M.bin", Size: 438381596, SHA256: "515267168726a1ed1317a64a408492e6af3b67c1f71c5bd98c01d9d721803a24"},
+		{Name: "tokenizer.bin", URL: tokenizer, SHA256: tokenSHA}}},
+}
+
+// Lookup returns the known model called name (case does not matter).
+func Lookup(name string) (Known, bool) {
+	for _, k := range Models {
+		if strings.EqualFold(k.Name, name) {
+			return k, true
+		}
+	}
+	return Known{}, false
+}
+
+// Names lists the known models' names.
+func Names() []string {
+	var out []string
+	for _, k := range Models {
+		out = append(out, k.Name)
+	}
+	return out
+}
+
+// Open loads the model that name, a --model value, stands for:
+//   - "": the default, the checkpoint $ACTTAIL_MODEL_DIR names if set, else
+//     the built-in stories260K;
+//   - a file or directory that exists: that checkpoint (format.Load);
+//   - a known model's name: the built-in one, or the cached download,
+//     fetched first if it is not in the cache (log gets a line and a
+//     progress bar; it may be nil).
+func Open(ctx context.Context, name string, log io.Writer) (*model.Model, error) {
+	if name == "" {
+		if dir := os.Getenv(EnvModelDir); dir != "" {
+			if _, err := os.Stat(dir); err != nil {
+				return nil, fmt.Errorf("$%s: %w", EnvModelDir, err)
+			}
+			return format.Load(dir)
+		}
+		return Builtin()
+	}
+	if _, err := os.Stat(name); !errors.Is(err, fs.ErrNotExist) {
+		return format.Load(name)
+	}
+	k, ok := Lookup(name)
+	if !ok {
+		return nil, fmt.Errorf("open model %s: no such file or directory, and not a known model name (%s)", name, strings.Join(Names(), ", "))
+	}
+	if k.Files == nil {
+		return Builtin()
+	}
+	dir, err := CacheDir(k.Name)
+	if err != nil {
+		return nil, err
+	}
+	f := &Fetcher{Dir: dir, Files: k.Files, Log: log}
+	if _, err := f.Fetch(ctx); err != nil {
+		var u *UnreachableError
+		if errors.As(err, &u) {
+			return nil, fmt.Errorf("model %s: %w; download %s yourself and pass --model PATH, or leave --model out for the built-in %s",
+				k.Name, u, u.URL, BuiltinName)
+		}
+		return nil, fmt.Errorf("model %s: %w", k.Name, err)
+	}
+	return format.Load(filepath.Join(dir, k.Files[0].Name))
+}
+
+// CacheDir is os.UserCacheDir()/acttail-gpu/name, where a known model is
+// downloaded.
+func CacheDir(name string) (string, error) {
+	c, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("model cache: %w", err)
+	}
+	return filepath.Join(c, "acttail-gpu", name), nil
+}
+
+// File is one file of a model with its expected sha256 (lowercase hex).
+type File struct {
+	Name   string
+	SHA256 string
+	// URL is where the file comes from; empty means the Fetcher's BaseURL
+	// joined with Name.
+	URL string
+	// Size is the file's length in bytes, 0 if not known in advance (then
+	// the Fetcher's MaxSize bounds it).
+	Size int64
+}
+
 // Fetcher downloads a set of files into a directory, skipping those already
 // there with the right hash.
 type Fetcher struct {
-	// BaseURL is joined with each file name to form its URL.
+	// BaseURL is joined with the name of each file that has no URL.
 	BaseURL string
 	// Dir receives the files; it is created if missing.
 	Dir string
@@ -66,110 +195,51 @@ type Fetcher struct {
 	Files []File
 	// Client makes the requests; nil means http.DefaultClient.
 	Client *http.Client
-	// MaxSize refuses any file larger than this; 0 means DefaultMaxSize.
+	// MaxSize refuses any file of unknown Size larger than this; 0 means
+	// DefaultMaxSize.
 	MaxSize int64
-	// Log receives one line saying where the files come from and, on a
-	// terminal, a progress bar; nil discards both.
+	// Log receives one line saying where the files come from and a
+	// progress bar for each (plain lines when it is not a terminal); nil
+	// discards both.
 	Log io.Writer
 }
 
-// DefaultCacheDir is os.UserCacheDir()/acttail-gpu/stories260K.
-func DefaultCacheDir() (string, error) {
-	c, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("default model cache: %w", err)
-	}
-	return filepath.Join(c, "acttail-gpu", ModelName), nil
+// UnreachableError is a download that found no server: no network, a name
+// that does not resolve, a connection refused or timed out.
+type UnreachableError struct {
+	URL string
+	Err error
 }
 
-// NewDefault returns the Fetcher DefaultModel uses: stories260K from
-// DefaultBaseURL into DefaultCacheDir.
-func NewDefault(log io.Writer) (*Fetcher, error) {
-	dir, err := DefaultCacheDir()
-	if err != nil {
-		return nil, err
+func (e *UnreachableError) Error() string {
+	host := e.URL
+	if u, err := url.Parse(e.URL); err == nil {
+		host = u.Host
 	}
-	return &Fetcher{BaseURL: DefaultBaseURL, Dir: dir, Files: Stories260K, Log: log}, nil
-}
-
-// DefaultModel returns the directory holding stories260K.bin and
-// tok512.bin, downloading them into the user cache if no copy is found (see
-// the package comment for the order). log receives a line when a download
-// happens, and a progress bar if it is a terminal; it may be nil.
-func DefaultModel(ctx context.Context, log io.Writer) (string, error) {
-	if dir := os.Getenv(EnvModelDir); dir != "" {
-		return checkEnvDir(dir)
-	}
-	var starts []string
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	if exe, err := os.Executable(); err == nil {
-		starts = append(starts, filepath.Dir(exe))
-	}
-	if dir, ok := FindShared(Stories260K, starts...); ok {
-		return dir, nil
-	}
-	f, err := NewDefault(log)
-	if err != nil {
-		return "", err
-	}
-	return f.Fetch(ctx)
-}
-
-// checkEnvDir accepts the override only if it is a directory, so that a typo
-// fails here rather than as a missing file later.
-func checkEnvDir(dir string) (string, error) {
-	st, err := os.Stat(dir)
-	if err != nil {
-		return "", fmt.Errorf("$%s: %w", EnvModelDir, err)
-	}
-	if !st.IsDir() {
-		return "", fmt.Errorf("$%s: %s is not a directory", EnvModelDir, dir)
-	}
-	return dir, nil
-}
-
-// FindShared looks for A/shared/models/stories260K holding every one of
-// files, for each ancestor A of each start directory (the start included),
-// and returns the first found. Files are checked for presence only: the
-// shared folder is trusted.
-func FindShared(files []File, starts ...string) (string, bool) {
-	for _, s := range starts {
-		a, err := filepath.Abs(s)
-		if err != nil {
-			continue
-		}
-		for {
-			dir := filepath.Join(a, "shared", "models", ModelName)
-			if hasAll(dir, files) {
-				return dir, true
-			}
-			parent := filepath.Dir(a)
-			if parent == a {
-				break
-			}
-			a = parent
+	var dns *net.DNSError
+	var why string
+	switch {
+	case errors.As(e.Err, &dns):
+		why = "its name does not resolve: no network?"
+	case errors.Is(e.Err, os.ErrDeadlineExceeded):
+		why = "timed out"
+	default:
+		why = "no connection: no network?"
+		var op *net.OpError
+		if errors.As(e.Err, &op) && op.Err != nil {
+			why = op.Err.Error() + ": no network?"
 		}
 	}
-	return "", false
+	return fmt.Sprintf("cannot reach %s (%s)", host, why)
 }
 
-func hasAll(dir string, files []File) bool {
-	for _, f := range files {
-		st, err := os.Stat(filepath.Join(dir, f.Name))
-		if err != nil || !st.Mode().IsRegular() {
-			return false
-		}
-	}
-	return true
-}
+func (e *UnreachableError) Unwrap() error { return e.Err }
 
 // Fetch makes sure every file is in f.Dir with its expected hash,
 // downloading those that are missing or differ, and returns f.Dir. A file
 // is streamed to a temporary file in f.Dir and renamed into place only
 // after its hash checks, so an interrupted or corrupt download leaves
-// nothing behind.
+// nothing behind (f.Dir is made once a server answers).
 func (f *Fetcher) Fetch(ctx context.Context) (string, error) {
 	var todo []File
 	for _, file := range f.Files {
@@ -184,10 +254,6 @@ func (f *Fetcher) Fetch(ctx context.Context) (string, error) {
 	if len(todo) == 0 {
 		return f.Dir, nil
 	}
-	if err := os.MkdirAll(f.Dir, 0o755); err != nil {
-		return "", fmt.Errorf("fetch: %w", err)
-	}
-	fmt.Fprintf(f.log(), "fetch: downloading %d file(s) from %s into %s\n", len(todo), f.BaseURL, f.Dir)
 	for _, file := range todo {
 		if err := f.download(ctx, file); err != nil {
 			return "", err
@@ -223,13 +289,18 @@ func hasHash(path, want string) (bool, error) {
 
 // download fetches one file into f.Dir through a temporary file.
 func (f *Fetcher) download(ctx context.Context, file File) (err error) {
-	u, err := url.JoinPath(f.BaseURL, file.Name)
-	if err != nil {
-		return fmt.Errorf("fetch %s: bad base URL: %w", file.Name, err)
+	u := file.URL
+	if u == "" {
+		if u, err = url.JoinPath(f.BaseURL, file.Name); err != nil {
+			return fmt.Errorf("fetch %s: bad base URL: %w", file.Name, err)
+		}
 	}
 	limit := f.MaxSize
 	if limit <= 0 {
 		limit = DefaultMaxSize
+	}
+	if file.Size > 0 {
+		limit = file.Size
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -241,7 +312,10 @@ func (f *Fetcher) download(ctx context.Context, file File) (err error) {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("fetch %s: %w", u, err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("fetch %s: %w", u, ctx.Err())
+		}
+		return &UnreachableError{URL: u, Err: err}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -249,6 +323,10 @@ func (f *Fetcher) download(ctx context.Context, file File) (err error) {
 	}
 	if resp.ContentLength > limit {
 		return fmt.Errorf("fetch %s: %d bytes exceeds the %d-byte limit", u, resp.ContentLength, limit)
+	}
+	fmt.Fprintf(f.log(), "downloading %s into %s\n", u, f.Dir)
+	if err := os.MkdirAll(f.Dir, 0o755); err != nil {
+		return fmt.Errorf("fetch: %w", err)
 	}
 
 	tmp, err := os.CreateTemp(f.Dir, "."+file.Name+".*.part")
@@ -261,7 +339,11 @@ func (f *Fetcher) download(ctx context.Context, file File) (err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
-	bar := progress.NewBytes(f.log(), resp.ContentLength, file.Name)
+	total := resp.ContentLength
+	if total < 0 {
+		total = file.Size
+	}
+	bar := progress.NewBytes(f.log(), total, file.Name)
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(tmp, h, bar), io.LimitReader(resp.Body, limit+1))
 	bar.Finish()

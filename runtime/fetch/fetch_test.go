@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,33 +16,11 @@ import (
 	"testing"
 )
 
-// testFiles returns the stories260K files and their contents: the real
-// ones from the shared folder when this checkout has it, otherwise made-up
-// bytes with the Files' hashes replaced to match.
+// testFiles returns the stories260K files and their contents, the bytes
+// built into the binary.
 func testFiles(t *testing.T) ([]File, map[string][]byte) {
 	t.Helper()
-	content := map[string][]byte{}
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dir, ok := FindShared(Stories260K, wd); ok {
-		for _, f := range Stories260K {
-			b, err := os.ReadFile(filepath.Join(dir, f.Name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			content[f.Name] = b
-		}
-		return Stories260K, content
-	}
-	files := make([]File, len(Stories260K))
-	for i, f := range Stories260K {
-		b := bytes.Repeat([]byte(f.Name), 1000+i)
-		content[f.Name] = b
-		files[i] = File{Name: f.Name, SHA256: hashOf(b)}
-	}
-	return files, content
+	return Stories260K, map[string][]byte{Stories260K[0].Name: builtinWeights, Stories260K[1].Name: builtinTokenizer}
 }
 
 func hashOf(b []byte) string {
@@ -121,8 +100,8 @@ func TestFetchAndCache(t *testing.T) {
 	if hits.Load() != int64(len(files)) {
 		t.Fatalf("%d requests, want %d", hits.Load(), len(files))
 	}
-	if lines := strings.Count(log.String(), "\n"); lines != 1 || !strings.Contains(log.String(), srv.URL) {
-		t.Fatalf("log %q: want one line naming the source (a buffer gets no progress bar)", log.String())
+	if lines := strings.Count(log.String(), "downloading "+srv.URL); lines != len(files) {
+		t.Fatalf("log %q: want a line naming each source", log.String())
 	}
 
 	// Cached with the right hash: no more requests.
@@ -219,55 +198,139 @@ func TestCancel(t *testing.T) {
 	}
 }
 
-func TestDefaultModelEnv(t *testing.T) {
-	isolate(t)
-	dir := t.TempDir()
-	t.Setenv(EnvModelDir, dir)
-	got, err := DefaultModel(context.Background(), nil)
-	if err != nil || got != dir {
-		t.Fatalf("DefaultModel = %q, %v; want %q", got, err, dir)
+// The built-in model is stories260K as published, and loads.
+func TestBuiltin(t *testing.T) {
+	if hashOf(builtinWeights) != Stories260K[0].SHA256 || hashOf(builtinTokenizer) != Stories260K[1].SHA256 {
+		t.Fatal("the embedded files are not the published stories260K")
 	}
-	t.Setenv(EnvModelDir, filepath.Join(dir, "nope"))
-	if _, err := DefaultModel(context.Background(), nil); err == nil || !strings.Contains(err.Error(), EnvModelDir) {
-		t.Fatalf("missing override dir: got %v", err)
-	}
-}
-
-func TestDefaultModelShared(t *testing.T) {
-	isolate(t)
-	root := t.TempDir()
-	model := filepath.Join(root, "shared", "models", ModelName)
-	if err := os.MkdirAll(model, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range Stories260K {
-		if err := os.WriteFile(filepath.Join(model, f.Name), []byte("x"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deep := filepath.Join(root, "repo", "runtime", "cmd")
-	if err := os.MkdirAll(deep, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Chdir(deep)
-	got, err := DefaultModel(context.Background(), nil)
+	m, err := Builtin()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Compare resolved paths: the temp dir may sit behind a symlink.
-	want, _ := filepath.EvalSymlinks(model)
-	if g, _ := filepath.EvalSymlinks(got); g != want {
-		t.Fatalf("DefaultModel = %q, want %q", got, model)
-	}
-
-	if _, ok := FindShared(append(Stories260K, File{Name: "absent"}), deep); ok {
-		t.Fatal("FindShared accepted a folder missing a file")
+	defer m.Close()
+	if m.Config.Name != BuiltinName || m.Config.Dim != 64 || m.Vocab == nil || len(m.Vocab.Tokens) != 512 {
+		t.Fatalf("%s: %+v", m.Source, m.Config)
 	}
 }
 
-func TestDefaultCacheDir(t *testing.T) {
+// Open: "" is the built-in model or $ACTTAIL_MODEL_DIR's, a path is that
+// checkpoint, a known name its model; anything else says what it accepts.
+func TestOpen(t *testing.T) {
 	isolate(t)
-	dir, err := DefaultCacheDir()
+	ctx := context.Background()
+	dir := t.TempDir()
+	_, content := testFiles(t)
+	for _, f := range Stories260K {
+		if err := os.WriteFile(filepath.Join(dir, f.Name), content[f.Name], 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ name, env, source string }{
+		{"", "", "stories260K (built in)"},
+		{"stories260k", "", "stories260K (built in)"},
+		{"", dir, filepath.Join(dir, "stories260K.bin")},
+		{filepath.Join(dir, "stories260K.bin"), "", filepath.Join(dir, "stories260K.bin")},
+	} {
+		t.Setenv(EnvModelDir, tc.env)
+		m, err := Open(ctx, tc.name, nil)
+		if err != nil {
+			t.Errorf("Open(%q) with $%s=%q: %v", tc.name, EnvModelDir, tc.env, err)
+			continue
+		}
+		if m.Source != tc.source || m.Config.Name != BuiltinName {
+			t.Errorf("Open(%q): source %q, name %q; want %q", tc.name, m.Source, m.Config.Name, tc.source)
+		}
+		m.Close()
+	}
+	t.Setenv(EnvModelDir, filepath.Join(dir, "nope"))
+	if _, err := Open(ctx, "", nil); err == nil || !strings.Contains(err.Error(), EnvModelDir) {
+		t.Errorf("missing $%s: got %v", EnvModelDir, err)
+	}
+	t.Setenv(EnvModelDir, "")
+	if _, err := Open(ctx, "stories1B", nil); err == nil || !strings.Contains(err.Error(), "stories15M") {
+		t.Errorf("unknown name: got %v, want the known names", err)
+	}
+}
+
+// withModel makes k a known model for one test.
+func withModel(t *testing.T, k Known) {
+	old := Models
+	Models = append(append([]Known(nil), Models...), k)
+	t.Cleanup(func() { Models = old })
+}
+
+// A known model is downloaded into the cache once, with a line saying so,
+// and loads from there.
+func TestOpenDownloads(t *testing.T) {
+	isolate(t)
+	files, content := testFiles(t)
+	srv, hits := server(t, content)
+	var known []File
+	for _, f := range files {
+		f.URL = srv.URL + "/stories260K/" + f.Name
+		known = append(known, f)
+	}
+	withModel(t, Known{Name: "stories-test", Files: known})
+	for range 2 {
+		var log bytes.Buffer
+		m, err := Open(context.Background(), "stories-test", &log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir, _ := CacheDir("stories-test")
+		if m.Source != filepath.Join(dir, files[0].Name) {
+			t.Errorf("source %s, want the cache", m.Source)
+		}
+		m.Close()
+	}
+	if hits.Load() != int64(len(files)) {
+		t.Errorf("%d requests for %d files", hits.Load(), len(files))
+	}
+}
+
+// Offline, a known model fails in one line that says what failed and what
+// to pass, with no raw network error.
+func TestOpenOffline(t *testing.T) {
+	isolate(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String() + "/m.bin"
+	ln.Close()
+	withModel(t, Known{Name: "stories-test", Files: []File{{Name: "m.bin", URL: closed, SHA256: strings.Repeat("0", 64)}}})
+	_, err = Open(context.Background(), "stories-test", nil)
+	var u *UnreachableError
+	if !errors.As(err, &u) {
+		t.Fatalf("got %v, want an UnreachableError", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"model stories-test", "cannot reach " + ln.Addr().String(), "--model PATH", closed} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("%q lacks %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "\n") || strings.Contains(msg, "dial tcp") {
+		t.Errorf("%q: not one plain line", msg)
+	}
+	if dir, _ := CacheDir("stories-test"); exists(dir) {
+		t.Errorf("a failed download left %s", dir)
+	}
+
+	// A name that does not resolve.
+	f := &Fetcher{Dir: t.TempDir(), Files: []File{{Name: "m.bin", URL: "http://huggingface.co/m.bin"}},
+		Client: &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return nil, &net.DNSError{Err: "no such host", Name: "huggingface.co", IsNotFound: true}
+		}}}}
+	_, err = f.Fetch(context.Background())
+	if !errors.As(err, &u) || err.Error() != "cannot reach huggingface.co (its name does not resolve: no network?)" {
+		t.Errorf("DNS failure: %v", err)
+	}
+}
+
+func TestCacheDir(t *testing.T) {
+	isolate(t)
+	dir, err := CacheDir("stories15M")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +338,12 @@ func TestDefaultCacheDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := filepath.Join(base, "acttail-gpu", ModelName); dir != want {
+	if want := filepath.Join(base, "acttail-gpu", "stories15M"); dir != want {
 		t.Fatalf("cache dir %q, want %q", dir, want)
 	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -4,6 +4,7 @@
 package format
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,11 +40,14 @@ func Detect(path string) (kind, file string, err error) {
 		return "", "", fmt.Errorf("open model: %w", err)
 	}
 	if !st.IsDir() {
-		switch {
-		case gguf.IsGGUF(path):
+		if gguf.IsGGUF(path) {
 			return "gguf", path, nil
-		case llama2c.IsCheckpoint(path):
+		}
+		switch err := llama2c.Check(path); {
+		case err == nil:
 			return "llama2c", path, nil
+		case errors.Is(err, llama2c.ErrTruncated):
+			return "", "", fmt.Errorf("open model %w", err)
 		}
 		return "", "", fmt.Errorf("open model %s: not a GGUF file or a llama2.c checkpoint", path)
 	}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
 )
 
 // ErrNoDriver is returned (wrapped) by the NVML functions where the NVIDIA
@@ -22,9 +20,9 @@ var errNoKernelDriver = errors.New("no NVIDIA kernel driver loaded (libnvidia-ml
 const sampleEvery = 20 * time.Millisecond
 
 // nvmlLib is the NVML library (opened with dlopen on first use, so binaries
-// start on machines without it); tests replace it with a mock and reset
+// start on machines without it); tests replace it with a fake and reset
 // nvmlInit.
-var nvmlLib nvml.Interface = nvml.New()
+var nvmlLib nvmlAPI = &libNVML{Path: "libnvidia-ml.so.1"}
 
 // nvmlInit initialises NVML once. The library then stays initialised for the
 // life of the process: meters hold device handles across Start and Stop, and
@@ -33,11 +31,11 @@ var nvmlInit = sync.OnceValue(initNVML)
 
 func initNVML() error {
 	switch ret := nvmlLib.Init(); ret {
-	case nvml.SUCCESS:
+	case nvmlSuccess:
 		return nil
-	case nvml.ERROR_LIBRARY_NOT_FOUND:
+	case nvmlLibraryNotFound:
 		return ErrNoDriver
-	case nvml.ERROR_DRIVER_NOT_LOADED:
+	case nvmlDriverNotLoaded:
 		return errNoKernelDriver
 	default:
 		return fmt.Errorf("nvml init: %w", ret)
@@ -46,12 +44,12 @@ func initNVML() error {
 
 // device returns the handle of GPU index (NVML's order: PCI bus order, which
 // CUDA_VISIBLE_DEVICES does not change).
-func device(index int) (nvml.Device, error) {
+func device(index int) (nvmlDevice, error) {
 	if err := nvmlInit(); err != nil {
 		return nil, err
 	}
 	d, ret := nvmlLib.DeviceGetHandleByIndex(index)
-	if ret != nvml.SUCCESS {
+	if ret != nvmlSuccess {
 		return nil, fmt.Errorf("gpu %d: %w", index, ret)
 	}
 	return d, nil
@@ -64,7 +62,7 @@ func GPUPower(index int) (float64, error) {
 		return 0, err
 	}
 	mw, ret := d.GetPowerUsage()
-	if ret != nvml.SUCCESS {
+	if ret != nvmlSuccess {
 		return 0, fmt.Errorf("gpu %d power: %w", index, ret)
 	}
 	return float64(mw) / 1000, nil
@@ -90,30 +88,30 @@ func ListGPUs() ([]GPUInfo, error) {
 		return nil, err
 	}
 	n, ret := nvmlLib.DeviceGetCount()
-	if ret != nvml.SUCCESS {
+	if ret != nvmlSuccess {
 		return nil, fmt.Errorf("count gpus: %w", ret)
 	}
 	driver, _ := nvmlLib.SystemGetDriverVersion()
 	var cuda string
-	if v, ret := nvmlLib.SystemGetCudaDriverVersion(); ret == nvml.SUCCESS {
+	if v, ret := nvmlLib.SystemGetCudaDriverVersion(); ret == nvmlSuccess {
 		cuda = fmt.Sprintf("%d.%d", v/1000, v%1000/10)
 	}
 	gpus := make([]GPUInfo, 0, n)
 	for i := range n {
 		d, ret := nvmlLib.DeviceGetHandleByIndex(i)
-		if ret != nvml.SUCCESS {
+		if ret != nvmlSuccess {
 			return nil, fmt.Errorf("gpu %d: %w", i, ret)
 		}
 		g := GPUInfo{Index: i, Driver: driver, CUDAVersion: cuda}
 		g.Name, _ = d.GetName()
 		g.UUID, _ = d.GetUUID()
-		if m, ret := d.GetMemoryInfo(); ret == nvml.SUCCESS {
+		if m, ret := d.GetMemoryInfo(); ret == nvmlSuccess {
 			g.MemoryTotal, g.MemoryUsed = m.Total, m.Used
 		}
-		if mw, ret := d.GetEnforcedPowerLimit(); ret == nvml.SUCCESS {
+		if mw, ret := d.GetEnforcedPowerLimit(); ret == nvmlSuccess {
 			g.PowerLimitW = float64(mw) / 1000
 		}
-		if mw, ret := d.GetPowerUsage(); ret == nvml.SUCCESS {
+		if mw, ret := d.GetPowerUsage(); ret == nvmlSuccess {
 			g.PowerDrawW = float64(mw) / 1000
 		}
 		gpus = append(gpus, g)
@@ -126,7 +124,7 @@ func ListGPUs() ([]GPUInfo, error) {
 type gpuMeter struct {
 	index   int
 	label   string // "NVIDIA H200"
-	dev     nvml.Device
+	dev     nvmlDevice
 	counter bool // the energy counter works
 
 	running bool
@@ -155,9 +153,9 @@ func NewGPU(index int) (Meter, error) {
 	m := &gpuMeter{index: index, dev: d}
 	m.label, _ = d.GetName()
 	_, eret := d.GetTotalEnergyConsumption()
-	m.counter = eret == nvml.SUCCESS
+	m.counter = eret == nvmlSuccess
 	if !m.counter {
-		if _, pret := d.GetPowerUsage(); pret != nvml.SUCCESS {
+		if _, pret := d.GetPowerUsage(); pret != nvmlSuccess {
 			return nil, fmt.Errorf("gpu %d: no energy counter (%v) and no power reading (%v)", index, eret, pret)
 		}
 	}
@@ -178,7 +176,7 @@ func (m *gpuMeter) Start() error {
 	}
 	if m.counter {
 		mj, ret := m.dev.GetTotalEnergyConsumption()
-		if ret != nvml.SUCCESS {
+		if ret != nvmlSuccess {
 			return fmt.Errorf("gpu %d energy counter: %w", m.index, ret)
 		}
 		m.start, m.startMJ = time.Now(), mj
@@ -186,7 +184,7 @@ func (m *gpuMeter) Start() error {
 		return nil
 	}
 	mw, ret := m.dev.GetPowerUsage()
-	if ret != nvml.SUCCESS {
+	if ret != nvmlSuccess {
 		return fmt.Errorf("gpu %d power: %w", m.index, ret)
 	}
 	m.start = time.Now()
@@ -209,7 +207,7 @@ func (m *gpuMeter) sample(start time.Time, first sample) {
 			return
 		case <-tick.C:
 			mw, ret := m.dev.GetPowerUsage()
-			if ret != nvml.SUCCESS {
+			if ret != nvmlSuccess {
 				s.failed++
 				continue
 			}
@@ -226,7 +224,7 @@ func (m *gpuMeter) Stop() (Reading, error) {
 	if m.counter {
 		mj, ret := m.dev.GetTotalEnergyConsumption()
 		secs := time.Since(m.start).Seconds()
-		if ret != nvml.SUCCESS {
+		if ret != nvmlSuccess {
 			return Reading{}, fmt.Errorf("gpu %d energy counter: %w", m.index, ret)
 		}
 		if mj < m.startMJ {
@@ -239,7 +237,7 @@ func (m *gpuMeter) Stop() (Reading, error) {
 	// The last reading closes the interval; if NVML refuses it, the last
 	// good one is held to the end.
 	w := s.tr.last.watts
-	if mw, ret := m.dev.GetPowerUsage(); ret == nvml.SUCCESS {
+	if mw, ret := m.dev.GetPowerUsage(); ret == nvmlSuccess {
 		w = float64(mw) / 1000
 	} else {
 		s.failed++

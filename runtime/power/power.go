@@ -22,18 +22,10 @@
 //
 // # Building
 //
-// NVML comes from github.com/NVIDIA/go-nvml, which opens libnvidia-ml.so.1
-// with dlopen at run time: binaries build without the NVIDIA library and run
-// without a driver. Its cgo code calls NVML functions that nvml.h marks
-// deprecated, so each build that compiles that package afresh (the first
-// one, and any with other CGO_CFLAGS, -race, ...) prints about 150 lines of
-// -Wdeprecated-declarations warnings. They are harmless and a dependency's
-// flags cannot be set from this module; to keep build logs clean, set
-//
-//	go env -w CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations"
-//
-// once per machine (or export it in CI). -O2 -g are Go's defaults, so the
-// other cgo packages compile as before.
+// NVML is libnvidia-ml.so.1, opened with dlopen on first use by the small
+// binding in nvmllib.go: binaries build without the NVIDIA library and run
+// without a driver. The binding declares only the functions it calls, so
+// it compiles without warnings.
 package power
 
 import (

@@ -1,17 +1,23 @@
-// Package progress draws a one-line progress bar for long work: downloads,
-// perplexity evaluation, profiling, synthetic model generation.
+// Package progress reports long work: downloads, model loading, heavy-tail
+// fits, calibration, the greedy search, sweep rows, evaluation, conversion.
 //
-// A Bar draws only when its writer is a terminal (an *os.File whose mode has
-// os.ModeCharDevice); on a pipe, a file or a CI log it writes nothing at all,
-// so captured output stays clean. Redraws are rate-limited (every 100 ms by
-// default) and overwrite the line with a carriage return. Add, Set and Write
-// are safe to call from several goroutines at once.
+// On a terminal (an *os.File whose mode has os.ModeCharDevice) a Bar is one
+// line with a bar, the rate and an ETA, redrawn in place with a carriage
+// return at most every 100 ms (work done within the first 100 ms shows
+// nothing). On a pipe, a file or a CI log it writes plain
+// lines instead: one 5 s in, then one each 5% of the work (at most every
+// 5 s, at least every minute), and a last one at Finish; work shorter than
+// 5 s writes nothing, so captured output stays clean.
+// Println writes a line of its own above the bar (a finished sweep row, a
+// greedy level). Add, Set, Write and Println are safe to call from several
+// goroutines at once.
 //
 // All methods of a nil *Bar are no-ops, so code that reports progress can
 // take an optional bar without checking for nil.
 package progress
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -21,8 +27,12 @@ import (
 	"time"
 )
 
-// DefaultInterval is the least time between two redraws.
+// DefaultInterval is the least time between two redraws on a terminal.
 const DefaultInterval = 100 * time.Millisecond
+
+// DefaultPlainEvery is the least time between two plain lines, and how
+// long work runs before it writes any.
+const DefaultPlainEvery = 5 * time.Second
 
 // defaultWidth is the number of cells of the bar itself.
 const defaultWidth = 30
@@ -33,11 +43,15 @@ type Options struct {
 	// Bytes formats counts and rates in binary units (KiB, MiB/s) instead
 	// of plain item counts.
 	Bytes bool
-	// Force draws even when the writer is not a terminal (tests, or a
-	// caller that knows better).
+	// Force draws as on a terminal even when the writer is not one (tests,
+	// or a caller that knows better).
 	Force bool
-	// Interval is the least time between redraws; 0 means DefaultInterval.
+	// Interval is the least time between redraws on a terminal; 0 means
+	// DefaultInterval.
 	Interval time.Duration
+	// PlainEvery is the least time between plain lines; 0 means
+	// DefaultPlainEvery.
+	PlainEvery time.Duration
 	// Width is the number of cells in the bar; 0 means 30.
 	Width int
 }
@@ -45,10 +59,10 @@ type Options struct {
 // Bar is a progress bar. Create one with New, NewBytes or NewWith.
 type Bar struct {
 	w        io.Writer
-	total    int64
+	total    atomic.Int64
 	label    string
 	opt      Options
-	draw     bool             // false: every method only counts
+	mode     mode
 	now      func() time.Time // injectable clock for tests
 	start    time.Time
 	n        atomic.Int64
@@ -57,7 +71,18 @@ type Bar struct {
 
 	mu      sync.Mutex // serialises writes to w
 	lastLen int        // length of the previous line, to blank its tail
+	lines   int        // plain lines written
+	lastN   int64      // the count at the last plain line
 }
+
+// mode is how a Bar shows itself.
+type mode int
+
+const (
+	silent   mode = iota // no writer: only count
+	terminal             // redraw one line in place
+	plain                // a line now and then
+)
 
 // New returns a bar counting items up to total (total ≤ 0: unknown, so no
 // percentage or ETA is shown).
@@ -78,8 +103,19 @@ func NewWith(w io.Writer, total int64, label string, opt Options) *Bar {
 	if opt.Width <= 0 {
 		opt.Width = defaultWidth
 	}
-	b := &Bar{w: w, total: total, label: label, opt: opt, now: time.Now}
-	b.draw = w != nil && (opt.Force || IsTerminal(w))
+	if opt.PlainEvery <= 0 {
+		opt.PlainEvery = DefaultPlainEvery
+	}
+	b := &Bar{w: w, label: label, opt: opt, now: time.Now}
+	b.total.Store(total)
+	switch {
+	case w == nil || w == io.Discard:
+		b.mode = silent
+	case opt.Force || IsTerminal(w):
+		b.mode = terminal
+	default:
+		b.mode = plain
+	}
 	b.start = b.now()
 	return b
 }
@@ -112,6 +148,15 @@ func (b *Bar) Set(n int64) {
 	b.maybeDraw()
 }
 
+// SetTotal sets the count at which the work is done, for work that learns
+// its size after the bar is made (≤ 0: unknown).
+func (b *Bar) SetTotal(n int64) {
+	if b == nil {
+		return
+	}
+	b.total.Store(n)
+}
+
 // Write counts len(p) units, so a Bar can sit in an io.MultiWriter or an
 // io.TeeReader beside an io.Copy. It never fails.
 func (b *Bar) Write(p []byte) (int, error) {
@@ -127,28 +172,72 @@ func (b *Bar) Count() int64 {
 	return b.n.Load()
 }
 
-// Finish draws the final state and ends the line. Later calls, and Adds
-// after it, draw nothing.
+// Finish draws the final state and ends the line, unless the work was too
+// short to show (under Interval on a terminal, PlainEvery on a pipe, with
+// nothing drawn). Later calls, and Adds after it, draw nothing.
 func (b *Bar) Finish() {
-	if b == nil || !b.finished.CompareAndSwap(false, true) || !b.draw {
+	if b == nil || !b.finished.CompareAndSwap(false, true) || b.mode == silent {
 		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.render(b.now().Sub(b.start), "\n")
+	el := b.now().Sub(b.start)
+	switch {
+	case b.mode == plain && b.lines == 0 && el < b.opt.PlainEvery:
+		return
+	case b.mode == terminal && b.lastDraw.Load() == 0 && el < b.opt.Interval:
+		return
+	}
+	b.render(el, "\n")
 }
 
-// maybeDraw redraws when Interval has passed since the last redraw; of
-// several goroutines that get here at once, only the one that wins the
-// compare-and-swap draws.
+// Println writes line on a line of its own: on a terminal above the bar,
+// which is redrawn below it. A nil Bar, or one without a writer, drops it.
+func (b *Bar) Println(line string) {
+	if b == nil || b.mode == silent {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.mode == plain {
+		_, _ = io.WriteString(b.w, line+"\n")
+		return
+	}
+	pad := ""
+	if d := b.lastLen - len(line); d > 0 {
+		pad = strings.Repeat(" ", d)
+	}
+	_, _ = io.WriteString(b.w, "\r"+line+pad+"\n")
+	b.lastLen = 0
+	if !b.finished.Load() && b.lastDraw.Load() != 0 {
+		b.render(b.now().Sub(b.start), "")
+	}
+}
+
+// maybeDraw redraws when Interval has passed since the last redraw (on a
+// pipe, see plainDue); of several goroutines that get here at once, only
+// the one that wins the compare-and-swap draws.
 func (b *Bar) maybeDraw() {
-	if !b.draw || b.finished.Load() {
+	if b.mode == silent || b.finished.Load() {
 		return
 	}
 	el := b.now().Sub(b.start)
 	last := b.lastDraw.Load()
-	if el-time.Duration(last) < b.opt.Interval && last != 0 {
+	if b.mode == plain {
+		if el-time.Duration(last) < b.opt.PlainEvery {
+			return
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if !b.finished.Load() && b.plainDue(el) {
+			b.lastDraw.Store(int64(max(el, 1)))
+			b.lastN = b.n.Load()
+			b.render(el, "\n")
+		}
 		return
+	}
+	if el-time.Duration(last) < b.opt.Interval {
+		return // the first redraw too waits an Interval: work done sooner shows nothing
 	}
 	if !b.lastDraw.CompareAndSwap(last, int64(max(el, 1))) {
 		return
@@ -161,10 +250,33 @@ func (b *Bar) maybeDraw() {
 	b.render(el, "")
 }
 
+// plainDue reports whether a plain line is due at el: PlainEvery after the
+// last one, if the work has since moved on by 5% of its total or a minute
+// has passed (so a long run logs a line or two a minute, not twelve). Done
+// work is left to Finish's line. b.mu must be held.
+func (b *Bar) plainDue(el time.Duration) bool {
+	since := el - time.Duration(b.lastDraw.Load())
+	n, total := b.n.Load(), b.total.Load()
+	switch {
+	case since < b.opt.PlainEvery:
+		return false
+	case n >= total && total > 0:
+		return false
+	case total <= 0 || b.lines == 0:
+		return true
+	}
+	return float64(n-b.lastN) >= 0.05*float64(total) || since >= 12*b.opt.PlainEvery
+}
+
 // render writes one line; b.mu must be held. Write errors are ignored: a
 // progress bar must not fail the work it reports on.
 func (b *Bar) render(elapsed time.Duration, end string) {
 	line := b.line(b.n.Load(), elapsed)
+	if b.mode == plain {
+		b.lines++
+		_, _ = io.WriteString(b.w, line+end)
+		return
+	}
 	pad := ""
 	if d := b.lastLen - len(line); d > 0 {
 		pad = strings.Repeat(" ", d)
@@ -173,7 +285,8 @@ func (b *Bar) render(elapsed time.Duration, end string) {
 	_, _ = io.WriteString(b.w, "\r"+line+pad+end)
 }
 
-// line formats the bar text: label, percent, bar, count/total, rate, ETA.
+// line formats the bar text: label, percent, bar (on a terminal),
+// count/total, rate, ETA.
 func (b *Bar) line(n int64, elapsed time.Duration) string {
 	var s strings.Builder
 	if b.label != "" {
@@ -184,12 +297,15 @@ func (b *Bar) line(n int64, elapsed time.Duration) string {
 	if sec := elapsed.Seconds(); sec > 0 {
 		rate = float64(n) / sec
 	}
-	if b.total > 0 {
-		frac := min(max(float64(n)/float64(b.total), 0), 1)
-		fill := int(frac * float64(b.opt.Width))
-		fmt.Fprintf(&s, "%3.0f%% [%s%s] %s/%s", 100*frac,
-			strings.Repeat("=", fill), strings.Repeat(" ", b.opt.Width-fill),
-			b.amount(n), b.amount(b.total))
+	total := b.total.Load()
+	if total > 0 {
+		frac := min(max(float64(n)/float64(total), 0), 1)
+		fmt.Fprintf(&s, "%3.0f%% ", 100*frac)
+		if b.mode == terminal {
+			fill := int(frac * float64(b.opt.Width))
+			fmt.Fprintf(&s, "[%s%s] ", strings.Repeat("=", fill), strings.Repeat(" ", b.opt.Width-fill))
+		}
+		fmt.Fprintf(&s, "%s/%s", b.amount(n), b.amount(total))
 	} else {
 		s.WriteString(b.amount(n))
 	}
@@ -201,8 +317,8 @@ func (b *Bar) line(n int64, elapsed time.Duration) string {
 	switch {
 	case b.finished.Load():
 		fmt.Fprintf(&s, " in %s", formatDuration(elapsed))
-	case b.total > 0 && rate > 0 && n < b.total:
-		eta := time.Duration(float64(b.total-n) / rate * float64(time.Second))
+	case total > 0 && rate > 0 && n < total:
+		eta := time.Duration(float64(total-n) / rate * float64(time.Second))
 		fmt.Fprintf(&s, " ETA %s", formatDuration(eta))
 	}
 	return s.String()
@@ -241,4 +357,20 @@ func formatDuration(d time.Duration) string {
 		return fmt.Sprintf("%dm%02ds", s/60, s%60)
 	}
 	return fmt.Sprintf("%dh%02dm", s/3600, s/60%60)
+}
+
+// barKey is the context key of NewContext's Bar.
+type barKey struct{}
+
+// NewContext returns ctx carrying b, for work whose functions take no bar
+// of their own (calib.Run adds the tokens it has run to it).
+func NewContext(ctx context.Context, b *Bar) context.Context {
+	return context.WithValue(ctx, barKey{}, b)
+}
+
+// FromContext returns the Bar of NewContext, or nil (whose methods do
+// nothing).
+func FromContext(ctx context.Context) *Bar {
+	b, _ := ctx.Value(barKey{}).(*Bar)
+	return b
 }

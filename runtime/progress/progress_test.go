@@ -33,6 +33,11 @@ func (c *fakeClock) advance(d time.Duration) {
 // forced returns a bar that draws into buf on a fake clock.
 func forced(buf io.Writer, total int64, label string, opt Options) (*Bar, *fakeClock) {
 	opt.Force = true
+	return onClock(buf, total, label, opt)
+}
+
+// onClock returns a bar on a fake clock.
+func onClock(buf io.Writer, total int64, label string, opt Options) (*Bar, *fakeClock) {
 	b := NewWith(buf, total, label, opt)
 	c := &fakeClock{t: time.Unix(1000, 0)}
 	b.now = c.now
@@ -40,7 +45,8 @@ func forced(buf io.Writer, total int64, label string, opt Options) (*Bar, *fakeC
 	return b, c
 }
 
-func TestNotTerminalWritesNothing(t *testing.T) {
+// Short work on a pipe writes nothing.
+func TestNotTerminalShortWorkWritesNothing(t *testing.T) {
 	var buf bytes.Buffer
 	b := NewBytes(&buf, 100, "x")
 	b.Add(10)
@@ -72,6 +78,64 @@ func TestNotTerminalWritesNothing(t *testing.T) {
 	if IsTerminal(&buf) {
 		t.Fatal("bytes.Buffer reported as a terminal")
 	}
+}
+
+// Long work on a pipe writes a plain line every PlainEvery and a last one
+// at Finish; Println lines go through as they are.
+func TestPlainLines(t *testing.T) {
+	var buf bytes.Buffer
+	b, clk := onClock(&buf, 100, "fits", Options{})
+	clk.advance(time.Second)
+	b.Add(10)
+	if buf.Len() != 0 {
+		t.Fatalf("wrote %q after 1 s", buf.String())
+	}
+	clk.advance(5 * time.Second)
+	b.Add(30)
+	clk.advance(time.Second)
+	b.Add(10) // within PlainEvery of the last line
+	b.Println("level 0.50 done")
+	clk.advance(5 * time.Second)
+	b.Set(100)
+	b.Finish()
+	want := "fits  40% 40/100 6.7 it/s ETA 9s\nlevel 0.50 done\nfits 100% 100/100 8.3 it/s in 12s\n"
+	if got := buf.String(); got != want {
+		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+}
+
+// After the first plain line, the next waits for 5% more of the work or a
+// minute.
+func TestPlainLinesThrottled(t *testing.T) {
+	var buf bytes.Buffer
+	b, clk := onClock(&buf, 1000, "greedy", Options{})
+	for _, step := range []struct {
+		after time.Duration
+		add   int64
+		lines int
+	}{{5 * time.Second, 10, 1}, {5 * time.Second, 10, 1}, {5 * time.Second, 40, 2}, {50 * time.Second, 1, 2}, {10 * time.Second, 1, 3}} {
+		clk.advance(step.after)
+		b.Add(step.add)
+		if got := strings.Count(buf.String(), "\n"); got != step.lines {
+			t.Fatalf("after %v more and +%d: %d lines, want %d:\n%s", step.after, step.add, got, step.lines, buf.String())
+		}
+	}
+}
+
+// Println on a terminal writes above the bar and redraws it.
+func TestPrintlnAboveBar(t *testing.T) {
+	var buf bytes.Buffer
+	b, clk := forced(&buf, 10, "rows", Options{Width: 4})
+	clk.advance(time.Second)
+	b.Add(5)
+	buf.Reset()
+	bar := "\rrows  50% [==  ] 5/10 5.0 it/s ETA 1s"
+	b.Println("row 5")
+	if got, want := buf.String(), "\rrow 5"+strings.Repeat(" ", len(bar)-len("\rrow 5"))+"\n"+bar; got != want {
+		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+	var nilBar *Bar
+	nilBar.Println("dropped")
 }
 
 func TestRendering(t *testing.T) {
@@ -208,5 +272,17 @@ func TestFormat(t *testing.T) {
 		if got := formatDuration(tc.d); got != tc.want {
 			t.Errorf("formatDuration(%v) = %q, want %q", tc.d, got, tc.want)
 		}
+	}
+}
+
+// Work done within the first Interval shows nothing on a terminal either.
+func TestQuickWorkShowsNothing(t *testing.T) {
+	var buf bytes.Buffer
+	b, clk := forced(&buf, 10, "load", Options{})
+	clk.advance(50 * time.Millisecond)
+	b.Add(10)
+	b.Finish()
+	if buf.Len() != 0 {
+		t.Fatalf("wrote %q", buf.String())
 	}
 }

@@ -109,8 +109,8 @@ type Config struct {
 	// name beside DenseModel. They must have been checked against the
 	// model (plan.Check) and the model loaded with engine.Options.Sparse.
 	Plans []Plan
-	// Default is the model a request that names none gets ("": the first
-	// plan, or DenseModel when there is none).
+	// Default is the model a request that names none gets ("":
+	// DenseModel, so that a plain client gets the model as it is).
 	Default string
 	// APIKey, if set, is the bearer token every /v1/ request must carry.
 	APIKey string
@@ -285,15 +285,12 @@ func (s *Server) resolvePlans() error {
 		s.variants = append(s.variants, variant{name: p.Name, budgets: bud.CountedAt(base), base: base})
 	}
 	s.byName[DenseModel] = 0
-	switch def := s.cfg.Default; {
-	case def != "":
+	if def := s.cfg.Default; def != "" {
 		i, ok := s.byName[def]
 		if !ok {
 			return fmt.Errorf("server: default model %q is not served", def)
 		}
 		s.def = i
-	case len(s.variants) > 1:
-		s.def = 1
 	}
 	return nil
 }

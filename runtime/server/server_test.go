@@ -95,7 +95,6 @@ func startOn(t *testing.T, cfg Config, withPlan bool, newBackend func(*model.Mod
 	if withPlan {
 		f.half = halfPlan(t, m)
 		cfg.Plans = []Plan{{Name: "half", Plan: f.half}}
-		cfg.Default = DenseModel
 	}
 	f.s, err = New(cfg)
 	if err != nil {
@@ -427,6 +426,21 @@ func TestGreedyMatchesEngine(t *testing.T) {
 
 // A stop string cuts the text before it, streamed or not; a sampled
 // request with a seed repeats.
+// A request that names no model gets the dense model even where plans
+// are served, unless Config.Default says otherwise.
+func TestDefaultModel(t *testing.T) {
+	f := start(t, Config{}, true)
+	want := f.greedy(t, storyPrompt, 20, nil)
+	r := f.complete(t, "/v1/completions", map[string]any{"prompt": storyPrompt, "max_tokens": 20, "temperature": 0})
+	if r.Model != DenseModel || r.Choices[0].Text != want {
+		t.Errorf("no model: served by %q: %q; want dense %q", r.Model, r.Choices[0].Text, want)
+	}
+	g := start(t, Config{Default: "half"}, true)
+	if r := g.complete(t, "/v1/completions", map[string]any{"prompt": storyPrompt, "max_tokens": 5}); r.Model != "half" {
+		t.Errorf("Default half: served by %q", r.Model)
+	}
+}
+
 func TestStopAndSeed(t *testing.T) {
 	f := start(t, Config{}, false)
 	want := f.greedy(t, storyPrompt, 60, nil)

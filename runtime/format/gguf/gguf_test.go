@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 )
 
 func testConfig() model.Config {
@@ -692,4 +693,17 @@ func FuzzReadFile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// WriteProgress counts every tensor byte it writes, out of the total it
+// sets: the model's bytes when the dtype is kept.
+func TestWriteProgress(t *testing.T) {
+	m := randModel(t, testConfig(), model.F32, 5)
+	bar := progress.New(nil, 0, "")
+	if err := WriteProgress(m, filepath.Join(t.TempDir(), "m.gguf"), model.F32, bar); err != nil {
+		t.Fatal(err)
+	}
+	if bar.Count() != m.ByteCount() {
+		t.Errorf("counted %d bytes, the model has %d", bar.Count(), m.ByteCount())
+	}
 }

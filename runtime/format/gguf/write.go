@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 )
 
 // llama.cpp's general.file_type values for the dtypes Write produces.
@@ -31,7 +32,13 @@ var fileTypes = map[model.DType]uint32{model.F32: 0, model.F16: 1, model.Q8_0: 7
 // plus acttail.rope.scaling.* keys that keep its parameters. A BPE vocabulary
 // with an empty PreTokenizer is written as "llama-bpe" and loads as "llama3".
 func Write(m *model.Model, path string, dtype model.DType) error {
-	if err := write(m, path, dtype); err != nil {
+	return WriteProgress(m, path, dtype, nil)
+}
+
+// WriteProgress is Write that counts on bar the bytes of tensor data it
+// has written, out of the total it sets (nil: no bar).
+func WriteProgress(m *model.Model, path string, dtype model.DType, bar *progress.Bar) error {
+	if err := write(m, path, dtype, bar); err != nil {
 		return fmt.Errorf("gguf: write %s: %w", path, err)
 	}
 	return nil
@@ -44,7 +51,7 @@ type outTensor struct {
 	to   model.DType
 }
 
-func write(m *model.Model, path string, dtype model.DType) error {
+func write(m *model.Model, path string, dtype model.DType, bar *progress.Bar) error {
 	if _, ok := fileTypes[dtype]; !ok {
 		return fmt.Errorf("unsupported dtype %s", dtype)
 	}
@@ -69,11 +76,17 @@ func write(m *model.Model, path string, dtype model.DType) error {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
+	var total int64
+	for _, t := range tensors {
+		total += int64(t.info.Size)
+	}
+	bar.SetTotal(total)
 	w := &writer{w: bufio.NewWriterSize(tmp, 1<<20)}
 	w.header(kvs, tensors)
 	for i := range tensors {
 		w.pad(DefaultAlignment)
 		w.tensor(&tensors[i])
+		bar.Add(int64(tensors[i].info.Size))
 	}
 	if w.err == nil {
 		w.err = w.w.Flush()

@@ -25,6 +25,7 @@ import (
 	"strings"
 
 	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 )
 
 // File names in a model directory.
@@ -257,6 +258,12 @@ func metaSource(r, headDim int) int {
 // vocabulary gains the merges spmMerges derives. Existing files are
 // replaced atomically, so dir may be the directory m was loaded from.
 func Write(m *model.Model, dir string, dtype model.DType) error {
+	return WriteProgress(m, dir, dtype, nil)
+}
+
+// WriteProgress is Write that counts on bar the bytes of tensor data it
+// has written, out of the total it sets (nil: no bar).
+func WriteProgress(m *model.Model, dir string, dtype model.DType, bar *progress.Bar) error {
 	if _, err := stName(dtype); err != nil {
 		return fmt.Errorf("write %s: %w", dir, err)
 	}
@@ -293,7 +300,7 @@ func Write(m *model.Model, dir string, dtype model.DType) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("write %s: %w", dir, err)
 	}
-	if err := writeSafetensors(filepath.Join(dir, weightsFile), tws, map[string]string{"format": "pt"}); err != nil {
+	if err := writeSafetensors(filepath.Join(dir, weightsFile), tws, map[string]string{"format": "pt"}, bar); err != nil {
 		return err
 	}
 	if err := writeJSON(filepath.Join(dir, configFile), configJSON(cfg, dtype, m.Vocab)); err != nil {

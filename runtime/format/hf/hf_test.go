@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 )
 
 // testConfig is a small model with grouped-query attention.
@@ -964,4 +965,17 @@ func FuzzTokenizerJSON(f *testing.F) {
 			}
 		}
 	})
+}
+
+// WriteProgress counts every tensor byte it writes, out of the total it
+// sets: the model's bytes when the dtype is kept.
+func TestWriteProgress(t *testing.T) {
+	m := randomModel(t, testConfig(false), model.BF16, 5)
+	bar := progress.New(nil, 0, "")
+	if err := WriteProgress(m, filepath.Join(t.TempDir(), "m"), model.BF16, bar); err != nil {
+		t.Fatal(err)
+	}
+	if bar.Count() != m.ByteCount() {
+		t.Errorf("counted %d bytes, the model has %d", bar.Count(), m.ByteCount())
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"sort"
 
 	"github.com/acttail/acttail-gpu/runtime/model"
+	"github.com/acttail/acttail-gpu/runtime/progress"
 )
 
 // maxHeader bounds the safetensors JSON header. The reference implementation
@@ -266,7 +267,7 @@ type tensorWriter struct {
 
 // writeSafetensors writes tensors to path through a temporary file in the
 // same directory, renamed into place once complete.
-func writeSafetensors(path string, tensors []tensorWriter, metadata map[string]string) error {
+func writeSafetensors(path string, tensors []tensorWriter, metadata map[string]string, bar *progress.Bar) error {
 	hdr := make(map[string]any, len(tensors)+1)
 	if metadata != nil {
 		hdr[metadataKey] = metadata
@@ -280,6 +281,7 @@ func writeSafetensors(path string, tensors []tensorWriter, metadata map[string]s
 		hdr[t.name] = map[string]any{"dtype": dt, "shape": t.shape, "data_offsets": [2]int64{off, off + t.size}}
 		off += t.size
 	}
+	bar.SetTotal(off)
 	js, err := marshalJSON(hdr, false)
 	if err != nil {
 		return fmt.Errorf("write %s: header: %w", path, err)
@@ -305,6 +307,7 @@ func writeSafetensors(path string, tensors []tensorWriter, metadata map[string]s
 			if cw.n != t.size {
 				return fmt.Errorf("tensor %q: wrote %d bytes, header says %d", t.name, cw.n, t.size)
 			}
+			bar.Add(t.size)
 		}
 		return nil
 	})

@@ -7,6 +7,7 @@ package llama2c
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,6 +22,10 @@ const (
 	headerV1Size = 256
 	legacyHeader = 7 * 4
 )
+
+// ErrTruncated marks a file whose header is a plausible llama2.c header but
+// which is shorter than the weights it announces.
+var ErrTruncated = errors.New("truncated")
 
 // Header is the decoded checkpoint header.
 type Header struct {
@@ -82,7 +87,8 @@ func ParseHeader(data []byte, size int64, name string) (*Header, error) {
 	}
 	h.Config = cfg
 	if need := h.DataOffset + 4*weightCount(&cfg, h.Version); need > size {
-		return nil, fmt.Errorf("%s: header announces %d bytes of weights and tables but the file has %d (truncated or not a llama2.c checkpoint)", name, need, size)
+		return nil, fmt.Errorf("%s: %w: want %d bytes, have %d (its llama2.c header announces dim %d, %d layers, vocab %d)",
+			name, ErrTruncated, need, size, cfg.Dim, cfg.NLayers, cfg.VocabSize)
 	}
 	return h, nil
 }
@@ -158,28 +164,53 @@ func Load(path string) (*model.Model, error) {
 	m.OnClose(unmapper(data))
 	if tok := findTokenizer(path, m.Config.VocabSize); tok != "" {
 		raw, err := os.ReadFile(tok)
-		var v *model.Vocab
 		if err == nil {
-			v, err = ParseVocab(raw, m.Config.VocabSize, tok)
+			err = addVocab(m, raw, tok)
 		}
 		if err != nil {
 			m.Close()
 			return nil, err
 		}
-		m.Vocab = v
 	}
 	return m, nil
+}
+
+// Parse builds a model over data, a whole checkpoint in memory, with the
+// vocabulary of tokenizer, a tokenizer.bin in memory (nil: none). The
+// tensors are windows into data, which must stay unchanged while the model
+// is in use. name is the checkpoint's file name, which names the model.
+func Parse(data, tokenizer []byte, name string) (*model.Model, error) {
+	m, err := fromBytes(data, name)
+	if err != nil {
+		return nil, err
+	}
+	if tokenizer != nil {
+		if err := addVocab(m, tokenizer, name+" tokenizer"); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// addVocab parses raw, a tokenizer.bin named name, as m's vocabulary.
+func addVocab(m *model.Model, raw []byte, name string) error {
+	v, err := ParseVocab(raw, m.Config.VocabSize, name)
+	if err != nil {
+		return err
+	}
+	m.Vocab = v
+	return nil
 }
 
 type unmapper []byte
 
 func (u unmapper) Close() error { return syscall.Munmap(u) }
 
-// FromBytes builds a model whose tensors are windows into data.
+// fromBytes builds a model whose tensors are windows into data.
 func fromBytes(data []byte, name string) (*model.Model, error) {
 	h, err := ParseHeader(data, int64(len(data)), name)
 	if err != nil {
-		return nil, fmt.Errorf("load %s", err)
+		return nil, fmt.Errorf("load %w", err)
 	}
 	m := model.New(h.Config)
 	m.Source, m.Format = name, "llama2c"
@@ -222,20 +253,28 @@ func findTokenizer(path string, vocab int) string {
 
 // IsCheckpoint reports whether path looks like a llama2.c checkpoint: a
 // regular file whose header parses and whose size fits it.
-func IsCheckpoint(path string) bool {
+func IsCheckpoint(path string) bool { return Check(path) == nil }
+
+// Check says why path is not a llama2.c checkpoint, or returns nil if it
+// is one. A plausible header on a file too short for its weights gives an
+// error wrapping ErrTruncated.
+func Check(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return false
+		return err
 	}
 	defer f.Close()
 	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() {
-		return false
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
 	}
 	buf := make([]byte, headerV1Size)
 	n, _ := f.ReadAt(buf, 0)
 	_, err = ParseHeader(buf[:n], st.Size(), path)
-	return err == nil
+	return err
 }
 
 // Write stores m as a version 1 (fp32) llama2.c checkpoint. RoPE tables are

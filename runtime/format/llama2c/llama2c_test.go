@@ -3,8 +3,11 @@ package llama2c
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/acttail/acttail-gpu/internal/testfiles"
@@ -40,6 +43,33 @@ func TestLoadStories260K(t *testing.T) {
 	end := len(raw) - 2*512*4*4
 	if !bytes.Equal(fin.Data, raw[end-64*4:end]) {
 		t.Fatal("final norm not where the legacy layout puts it")
+	}
+}
+
+// Parse, from memory, gives the tensors and vocabulary Load gives from the
+// file.
+func TestParseInMemory(t *testing.T) {
+	m, err := Load(storiesPath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	raw, _ := os.ReadFile(storiesPath(t))
+	tok, _ := os.ReadFile(filepath.Join(filepath.Dir(storiesPath(t)), "tok512.bin"))
+	p, err := Parse(raw, tok, "stories260K.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Config != m.Config || len(p.Tensors) != len(m.Tensors) || len(p.Vocab.Tokens) != len(m.Vocab.Tokens) {
+		t.Fatalf("config %+v, %d tensors; Load gives %+v, %d", p.Config, len(p.Tensors), m.Config, len(m.Tensors))
+	}
+	for n, tt := range m.Tensors {
+		if !bytes.Equal(tt.Data, p.Tensors[n].Data) {
+			t.Fatalf("tensor %s differs", n)
+		}
+	}
+	if _, err := Parse(raw[:5000], tok, "cut.bin"); !errors.Is(err, ErrTruncated) {
+		t.Errorf("a cut checkpoint: %v", err)
 	}
 }
 
@@ -89,6 +119,11 @@ func TestTruncatedAndHostile(t *testing.T) {
 			t.Errorf("file cut to %d bytes loaded", n)
 		}
 	}
+	// A whole header on a short file says how short.
+	want := fmt.Sprintf("truncated: want %d bytes, have 5000", len(raw))
+	if err := Check(writeCut(t, raw[:5000])); !errors.Is(err, ErrTruncated) || !strings.Contains(err.Error(), want) {
+		t.Errorf("Check: %v, want %q", err, want)
+	}
 	hdr := func(vals ...int32) []byte {
 		b := make([]byte, 4*len(vals))
 		for i, v := range vals {
@@ -107,6 +142,14 @@ func TestTruncatedAndHostile(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+}
+
+func writeCut(t *testing.T, b []byte) string {
+	p := filepath.Join(t.TempDir(), "cut.bin")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func FuzzParseHeader(f *testing.F) {
