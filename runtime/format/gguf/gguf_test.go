@@ -371,6 +371,25 @@ func TestMalformed(t *testing.T) {
 			b.pad(32)
 			b.Write(make([]byte, 128))
 		}},
+		{"gap", `tensor "a": F32 [8] is 32 bytes, but the file gives it 64`, func(b *builder) {
+			b.header(3, 2, 0)
+			b.tensorInfo("a", GGMLF32, 0, 8)
+			b.tensorInfo("b", GGMLF32, 64, 8)
+			b.pad(32)
+			b.Write(make([]byte, 96))
+		}},
+		{"trailing bytes", `tensor "a": F32 [8] is 32 bytes, but 64 bytes follow it`, func(b *builder) {
+			b.header(3, 1, 0)
+			b.tensorInfo("a", GGMLF32, 0, 8)
+			b.pad(32)
+			b.Write(make([]byte, 64))
+		}},
+		{"first not at 0", "not 0", func(b *builder) {
+			b.header(3, 1, 0)
+			b.tensorInfo("a", GGMLF32, 32, 8)
+			b.pad(32)
+			b.Write(make([]byte, 64))
+		}},
 		{"duplicate tensor", "twice", func(b *builder) {
 			b.header(3, 2, 0)
 			b.tensorInfo("a", GGMLF32, 0, 8)
@@ -486,6 +505,18 @@ func setKey(key string, v Value) func([]KV) []KV {
 	}
 }
 
+// retype sets the ggml type of the named tensor, keeping its dimensions
+// and offset.
+func retype(name string, typ GGMLType) func([]TensorInfo) {
+	return func(ts []TensorInfo) {
+		for i := range ts {
+			if ts[i].Name == name {
+				ts[i].Type = typ
+			}
+		}
+	}
+}
+
 func TestLoadRejects(t *testing.T) {
 	raw := tinyFile(t, model.F16)
 	keep := func(kvs []KV) []KV { return kvs }
@@ -501,13 +532,12 @@ func TestLoadRejects(t *testing.T) {
 		{"tokenizer", "tokenizer.ggml.model", setKey("tokenizer.ggml.model", str("bert")), nil},
 		{"bos range", "out of range", setKey("tokenizer.ggml.bos_token_id", u32(8)), nil},
 		{"vocab size", "tokens for a vocabulary", setKey("llama.vocab_size", u32(9)), nil},
-		{"unsupported type", `tensor "blk.0.attn_q.weight": ggml type Q4_0 is not supported`, keep, func(ts []TensorInfo) {
-			for i := range ts {
-				if ts[i].Name == "blk.0.attn_q.weight" {
-					ts[i].Type = 2 // Q4_0: 32x32 F16 is 2048 bytes, as Q4_0 576: still in range
-				}
-			}
-		}},
+		{"unsupported type", `tensor "blk.0.attn_q.weight": ggml type I16 is not supported`, keep, retype("blk.0.attn_q.weight", 25)}, // I16: as many bytes as F16
+		{"F32 flipped to Q8_0", `tensor "blk.0.attn_norm.weight": Q8_0 [32] is 34 bytes, but the file gives it 128`, keep, retype("blk.0.attn_norm.weight", GGMLQ8_0)},
+		{"last tensor flipped", `tensor "output_norm.weight": Q8_0 [32] is 34 bytes, but 128 bytes follow it`, keep, retype("output_norm.weight", GGMLQ8_0)},
+		{"F16 flipped to Q4_0", `tensor "blk.0.attn_q.weight": Q4_0 [32 32] is 576 bytes, but the file gives it 2048`, keep, retype("blk.0.attn_q.weight", 2)},
+		{"context 2^31-1", "context length 2147483647 is implausible", setKey("llama.context_length", u32(math.MaxInt32)), nil},
+		{"vocab 2^30", "tokens for a vocabulary of 1073741824", setKey("llama.vocab_size", u32(1<<30)), nil},
 		{"unknown tensor", `unexpected tensor "blk.5.attn_q.weight"`, keep, func(ts []TensorInfo) {
 			for i := range ts {
 				if ts[i].Name == "blk.0.attn_q.weight" {

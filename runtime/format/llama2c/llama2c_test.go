@@ -3,8 +3,10 @@ package llama2c
 import (
 	"bytes"
 	"encoding/binary"
+	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/acttail/acttail-gpu/internal/testfiles"
@@ -106,6 +108,11 @@ func TestTruncatedAndHostile(t *testing.T) {
 		if _, err := ParseHeader(h, 1<<40, name); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+	// A version 1 header has no RoPE tables to bound its context length.
+	v1 := append(hdr(magicV1, 1, 64, 172, 5, 8, 4, 512, math.MaxInt32), make([]byte, 220)...)
+	if _, err := ParseHeader(v1, 1<<40, "v1"); err == nil || !strings.Contains(err.Error(), "context length 2147483647") {
+		t.Errorf("v1 header with a 2^31-1 context: %v", err)
 	}
 }
 
