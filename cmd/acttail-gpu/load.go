@@ -27,6 +27,7 @@ type modelFlags struct {
 	kernels  string
 	noGraphs bool
 	noBLAS   bool
+	noCheck  bool   // skip the NaN/Inf scan of the weights
 	plan     string // --plan, for commands that take one
 	sparse   bool   // load the projections for sparse products
 }
@@ -38,9 +39,11 @@ func (f *modelFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.kernels, "kernels", "", "CUDA: load this fatbin instead of the embedded kernels")
 	fs.BoolVar(&f.noGraphs, "no-cuda-graphs", false, "CUDA: run decode steps op by op instead of as CUDA graphs")
 	fs.BoolVar(&f.noBLAS, "no-cublas", false, "CUDA: run prefill GEMMs on the built-in kernels even where cuBLAS is installed")
+	fs.BoolVar(&f.noCheck, "no-check", false, "skip the scan of the weights for NaN and infinity at load")
 }
 
-// open loads the checkpoint named by the flags (or the default model).
+// open loads the checkpoint named by the flags (or the default model) and,
+// unless --no-check, checks that its weights are finite.
 func (f *modelFlags) open(ctx context.Context, stderr io.Writer) (*model.Model, error) {
 	path := f.path
 	if path == "" {
@@ -50,7 +53,15 @@ func (f *modelFlags) open(ctx context.Context, stderr io.Writer) (*model.Model, 
 		}
 		path = dir
 	}
-	return format.Load(path)
+	m, err := format.Load(path)
+	if err != nil || f.noCheck {
+		return m, err
+	}
+	if err := m.CheckFinite(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("%w (--no-check loads it anyway)", err)
+	}
+	return m, nil
 }
 
 // backend returns the compute backend the flags ask for. With auto, a
