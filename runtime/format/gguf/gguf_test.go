@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/acttail/acttail-gpu/internal/testfiles"
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
 
@@ -690,22 +691,143 @@ func TestWriteRejects(t *testing.T) {
 	}
 }
 
-func FuzzReadFile(f *testing.F) {
-	raw := tinyFile(f, model.Q8_0)
-	f.Add(raw)
-	f.Add(raw[:len(raw)/2])
-	f.Add(raw[:100])
-	for _, off := range []int{4, 8, 16, 24, 40} {
-		bad := bytes.Clone(raw)
-		bad[off] ^= 0xff
-		f.Add(bad)
-	}
+// readFileSeeds are FuzzReadFile's seed corpus (testdata/fuzz/FuzzReadFile):
+// small files, so that the fuzzer's minimizing of new inputs stays quick.
+// They cover every header part: each value type, each tensor type, a
+// custom alignment, version 2, and whole llama models with an SPM and a BPE
+// vocabulary (dimension 2), cut short too.
+func readFileSeeds(t *testing.T) []testfiles.Seed {
+	var seeds []testfiles.Seed
+	add := func(name string, b []byte) { seeds = append(seeds, testfiles.Seed{Name: name, Args: []any{b}}) }
 	var b builder
-	b.header(3, 1, 0)
-	b.tensorInfo("w", GGMLF32, 0, 3, 2)
+	b.header(3, 0, 0)
+	add("header-v3", bytes.Clone(b.Bytes()))
+	b.Reset()
+	b.header(2, 0, 0)
+	add("header-v2", bytes.Clone(b.Bytes()))
+
+	b.Reset()
+	b.header(3, 0, 11)
+	for i, v := range []struct {
+		typ ValueType
+		raw []byte
+	}{
+		{TypeUint8, []byte{7}}, {TypeInt8, []byte{0xff}}, {TypeUint16, []byte{1, 2}}, {TypeInt16, []byte{3, 4}},
+		{TypeUint32, []byte{1, 0, 0, 0}}, {TypeInt32, []byte{0xff, 0xff, 0xff, 0xff}}, {TypeFloat32, []byte{0, 0, 0x80, 0x3f}},
+		{TypeBool, []byte{1}}, {TypeUint64, make([]byte, 8)}, {TypeInt64, make([]byte, 8)}, {TypeFloat64, make([]byte, 8)},
+	} {
+		b.str(fmt.Sprintf("k%d", i))
+		b.u32(uint32(v.typ))
+		b.Write(v.raw)
+	}
+	add("value-types", bytes.Clone(b.Bytes()))
+
+	b.Reset()
+	b.header(3, 0, 3)
+	b.str("s")
+	b.u32(uint32(TypeString))
+	b.str("text")
+	b.str("a")
+	b.u32(uint32(TypeArray))
+	b.u32(uint32(TypeInt32))
+	b.u64(2)
+	b.u32(1)
+	b.u32(2)
+	b.str("as")
+	b.u32(uint32(TypeArray))
+	b.u32(uint32(TypeString))
+	b.u64(2)
+	b.str("x")
+	b.str("yz")
+	add("strings-arrays", bytes.Clone(b.Bytes()))
+
+	b.Reset()
+	b.header(3, 4, 0)
+	b.tensorInfo("f32", GGMLF32, 0, 2)
+	b.tensorInfo("f16", GGMLF16, 32, 4)
+	b.tensorInfo("bf16", GGMLBF16, 64, 2, 2)
+	b.tensorInfo("q8", GGMLQ8_0, 96, 32)
 	b.pad(32)
-	b.Write(make([]byte, 24))
-	f.Add(b.Bytes())
+	b.Write(make([]byte, 96+34))
+	add("tensor-types", bytes.Clone(b.Bytes()))
+
+	b.Reset()
+	b.header(3, 2, 1)
+	b.str("general.alignment")
+	b.u32(uint32(TypeUint32))
+	b.u32(8)
+	b.tensorInfo("a", GGMLF32, 0, 1)
+	b.tensorInfo("b", GGMLF16, 8, 3)
+	b.pad(8)
+	b.Write(make([]byte, 14))
+	add("alignment-8", bytes.Clone(b.Bytes()))
+
+	// Whole models, as small as a loadable file gets: dimension 2, one
+	// layer, 8-byte alignment and only the keys decode needs.
+	cfg := model.Config{Arch: "llama", Dim: 2, HiddenDim: 2, NLayers: 1, NHeads: 1, NKVHeads: 1, HeadDim: 2,
+		VocabSize: 4, SeqLen: 8, NormEps: 1e-5, RopeTheta: 10000, TiedOutput: true}
+	bare := compactFile(t, randModel(t, cfg, model.F32, 1), model.F32)
+	add("model-f32", bare)
+	add("model-f32-cut", bare[:len(bare)/2])
+	cfg.TiedOutput = false
+	spm := randModel(t, cfg, model.F16, 2)
+	spm.Vocab = spmVocab(4)
+	add("model-spm-f16", compactFile(t, spm, model.F16))
+	return seeds
+}
+
+// compactFile is m as a GGUF file with 8-byte alignment and only the
+// metadata keys decode requires (and the vocabulary's tokens and ids).
+func compactFile(t *testing.T, m *model.Model, dtype model.DType) []byte {
+	t.Helper()
+	kvs, err := metadata(m, dtype)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const align = 8
+	var keep []KV
+	for _, kv := range kvs {
+		switch kv.Key {
+		case "general.alignment":
+			keep = append(keep, KV{kv.Key, u32(align)})
+		case "general.architecture", "llama.context_length", "llama.embedding_length", "llama.feed_forward_length",
+			"llama.block_count", "llama.attention.head_count", "llama.attention.layer_norm_rms_epsilon",
+			"tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id":
+			keep = append(keep, kv)
+		}
+	}
+	tensors, err := plan(m, dtype)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var off uint64
+	for i := range tensors {
+		tensors[i].info.Offset = uint64(alignUp(int64(off), align))
+		off = tensors[i].info.Offset + tensors[i].info.Size
+	}
+	var out bytes.Buffer
+	w := &writer{w: bufio.NewWriter(&out)}
+	w.header(keep, tensors)
+	for i := range tensors {
+		w.pad(align)
+		w.tensor(&tensors[i])
+	}
+	if err := w.w.Flush(); err != nil || w.err != nil {
+		t.Fatal(err, w.err)
+	}
+	if _, err := decode(out.Bytes(), "compact"); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+func TestFuzzReadFileCorpus(t *testing.T) {
+	testfiles.WriteCorpus(t, "FuzzReadFile", readFileSeeds(t))
+}
+
+// FuzzReadFile parses any bytes as a GGUF file; what it accepts lies in the
+// file, and what decode accepts is a checked model.
+func FuzzReadFile(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := ReadFile(bytes.NewReader(data), int64(len(data)))
 		if err != nil {
