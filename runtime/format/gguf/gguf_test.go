@@ -846,58 +846,6 @@ func FuzzReadFile(f *testing.F) {
 	})
 }
 
-// fuzzModel builds a small random model from a fuzzer's shape word (one
-// byte a field), with a vocabulary of the given tokens (one a line) when
-// there are any. Matrices are in dtype, norms F32, as Write stores them,
-// so a round trip is bit-identical.
-func fuzzModel(t *testing.T, shape uint64, tokens, template, merges string) (*model.Model, model.DType) {
-	b := func(i int) int { return int(shape >> (8 * i) & 0xff) }
-	dtype := model.DType(b(6) % 4)
-	flags := b(7)
-	cfg := model.Config{Arch: "llama", NKVHeads: 1 + b(0)%2, HeadDim: 2 * (1 + b(2)%4), Dim: 2 * (1 + b(3)%8),
-		HiddenDim: 1 + b(4)%8, NLayers: 1 + b(5)%2, SeqLen: 1 + b(1), NormEps: 1e-5, RopeTheta: 10000,
-		TiedOutput: flags&1 != 0, Synthetic: flags&8 != 0}
-	cfg.NHeads = cfg.NKVHeads * (1 + b(1)%2)
-	if dtype == model.Q8_0 { // rows of whole blocks, or Write stores F16
-		cfg.Dim, cfg.HiddenDim, cfg.HeadDim = 32, 32, 32/cfg.NHeads
-	}
-	if flags&4 != 0 {
-		cfg.RopeTheta = 500000
-		cfg.RopeScale = &model.RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPosition: 16}
-	}
-	var v *model.Vocab
-	if tokens != "" {
-		toks := strings.Split(tokens, "\n")
-		toks = toks[:min(len(toks), 32)]
-		n := len(toks)
-		v = &model.Vocab{Kind: model.VocabSPM, Tokens: toks, BOS: n / 2, EOS: n - 1, UNK: -1, AddBOS: flags&32 != 0,
-			AddSpacePrefix: flags&64 != 0, ChatTemplate: template}
-		if flags&2 != 0 {
-			v.Kind, v.PreTokenizer = model.VocabBPE, "llama3"
-			if merges != "" {
-				v.Merges = strings.Split(merges, "\n")
-			}
-			if n > 1 {
-				v.EOT = []int{0, n - 2}
-			}
-		} else {
-			for i := range toks {
-				v.Scores = append(v.Scores, -float32(i))
-				v.Types = append(v.Types, model.TokenType(1+i%6))
-			}
-		}
-		cfg.VocabSize = n
-	} else {
-		cfg.VocabSize = 1 + b(4)
-	}
-	if cfg.Validate() != nil {
-		t.Skip()
-	}
-	m := randModel(t, cfg, dtype, shape)
-	m.Vocab = v
-	return m, dtype
-}
-
 func TestFuzzWriteRoundTripCorpus(t *testing.T) {
 	testfiles.WriteCorpus(t, "FuzzWriteRoundTrip", []testfiles.Seed{
 		{Name: "bare-f32", Args: []any{uint64(0x0000020304010100), "", "", ""}},
@@ -912,7 +860,10 @@ func TestFuzzWriteRoundTripCorpus(t *testing.T) {
 // tensors must come back as they were.
 func FuzzWriteRoundTrip(f *testing.F) {
 	f.Fuzz(func(t *testing.T, shape uint64, tokens, template, merges string) {
-		m, dtype := fuzzModel(t, shape, tokens, template, merges)
+		m, dtype, ok := testfiles.FuzzModel(shape, []model.DType{model.F32, model.F16, model.BF16, model.Q8_0}, tokens, template, merges)
+		if !ok {
+			return
+		}
 		path := filepath.Join(t.TempDir(), "m.gguf")
 		if err := Write(m, path, dtype); err != nil {
 			t.Fatalf("write: %v", err)
