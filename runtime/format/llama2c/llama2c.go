@@ -158,17 +158,25 @@ func Load(path string) (*model.Model, error) {
 	m.OnClose(unmapper(data))
 	if tok := findTokenizer(path, m.Config.VocabSize); tok != "" {
 		raw, err := os.ReadFile(tok)
-		var v *model.Vocab
 		if err == nil {
-			v, err = ParseVocab(raw, m.Config.VocabSize, tok)
+			err = addVocab(m, raw, tok)
 		}
 		if err != nil {
 			m.Close()
 			return nil, err
 		}
-		m.Vocab = v
 	}
 	return m, nil
+}
+
+// addVocab parses the tokenizer.bin held in raw (from file name) into m.
+func addVocab(m *model.Model, raw []byte, name string) error {
+	v, err := ParseVocab(raw, m.Config.VocabSize, name)
+	if err != nil {
+		return err
+	}
+	m.Vocab = v
+	return nil
 }
 
 type unmapper []byte
