@@ -324,3 +324,25 @@ func FuzzStream(f *testing.F) {
 		}
 	})
 }
+
+// TokenBytes spells each token as it stands alone: joined, they are the
+// decoded text with SPM's leading space kept; control tokens are empty.
+func TestTokenBytes(t *testing.T) {
+	tk := spmOrSynthetic(t)
+	ids := tk.Encode("Once upon a time, é", true)
+	var joined []byte
+	for _, id := range ids {
+		joined = append(joined, tk.TokenBytes(id)...)
+	}
+	if got, want := string(joined), " "+tk.Decode(ids); got != want {
+		t.Fatalf("joined %q, want %q", got, want)
+	}
+	if tk.TokenBytes(tk.BOS()) != nil || tk.TokenBytes(-1) != nil || tk.TokenBytes(tk.VocabSize()) != nil {
+		t.Fatal("bytes for BOS or an id outside the vocab")
+	}
+	b := tk.TokenBytes(ids[1])
+	b[0] = 'X'
+	if tk.TokenBytes(ids[1])[0] == 'X' {
+		t.Fatal("TokenBytes returned the tokenizer's own bytes")
+	}
+}
