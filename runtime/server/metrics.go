@@ -23,6 +23,8 @@ type metrics struct {
 	batch      histogram
 	denseSteps uint64
 	active     int
+	conns      int    // open connections (Serve's)
+	refused    uint64 // connections refused over MaxConns
 	// realized sparsity per variant: Σ sequences·sparsity and Σ sequences
 	// over its sparse steps.
 	realizedSum, realizedN []float64
@@ -64,6 +66,19 @@ func (m *metrics) addPrompt(n int) {
 func (m *metrics) addGenerated(n int) {
 	m.mu.Lock()
 	m.generated += uint64(n)
+	m.mu.Unlock()
+}
+
+// conn counts a connection opened (+1) or closed (-1).
+func (m *metrics) conn(delta int) {
+	m.mu.Lock()
+	m.conns += delta
+	m.mu.Unlock()
+}
+
+func (m *metrics) refuse() {
+	m.mu.Lock()
+	m.refused++
 	m.mu.Unlock()
 }
 
@@ -138,6 +153,10 @@ func (m *metrics) write(w io.Writer, queued int, power func() (float64, bool)) {
 	fmt.Fprintf(&b, "acttail_queue_depth %d\n", queued)
 	head("acttail_active_sequences", "gauge", "Sequences generating.")
 	fmt.Fprintf(&b, "acttail_active_sequences %d\n", m.active)
+	head("acttail_http_connections", "gauge", "Connections open (through Serve).")
+	fmt.Fprintf(&b, "acttail_http_connections %d\n", m.conns)
+	head("acttail_http_connections_refused_total", "counter", "Connections answered 503 and closed because MaxConns were open.")
+	fmt.Fprintf(&b, "acttail_http_connections_refused_total %d\n", m.refused)
 	head("acttail_realized_sparsity", "gauge", "Parameter-weighted fraction of projection inputs dropped, mean over decoded tokens since start.")
 	for v, name := range m.models {
 		switch {
