@@ -117,7 +117,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		names = append(names, p.Name)
 	}
 	fmt.Fprintf(stderr, "serving %s as %s on http://%s/v1 (%s)\n", l.file.Source, strings.Join(names, ", "), ln.Addr(), l.engine.Backend.Describe())
-	return srv.Run(ctx, ln, *grace)
+	if err := srv.Run(ctx, ln, *grace); errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown: the --grace of %v ran out; the requests still running were ended with an error", *grace)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 // byteSize is a flag value in bytes, with an optional KiB, MiB or GiB
