@@ -16,6 +16,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlags("convert", "[--model PATH] --out PATH [--to hf|gguf] [--dtype T]", stdout, stderr)
 	var mf modelFlags
 	mf.registerFile(fs)
+	mf.registerCheck(fs)
 	out := fs.String("out", "", "output: a directory for hf, a file for gguf (required)")
 	to := fs.String("to", "", "output format: hf or gguf (default: gguf when --out ends in .gguf, else hf)")
 	dt := fs.String("dtype", "", "weight dtype: f32, f16, bf16 (hf, gguf) or q8_0 (gguf) (default: the embedding's dtype)")

@@ -18,6 +18,7 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	mf.noCheck = true // info describes the file; it reads no weights
 	m, err := mf.open(ctx, stderr)
 	if err != nil {
 		return err

@@ -26,6 +26,7 @@ type modelFlags struct {
 	kernels  string
 	noGraphs bool
 	noBLAS   bool
+	noCheck  bool   // skip the NaN/Inf scan of the weights
 	plan     string // --plan, for commands that take one
 	sparse   bool   // load the projections for sparse products
 }
@@ -38,9 +39,15 @@ func (f *modelFlags) register(fs *flagSet) {
 	fs.StringVar(&f.kernels, "kernels", "", "CUDA: load this fatbin instead of the embedded kernels")
 	fs.BoolVar(&f.noGraphs, "no-cuda-graphs", false, "CUDA: run decode steps op by op instead of as CUDA graphs")
 	fs.BoolVar(&f.noBLAS, "no-cublas", false, "CUDA: run prefill GEMMs on the built-in kernels even where cuBLAS is installed")
+	f.registerCheck(fs)
 	for _, n := range []string{"threads", "device", "kernels", "no-cuda-graphs", "no-cublas"} {
 		deviceFlag(fs, n)
 	}
+}
+
+// registerCheck adds --no-check, for the commands that read the weights.
+func (f *modelFlags) registerCheck(fs *flagSet) {
+	fs.BoolVar(&f.noCheck, "no-check", false, "skip the scan of the weights for NaN and infinity at load")
 }
 
 // registerFile adds --model alone, for the commands that read the file
@@ -49,9 +56,18 @@ func (f *modelFlags) registerFile(fs *flagSet) {
 	fs.StringVar(&f.path, "model", "", "checkpoint: a Hugging Face directory, .gguf file or llama2.c .bin, or a model name: "+strings.Join(fetch.Names(), ", ")+" (downloaded once) (default: stories260K, built in)")
 }
 
-// open loads the checkpoint named by the flags (or the default model).
+// open loads the checkpoint named by the flags (or the default model) and,
+// unless --no-check, checks that its weights are finite.
 func (f *modelFlags) open(ctx context.Context, stderr io.Writer) (*model.Model, error) {
-	return fetch.Open(ctx, f.path, stderr)
+	m, err := fetch.Open(ctx, f.path, stderr)
+	if err != nil || f.noCheck {
+		return m, err
+	}
+	if err := m.CheckFinite(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("%w (--no-check loads it anyway)", err)
+	}
+	return m, nil
 }
 
 // backend returns the compute backend the flags ask for. With auto, a

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"image"
@@ -17,6 +18,8 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/format"
+	"github.com/acttail/acttail-gpu/runtime/format/gguf"
+	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
 )
 
@@ -174,6 +177,33 @@ func TestBadInput(t *testing.T) {
 }
 
 func writeFile(p string, b []byte) error { return os.WriteFile(p, b, 0o644) }
+
+// A checkpoint of NaNs is refused at load, naming the tensor, unless
+// --no-check; info still describes it.
+func TestNaNWeights(t *testing.T) {
+	m, err := format.Load(stories(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, tt := range m.Tensors {
+		tt.Data = bytes.Repeat(binary.LittleEndian.AppendUint32(nil, math.Float32bits(float32(math.NaN()))), len(tt.Data)/4)
+	}
+	p := filepath.Join(t.TempDir(), "nan.gguf")
+	if err := gguf.Write(m, p, model.F32); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := cli(t, "generate", "--model", p, "--prompt", "Hi", "--max-tokens", "2")
+	if code == 0 || !strings.Contains(errs, `tensor "model.embed_tokens.weight" (F32 [512 64]): element 0 is NaN (--no-check loads it anyway)`) {
+		t.Errorf("generate: exit %d: %s", code, errs)
+	}
+	if code, _, errs := cli(t, "generate", "--model", p, "--prompt", "Hi", "--max-tokens", "2", "--no-check"); code != 0 {
+		t.Errorf("generate --no-check: exit %d: %s", code, errs)
+	}
+	if code, _, errs := cli(t, "info", "--model", p); code != 0 {
+		t.Errorf("info: exit %d: %s", code, errs)
+	}
+}
 
 // profile writes a plan that eval and generate accept; impossible targets,
 // too-short calibration text and plans for another model are refused with

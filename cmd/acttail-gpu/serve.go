@@ -39,16 +39,25 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.DefaultMaxTokens, "max-tokens", 256, "max_tokens when a request does not say")
 	defModel := fs.String("default-model", "", "model for requests that name none (default: dense)")
 	grace := fs.Duration("grace", 30*time.Second, "on shutdown, how long running requests may take to finish")
+	fs.IntVar(&cfg.MaxConns, "max-conns", 512, "most connections open at once (more are answered 503)")
+	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", 10*time.Second, "how long a request may take to send its body (slower: 408)")
+	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", 30*time.Second, "how long each write of a reply, each stream chunk, may take to reach the client")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 60*time.Second, "how long a kept-alive connection may wait for its next request")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	for name, v := range map[string]int{"--max-batch": cfg.MaxBatch, "--queue": cfg.Queue, "--max-tokens": cfg.DefaultMaxTokens} {
+	for name, v := range map[string]int{"--max-batch": cfg.MaxBatch, "--queue": cfg.Queue, "--max-tokens": cfg.DefaultMaxTokens, "--max-conns": cfg.MaxConns} {
 		if v < 1 {
 			return fmt.Errorf("%s %d: must be ≥ 1", name, v)
 		}
 	}
 	if cfg.Context < 0 || cfg.MaxTokensLimit < 0 {
 		return errors.New("--ctx and --max-tokens-limit must be ≥ 0")
+	}
+	for name, d := range map[string]time.Duration{"--body-timeout": cfg.BodyTimeout, "--write-timeout": cfg.WriteTimeout, "--idle-timeout": cfg.IdleTimeout, "--grace": *grace} {
+		if d <= 0 {
+			return fmt.Errorf("%s %v: must be positive", name, d)
+		}
 	}
 	cfg.MaxBody, cfg.MaxMemory = int64(maxBody), int64(maxMemory)
 	cfg.APIKey = *apiKey
@@ -116,7 +125,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	budget, ctxLen, perSeq := srv.Memory()
 	fmt.Fprintf(stderr, "memory: weights %.1f MiB; context %d; sequence budget %.1f MiB, %d sequences of the full context (%.2f MiB each)\n",
 		float64(l.file.ByteCount())/(1<<20), ctxLen, float64(budget)/(1<<20), budget/perSeq, float64(perSeq)/(1<<20))
-	return srv.Run(ctx, ln, *grace)
+	if err := srv.Run(ctx, ln, *grace); errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown: the --grace of %v ran out; the requests still running were ended with an error", *grace)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 // byteSize is a flag value in bytes, with an optional KiB, MiB or GiB

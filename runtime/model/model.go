@@ -53,7 +53,15 @@ type RopeScaling struct {
 	OriginalMaxPosition int     `json:"original_max_position_embeddings"`
 }
 
-// Validate checks that the dimensions are positive and consistent.
+// MaxSeqLen is the longest context a config may claim: above every released
+// model's (Llama 4 Scout claims 10M tokens). A larger claim is a corrupt or
+// hostile file; no file-backed tensor bounds it, and a KV cache sized by it
+// would be the first thing to take the process down.
+const MaxSeqLen = 1 << 24
+
+// Validate checks that the dimensions are positive, consistent and
+// plausible. Most sizes are also bounded by the tensors a file must hold
+// (Model.Check); the context length is bounded only here.
 func (c *Config) Validate() error {
 	switch {
 	case c.Dim <= 0, c.HiddenDim <= 0, c.NLayers <= 0, c.NHeads <= 0, c.NKVHeads <= 0, c.VocabSize <= 0, c.SeqLen <= 0:
@@ -65,6 +73,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: %d heads is not a multiple of %d kv heads", c.NHeads, c.NKVHeads)
 	case c.Dim > 1<<20 || c.HiddenDim > 1<<20 || c.NLayers > 1<<12 || c.VocabSize > 1<<24 || c.NHeads > 1<<12 || c.HeadDim > 1<<14:
 		return fmt.Errorf("config: implausibly large dimensions (dim %d, hidden %d, layers %d, vocab %d)", c.Dim, c.HiddenDim, c.NLayers, c.VocabSize)
+	case c.SeqLen > MaxSeqLen:
+		return fmt.Errorf("config: context length %d is implausible (at most %d)", c.SeqLen, MaxSeqLen)
 	case !(c.NormEps > 0):
 		return fmt.Errorf("config: norm eps %g must be positive", c.NormEps)
 	case !(c.RopeTheta > 0):

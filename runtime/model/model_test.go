@@ -114,9 +114,20 @@ func TestShapes(t *testing.T) {
 	if err := m.Check(); err == nil {
 		t.Fatal("missing tensor not reported")
 	}
-	bad := cfg
-	bad.NKVHeads = 3
-	if bad.Validate() == nil {
-		t.Fatal("heads not multiple of kv heads accepted")
+	for name, edit := range map[string]func(c *Config){
+		"heads not multiple of kv heads": func(c *Config) { c.NKVHeads = 3 },
+		"context 2^31-1":                 func(c *Config) { c.SeqLen = math.MaxInt32 },
+		"context 2^40":                   func(c *Config) { c.SeqLen = 1 << 40 },
+		"vocab 2^30":                     func(c *Config) { c.VocabSize = 1 << 30 },
+		"dim 2^21":                       func(c *Config) { c.Dim = 1 << 21 },
+		"layers 2^20":                    func(c *Config) { c.NLayers = 1 << 20 },
+		"odd head dim":                   func(c *Config) { c.HeadDim = 7 },
+		"NaN eps":                        func(c *Config) { c.NormEps = math.NaN() },
+	} {
+		bad := cfg
+		edit(&bad)
+		if bad.Validate() == nil {
+			t.Errorf("%s accepted", name)
+		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/acttail/acttail-gpu/runtime/tokenizer"
 )
 
 func (s *Server) routes() {
@@ -24,7 +26,21 @@ func (s *Server) routes() {
 		writeError(w, &apiError{status: http.StatusNotFound, typ: "invalid_request_error", code: "not_found",
 			message: fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)})
 	})
-	s.mux = mux
+	s.mux = s.deadlines(mux)
+}
+
+// deadlines gives every request BodyTimeout to send its body (a
+// generation lifts it once the body is read; elsewhere it bounds the
+// server's reading of a body no handler wanted) and ends, with the request,
+// the write deadlines a reply sets: net/http resets neither between
+// requests on one connection.
+func (s *Server) deadlines(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+		defer rc.SetWriteDeadline(time.Time{})
+		h.ServeHTTP(w, r)
+	})
 }
 
 // endpoint wraps h with a method check and, for the API, the bearer token
@@ -47,16 +63,34 @@ func (s *Server) endpoint(method string, auth bool, h http.HandlerFunc) http.Han
 	}
 }
 
+// authorized checks the bearer token. The scheme is case-insensitive, as
+// HTTP's auth schemes are (RFC 9110 §11.1).
 func (s *Server) authorized(r *http.Request) bool {
 	if s.cfg.APIKey == "" {
 		return true
 	}
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.APIKey)) == 1
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+	tok = strings.TrimLeft(tok, " ")
+	return ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.APIKey)) == 1
 }
 
-// writeError answers e as OpenAI's error JSON.
+// Seconds a client is told to wait (Retry-After) before trying again: a
+// full queue drains in moments; a server shutting down is gone for a
+// restart, or for good.
+const (
+	retryBusy     = "1"
+	retryShutdown = "5"
+)
+
+// writeError answers e as OpenAI's error JSON, with Retry-After on 429 and
+// 503.
 func writeError(w http.ResponseWriter, e *apiError) {
+	switch e.status {
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", retryBusy)
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", retryShutdown)
+	}
 	writeJSON(w, e.status, e.body())
 }
 
@@ -116,6 +150,7 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	if s.queue.isClosed() {
+		w.Header().Set("Retry-After", retryShutdown)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting down"})
 		return
 	}
@@ -186,14 +221,19 @@ func (s *Server) generate(w *recorder, r *http.Request, chat bool, arrived time.
 		return usage{}
 	}
 	if err := decodeBody(w, r, s.cfg.MaxBody, &req); err != nil {
+		// The deadline stays: net/http reads what is left of a body
+		// before it replies, and a body that stalled would hold it.
 		return fail(err)
 	}
+	// The body is read: lift its deadline, so that the connection's
+	// background read can tell when the client goes away.
+	http.NewResponseController(w).SetReadDeadline(time.Time{})
 	vi, err := s.variantFor(req.Model)
 	if err != nil {
 		return fail(err)
 	}
 	w.model = s.variants[vi].name
-	p, err := req.params(s.cfg.MaxTokensLimit, s.cfg.DefaultMaxTokens)
+	p, err := req.params(s.cfg.MaxTokensLimit, s.cfg.DefaultMaxTokens, chat)
 	if err != nil {
 		return fail(err)
 	}
@@ -201,9 +241,8 @@ func (s *Server) generate(w *recorder, r *http.Request, chat bool, arrived time.
 	if err != nil {
 		return fail(err)
 	}
-	if len(prompt) > s.ctx {
-		return fail(&apiError{status: http.StatusBadRequest, typ: "invalid_request_error", param: param, code: "context_length_exceeded",
-			message: fmt.Sprintf("the prompt is %d tokens; the context holds %d", len(prompt), s.ctx)})
+	if err := s.fits(len(prompt), &p, param); err != nil {
+		return fail(err)
 	}
 
 	positions := min(len(prompt)+p.maxTokens, s.ctx)
@@ -217,7 +256,11 @@ func (s *Server) generate(w *recorder, r *http.Request, chat bool, arrived time.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel() // also drops the job if it still runs (a stop string)
 	defer context.AfterFunc(s.abort, cancel)()
-	j := newJob(ctx, vi, prompt, p.sample, p.maxTokens, positions, need)
+	// Counted before the push, so that a Shutdown that closed the queue
+	// after this push succeeded sees it.
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	j := newJob(ctx, vi, prompt, p.sample, p.maxTokens, p.logprobs, positions, need)
 	switch err := s.queue.push(j); err {
 	case errQueueFull:
 		return fail(&apiError{status: http.StatusTooManyRequests, typ: "rate_limit_error", code: "queue_full",
@@ -228,7 +271,8 @@ func (s *Server) generate(w *recorder, r *http.Request, chat bool, arrived time.
 	}
 
 	rp := &reply{w: w, chat: chat, stream: req.Stream, model: w.model, created: time.Now().Unix(),
-		usageChunk: req.StreamOpts != nil && req.StreamOpts.IncludeUsage, id: newID(chat)}
+		usageChunk: req.StreamOpts != nil && req.StreamOpts.IncludeUsage, id: newID(chat),
+		tok: s.cfg.Tokenizer, logprobs: p.logprobs >= 0, writeTimeout: s.cfg.WriteTimeout}
 	u := usage{PromptTokens: len(prompt)}
 	dec := s.cfg.Tokenizer.NewStream()
 	if !chat {
@@ -239,6 +283,8 @@ func (s *Server) generate(w *recorder, r *http.Request, chat bool, arrived time.
 		}
 	}
 	filter := stopFilter{stops: p.stops}
+	decoded := 0 // bytes of text decoded, before the stop filter
+	var evs []event
 	for {
 		select {
 		case <-ctx.Done():
@@ -248,7 +294,10 @@ func (s *Server) generate(w *recorder, r *http.Request, chat bool, arrived time.
 			}
 			return rp.fail(&apiError{status: http.StatusServiceUnavailable, typ: "server_error", code: "shutting_down",
 				message: "the server shut down before the request finished"}, u)
-		case ev := <-j.events:
+		case <-j.out.ready:
+		}
+		evs = j.out.take(evs)
+		for _, ev := range evs {
 			if ev.err != nil {
 				s.log.Error("generation", "model", w.model, "err", ev.err)
 				return rp.fail(asAPIError(ev.err), u)
@@ -258,8 +307,13 @@ func (s *Server) generate(w *recorder, r *http.Request, chat bool, arrived time.
 				if u.CompletionTokens == 1 {
 					s.metrics.firstToken(time.Since(arrived))
 				}
-				text, stopped := filter.push(dec.Next(ev.token))
-				rp.send(text)
+				piece := dec.Next(ev.token)
+				if ev.lp != nil {
+					rp.pending = append(rp.pending, logprobEntry{id: ev.token, lp: ev.lp, start: decoded, end: decoded + len(piece)})
+				}
+				decoded += len(piece)
+				text, stopped := filter.push(piece)
+				rp.send(text, stopped)
 				if stopped {
 					return rp.finish("stop", u)
 				}
@@ -269,13 +323,35 @@ func (s *Server) generate(w *recorder, r *http.Request, chat bool, arrived time.
 			if !stopped {
 				text += filter.end()
 			}
-			rp.send(text)
+			rp.send(text, true)
 			if stopped {
 				ev.reason = "stop"
 			}
 			return rp.finish(ev.reason, u)
 		}
+		if rp.err != nil { // the client stopped reading: drop the job
+			w.status = statusGone
+			return u
+		}
 	}
+}
+
+// fits checks that the prompt of n tokens and the completion fit in a
+// sequence's context together, before anything is allocated for them. A
+// request that names no max_tokens gets what is left, up to the default.
+func (s *Server) fits(n int, p *params, param string) error {
+	room := s.ctx - n
+	switch {
+	case room < 1:
+		return &apiError{status: http.StatusBadRequest, typ: "invalid_request_error", param: param, code: "context_length_exceeded",
+			message: fmt.Sprintf("the prompt is %d tokens; the context holds %d, with at least one left for the completion", n, s.ctx)}
+	case !p.setMax:
+		p.maxTokens = min(p.maxTokens, room)
+	case p.maxTokens > room:
+		return &apiError{status: http.StatusBadRequest, typ: "invalid_request_error", param: "max_tokens", code: "context_length_exceeded",
+			message: fmt.Sprintf("the prompt (%d tokens) and max_tokens (%d) need %d tokens; the context holds %d", n, p.maxTokens, n+p.maxTokens, s.ctx)}
+	}
+	return nil
 }
 
 // prompt encodes the prompt or messages of req; param names the field.
@@ -314,7 +390,9 @@ func newID(chat bool) string {
 }
 
 // reply writes a generation's answer: one JSON object, or server-sent
-// events in OpenAI's chunk shape followed by "data: [DONE]".
+// events in OpenAI's chunk shape followed by "data: [DONE]". Every write
+// has writeTimeout to reach the client; the first that fails (the client
+// went away or stopped reading) is kept in err and ends all writing.
 type reply struct {
 	w                        *recorder
 	chat, stream, usageChunk bool
@@ -322,17 +400,41 @@ type reply struct {
 	created                  int64
 	started                  bool // stream: headers (and chat's role chunk) written
 	text                     strings.Builder
+	writeTimeout             time.Duration
+	err                      error
+
+	// logprobs: the request asked for them; pending are the tokens whose
+	// text is not all sent yet, entries (not streamed) those sent; sent
+	// counts the bytes of text passed on.
+	tok      *tokenizer.Tokenizer
+	logprobs bool
+	pending  []logprobEntry
+	entries  []logprobEntry
+	sent     int
 }
 
-// send passes on generated text.
-func (rp *reply) send(text string) {
+// send passes on generated text and the logprobs of the tokens it
+// completes. cut says the text ends here: the tokens partly sent are
+// reported too, and those not sent at all (inside a stop string) dropped.
+func (rp *reply) send(text string, cut bool) {
+	rp.sent += len(text)
+	k := 0
+	for k < len(rp.pending) && (rp.pending[k].end <= rp.sent || cut && rp.pending[k].start < rp.sent) {
+		k++
+	}
+	done := rp.pending[:k:k]
+	rp.pending = rp.pending[k:]
+	if cut {
+		rp.pending = nil
+	}
 	if !rp.stream {
 		rp.text.WriteString(text)
+		rp.entries = append(rp.entries, done...)
 		return
 	}
 	rp.start()
-	if text != "" {
-		rp.event(rp.chunk(text, nil))
+	if text != "" || len(done) > 0 {
+		rp.event(rp.chunk(text, done, nil))
 	}
 }
 
@@ -347,19 +449,24 @@ func (rp *reply) start() {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
+	rp.deadline()
 	rp.w.WriteHeader(http.StatusOK)
 	if rp.chat {
 		empty := ""
-		c := rp.chunk("", nil)
+		c := rp.chunk("", nil, nil)
 		c.Choices[0].Delta = &chatMsg{Role: "assistant", Content: &empty}
 		rp.event(c)
 	}
 }
 
-// chunk is a stream chunk carrying text, or (finish set) the last one.
-func (rp *reply) chunk(text string, finish *string) completion {
+// chunk is a stream chunk carrying text and the logprobs of entries, or
+// (finish set) the last one.
+func (rp *reply) chunk(text string, entries []logprobEntry, finish *string) completion {
 	c := completion{ID: rp.id, Object: "text_completion", Created: rp.created, Model: rp.model,
 		Choices: []choice{{FinishReason: finish}}}
+	if rp.logprobs && finish == nil {
+		c.Choices[0].Logprobs = logprobsJSON(rp.tok, rp.chat, entries)
+	}
 	if rp.chat {
 		c.Object = "chat.completion.chunk"
 		d := &chatMsg{}
@@ -377,10 +484,32 @@ func (rp *reply) chunk(text string, finish *string) completion {
 func (rp *reply) event(v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		panic(err) // the reply types always marshal
+		panic(err) // the reply types always marshal (logprobs are finite)
 	}
-	fmt.Fprintf(rp.w, "data: %s\n\n", b)
-	http.NewResponseController(rp.w).Flush()
+	rp.write(fmt.Appendf(nil, "data: %s\n\n", b))
+}
+
+// write sends b and flushes it, unless an earlier write failed.
+func (rp *reply) write(b []byte) {
+	if rp.err != nil {
+		return
+	}
+	rp.deadline()
+	if _, err := rp.w.Write(b); err != nil {
+		rp.err = err
+		return
+	}
+	if err := http.NewResponseController(rp.w).Flush(); err != nil {
+		rp.err = err
+	}
+}
+
+// deadline gives the next write writeTimeout to reach the client (where
+// the connection supports deadlines).
+func (rp *reply) deadline() {
+	if rp.writeTimeout > 0 {
+		http.NewResponseController(rp.w).SetWriteDeadline(time.Now().Add(rp.writeTimeout))
+	}
 }
 
 // finish ends a successful generation.
@@ -388,24 +517,27 @@ func (rp *reply) finish(reason string, u usage) usage {
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	if rp.stream {
 		rp.start()
-		rp.event(rp.chunk("", &reason))
+		rp.event(rp.chunk("", nil, &reason))
 		if rp.usageChunk {
-			rp.event(completion{ID: rp.id, Object: rp.chunk("", nil).Object, Created: rp.created, Model: rp.model,
+			rp.event(completion{ID: rp.id, Object: rp.chunk("", nil, nil).Object, Created: rp.created, Model: rp.model,
 				Choices: []choice{}, Usage: &u})
 		}
-		fmt.Fprint(rp.w, "data: [DONE]\n\n")
-		http.NewResponseController(rp.w).Flush()
+		rp.write([]byte("data: [DONE]\n\n"))
 		return u
 	}
 	text := rp.text.String()
 	c := completion{ID: rp.id, Object: "text_completion", Created: rp.created, Model: rp.model,
 		Choices: []choice{{FinishReason: &reason}}, Usage: &u}
+	if rp.logprobs {
+		c.Choices[0].Logprobs = logprobsJSON(rp.tok, rp.chat, rp.entries)
+	}
 	if rp.chat {
 		c.Object = "chat.completion"
 		c.Choices[0].Message = &chatMsg{Role: "assistant", Content: &text}
 	} else {
 		c.Choices[0].Text = &text
 	}
+	rp.deadline()
 	writeJSON(rp.w, http.StatusOK, c)
 	return u
 }
@@ -414,6 +546,7 @@ func (rp *reply) finish(reason string, u usage) usage {
 // when the stream has begun (OpenAI's clients raise it).
 func (rp *reply) fail(e *apiError, u usage) usage {
 	if !rp.started {
+		rp.deadline()
 		writeError(rp.w, e)
 		return u
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/engine"
+	"github.com/acttail/acttail-gpu/runtime/model"
 )
 
 // TestMemoryBudget serves under a budget that holds two worst-case
@@ -69,12 +70,13 @@ func TestMemoryBudget(t *testing.T) {
 	}
 }
 
-// A model file that claims a context of 2^31−1 tokens is served at the
-// default context, and its states start small: New allocates nothing of
-// that size, and a request runs.
+// A model file that claims the largest context a file may (2^24 tokens;
+// more is refused at load) is served at the default context, and its
+// states start small: New allocates nothing of that size, and a request
+// runs.
 func TestHugeModelContext(t *testing.T) {
 	m, tok := stories(t)
-	m.Config.SeqLen = 1<<31 - 1
+	m.Config.SeqLen = model.MaxSeqLen
 	e, err := engine.Load(cpu.New(1), m)
 	if err != nil {
 		t.Fatal(err)

@@ -22,8 +22,10 @@ type metrics struct {
 	ttft      histogram
 	batch     histogram
 	active    int
-	memory    int64 // bytes the running sequences have reserved
-	budget    int64 // Config.MaxMemory
+	memory    int64  // bytes the running sequences have reserved
+	budget    int64  // Config.MaxMemory
+	conns     int    // open connections (Serve's)
+	refused   uint64 // connections refused over MaxConns
 	// realized sparsity per variant: Σ sequences·sparsity and Σ sequences
 	// over its sparse steps.
 	realizedSum, realizedN []float64
@@ -65,6 +67,19 @@ func (m *metrics) addPrompt(n int) {
 func (m *metrics) addGenerated(n int) {
 	m.mu.Lock()
 	m.generated += uint64(n)
+	m.mu.Unlock()
+}
+
+// conn counts a connection opened (+1) or closed (-1).
+func (m *metrics) conn(delta int) {
+	m.mu.Lock()
+	m.conns += delta
+	m.mu.Unlock()
+}
+
+func (m *metrics) refuse() {
+	m.mu.Lock()
+	m.refused++
 	m.mu.Unlock()
 }
 
@@ -150,6 +165,10 @@ func (m *metrics) write(w io.Writer, queued int, power func() (float64, bool)) {
 	fmt.Fprintf(&b, "acttail_sequence_memory_bytes %d\n", m.memory)
 	head("acttail_sequence_memory_budget_bytes", "gauge", "The most the sequences may reserve in all (--max-memory).")
 	fmt.Fprintf(&b, "acttail_sequence_memory_budget_bytes %d\n", m.budget)
+	head("acttail_http_connections", "gauge", "Connections open (through Serve).")
+	fmt.Fprintf(&b, "acttail_http_connections %d\n", m.conns)
+	head("acttail_http_connections_refused_total", "counter", "Connections answered 503 and closed because MaxConns were open.")
+	fmt.Fprintf(&b, "acttail_http_connections_refused_total %d\n", m.refused)
 	head("acttail_realized_sparsity", "gauge", "Parameter-weighted fraction of projection inputs dropped, mean over decoded tokens since start.")
 	for v, name := range m.models {
 		switch {

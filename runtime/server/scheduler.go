@@ -25,13 +25,14 @@ type job struct {
 	prompt    []int
 	sample    sample.Options
 	maxTokens int
+	logprobs  int // alternatives to report beside each token; -1: none
 	// positions is the most the sequence can reach (prompt + max_tokens,
 	// at most the context), need the bytes of a state that holds them.
 	positions int
 	need      int64
-	// events gets each generated token, then one final event, unless the
-	// job is dropped. Its buffer holds a whole generation.
-	events chan event
+	// out gets each generated token, then one final event, unless the job
+	// is dropped.
+	out outbox
 
 	state     *engine.State
 	smp       *sample.Sampler
@@ -42,14 +43,47 @@ type job struct {
 // event is a generated token, or the end of a job (done) with why it ended.
 type event struct {
 	token  int
+	lp     *tokenLogprob // when the job asked for logprobs
 	done   bool
 	reason string // done: "stop" (end token) or "length"
 	err    error  // done: the engine failed
 }
 
-func newJob(ctx context.Context, variant int, prompt []int, o sample.Options, maxTokens, positions int, need int64) *job {
-	return &job{ctx: ctx, variant: variant, prompt: prompt, sample: o, maxTokens: maxTokens,
-		positions: positions, need: need, events: make(chan event, maxTokens+1)}
+func newJob(ctx context.Context, variant int, prompt []int, o sample.Options, maxTokens, logprobs, positions int, need int64) *job {
+	return &job{ctx: ctx, variant: variant, prompt: prompt, sample: o, maxTokens: maxTokens, logprobs: logprobs,
+		positions: positions, need: need, out: outbox{ready: make(chan struct{}, 1)}}
+}
+
+// hostPick reports whether j's tokens are picked from logits read to the
+// host: truncated sampling, or logprobs, need the row there.
+func (j *job) hostPick() bool { return !j.sample.Plain() || j.logprobs >= 0 }
+
+// outbox passes a job's events from the scheduler to its handler. put
+// never blocks, so a slow client cannot stall the scheduler, and it holds
+// only the events not yet taken: memory grows with what was generated and
+// not yet sent, not with max_tokens.
+type outbox struct {
+	mu    sync.Mutex
+	evs   []event
+	ready chan struct{} // a token when evs became non-empty
+}
+
+func (o *outbox) put(ev event) {
+	o.mu.Lock()
+	o.evs = append(o.evs, ev)
+	o.mu.Unlock()
+	select {
+	case o.ready <- struct{}{}:
+	default:
+	}
+}
+
+// take moves the waiting events into buf (emptied first) and returns it.
+func (o *outbox) take(buf []event) []event {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	buf, o.evs = append(buf[:0], o.evs...), o.evs[:0]
+	return buf
 }
 
 // queue holds jobs waiting for a slot, first come first served.
@@ -228,7 +262,7 @@ func (sc *scheduler) admit(j *job) {
 	}
 	sc.s.metrics.addPrompt(len(j.prompt))
 	j.smp = sample.New(j.sample)
-	if sc.emit(j, j.smp.Next(sc.logits[:V])) {
+	if sc.emit(j, j.smp.Next(sc.logits[:V]), sc.logits[:V]) {
 		// after the running jobs of its variant and those before it
 		at, _ := slices.BinarySearchFunc(sc.active, j.variant+1, func(a *job, v int) int { return a.variant - v })
 		sc.active = slices.Insert(sc.active, at, j)
@@ -246,8 +280,8 @@ func (sc *scheduler) tick() {
 	}
 	t0 := time.Now()
 	logits := sc.logits
-	if sc.picker != nil && slices.ContainsFunc(sc.active, func(j *job) bool { return j.sample.Plain() }) {
-		logits = nil // picked on the device; rows read only for truncated sampling
+	if sc.picker != nil && slices.ContainsFunc(sc.active, func(j *job) bool { return !j.hostPick() }) {
+		logits = nil // picked on the device; rows read only for jobs that pick on the host
 	}
 	if err := sc.batch.Step(sc.states, sc.tokens, logits); err != nil {
 		sc.noteFault()
@@ -268,16 +302,19 @@ func (sc *scheduler) tick() {
 	live := sc.active[:0]
 	for i, j := range sc.active {
 		var tok int
+		var row []float32 // the host's copy of the logits, if any
 		switch {
 		case logits != nil:
-			tok = j.smp.Next(sc.logits[i*V : (i+1)*V])
-		case j.sample.Plain():
+			row = sc.logits[i*V : (i+1)*V]
+			tok = j.smp.Next(row)
+		case !j.hostPick():
 			tok = picked[i]
-		default: // top-k or top-p: this row's logits, sampled on the host
-			sc.m.Backend.Read(sc.logits[:V], sc.batch.Logits(), i*V)
-			tok = j.smp.Next(sc.logits[:V])
+		default: // top-k, top-p or logprobs: this row's logits, on the host
+			row = sc.logits[:V]
+			sc.m.Backend.Read(row, sc.batch.Logits(), i*V)
+			tok = j.smp.Next(row)
 		}
-		if sc.emit(j, tok) {
+		if sc.emit(j, tok, row) {
 			live = append(live, j)
 		}
 	}
@@ -325,7 +362,7 @@ func (sc *scheduler) pick() []int {
 	sc.temps, sc.us = sc.temps[:0], sc.us[:0]
 	for _, j := range sc.active {
 		t, u := float32(0), float32(0)
-		if j.sample.Plain() && j.sample.Temperature > 0 {
+		if !j.hostPick() && j.sample.Temperature > 0 {
 			t, u = float32(j.sample.Temperature), float32(j.smp.Uniform())
 		}
 		sc.temps, sc.us = append(sc.temps, t), append(sc.us, u)
@@ -333,15 +370,20 @@ func (sc *scheduler) pick() []int {
 	return sc.picker.Pick(sc.batch.Logits(), len(sc.active), sc.m.Config.VocabSize, sc.temps, sc.us)
 }
 
-// emit delivers token tok of j and reports whether j goes on.
-func (sc *scheduler) emit(j *job, tok int) bool {
+// emit delivers token tok of j, picked from row (the logits on the host,
+// nil when picked on the device), and reports whether j goes on.
+func (sc *scheduler) emit(j *job, tok int, row []float32) bool {
 	if sc.s.cfg.Tokenizer.IsEnd(tok) {
 		sc.finish(j, event{done: true, reason: "stop"})
 		return false
 	}
 	j.generated++
 	sc.s.metrics.addGenerated(1)
-	j.events <- event{token: tok}
+	ev := event{token: tok}
+	if j.logprobs >= 0 {
+		ev.lp = logprobsOf(row, tok, j.logprobs)
+	}
+	j.out.put(ev)
 	if j.generated >= j.maxTokens || j.state.Pos >= j.state.Context() {
 		sc.finish(j, event{done: true, reason: "length"})
 		return false
@@ -353,7 +395,7 @@ func (sc *scheduler) emit(j *job, tok int) bool {
 // finish sends j's final event and frees its state.
 func (sc *scheduler) finish(j *job, ev event) {
 	ev.done = true
-	j.events <- ev
+	j.out.put(ev)
 	sc.release(j)
 }
 

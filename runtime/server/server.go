@@ -13,10 +13,18 @@
 //   - Both take model (a name from GET /v1/models; absent: Config.Default),
 //     max_tokens (or max_completion_tokens; 1..MaxTokensLimit, default
 //     DefaultMaxTokens), temperature (0..2; 0 is greedy), top_p (0..1],
-//     seed, stop (a string or a list), n (1 only), stream and
-//     stream_options.include_usage. Other OpenAI fields (logprobs, echo,
-//     penalties, tools, ...) are ignored. Replies carry id, object,
-//     created, model, finish_reason ("stop" or "length") and usage.
+//     seed, stop (a string or a list), n (1 only), stream,
+//     stream_options.include_usage and logprobs: for completions an
+//     integer 0..5 (tokens, token_logprobs, top_logprobs, text_offset in
+//     bytes), for chat a boolean with top_logprobs 0..20 (content entries
+//     with token, logprob, bytes, top_logprobs). Log-probabilities are the
+//     log-softmax of the model's raw logits, before temperature or top_p;
+//     tokens wholly inside a stop string are not reported. Other OpenAI
+//     fields (echo, penalties, tools, ...) are ignored. Replies carry id,
+//     object, created, model, finish_reason ("stop" or "length") and usage.
+//   - The prompt and max_tokens must fit in the context together; without
+//     max_tokens a request gets what the context leaves, up to
+//     DefaultMaxTokens. Either is checked before the request is queued.
 //   - stream: server-sent events "data: {chunk}", OpenAI's chunk shapes
 //     (chat: a first chunk with the role, then content deltas), a last
 //     chunk with finish_reason, then "data: [DONE]". An engine failure
@@ -25,9 +33,23 @@
 //     down, or after a device fault) and /metrics, which need no API key.
 //
 // Errors are OpenAI's {"error": {"message", "type", "param", "code"}}:
-// 400 (malformed JSON, bad parameter, context_length_exceeded), 401
-// (invalid_api_key), 404 (model_not_found, or no such endpoint), 405,
-// 413 (body over MaxBody), 429 (queue_full) and 503 (shutting_down).
+// 400 (invalid_json; invalid_type, a field of the wrong JSON type, named in
+// param; invalid_value; context_length_exceeded), 401 (invalid_api_key;
+// the Bearer scheme in any case), 404 (model_not_found, or no such
+// endpoint), 405, 408 (request_timeout: the body took over BodyTimeout),
+// 413 (body over MaxBody), 429 (queue_full) and 503 (shutting_down, or
+// too_many_connections past MaxConns). 429 and 503 carry Retry-After.
+//
+// # Connections
+//
+// Serve bounds what a client can hold: HeaderTimeout for the headers,
+// BodyTimeout for the body, WriteTimeout for each write of a reply (each
+// stream chunk; a client that stops reading is dropped and its sequence
+// freed), IdleTimeout between kept-alive requests, and MaxConns
+// connections at once. On Shutdown the listener stays open while running
+// requests finish: new generations and /healthz get 503. When the grace
+// runs out, a running stream gets a terminal error event and every other
+// request a 503 before the connections close.
 //
 // # Concurrency
 //
@@ -39,9 +61,11 @@
 // step), admits queued jobs while fewer than MaxBatch run (prefilling each
 // prompt densely with State.Forward), then runs one engine.Batch.Step per
 // plan group and samples each sequence's next token with its own sampler.
-// Token channels are buffered for a job's whole output, so a slow client
-// never stalls the scheduler. A long prompt's prefill does hold up the
-// decode steps of the running sequences (prefill is not interleaved).
+// A job's tokens go to an outbox that never blocks the scheduler and holds
+// only what its handler has not taken yet (nothing is sized by
+// max_tokens), so a slow client never stalls the scheduler. A long
+// prompt's prefill does hold up the decode steps of the running sequences
+// (prefill is not interleaved).
 //
 // # Plans
 //
@@ -75,8 +99,7 @@
 // a token too); otherwise as plain "role: content" lines ending in
 // "assistant:". Generation ends at an end token of the vocab, at a stop
 // string (not returned; streamed text that could begin one is held back
-// until it cannot), at max_tokens, or when the context is full. A prompt
-// may fill the context but not pass it.
+// until it cannot), or at max_tokens.
 package server
 
 import (
@@ -135,8 +158,24 @@ type Config struct {
 	// context length).
 	MaxTokensLimit int
 	// DefaultMaxTokens is max_tokens when a request does not say (256, at
-	// most MaxTokensLimit).
+	// most MaxTokensLimit and what the context leaves after the prompt).
 	DefaultMaxTokens int
+	// BodyTimeout is how long a request may take to send its body (10 s);
+	// slower gets 408. Headers have HeaderTimeout.
+	BodyTimeout time.Duration
+	// HeaderTimeout is how long a connection may take to send a request's
+	// headers (10 s).
+	HeaderTimeout time.Duration
+	// WriteTimeout is how long each write of a reply (each stream chunk)
+	// may take to reach the client (30 s); a client that stops reading for
+	// longer is dropped and its sequence freed.
+	WriteTimeout time.Duration
+	// IdleTimeout is how long a kept-alive connection may wait for its
+	// next request (60 s).
+	IdleTimeout time.Duration
+	// MaxConns is the most connections open at once (512); one more is
+	// answered 503 and closed. Serve enforces it.
+	MaxConns int
 	// PowerFunc, if set, reports the accelerator's power draw for
 	// /metrics (acttail_gpu_power_watts, exported when ok). It is called
 	// on the scraping request's goroutine, so it must not use the backend.
@@ -180,7 +219,7 @@ type Server struct {
 	queue    *queue
 	metrics  *metrics
 	log      *slog.Logger
-	mux      *http.ServeMux
+	mux      http.Handler
 
 	// abort cancels every job when a shutdown runs out of time.
 	abort     context.Context
@@ -194,6 +233,9 @@ type Server struct {
 	// fails with a 500, and the process keeps serving the errors, /healthz
 	// and /metrics.
 	fault atomic.Pointer[error]
+	// inflight counts the generation requests that passed the checks and
+	// have not finished writing, for Shutdown to wait on.
+	inflight atomic.Int64
 
 	mu       sync.Mutex
 	http     *http.Server // set by Serve
@@ -213,7 +255,13 @@ func New(cfg Config) (*Server, error) {
 	setDefault(&cfg.Queue, 64)
 	setDefault(&cfg.MaxBody, 1<<20)
 	setDefault(&cfg.DefaultMaxTokens, 256)
-	if cfg.MaxBatch < 0 || cfg.Queue < 0 || cfg.MaxBody < 0 || cfg.MaxTokensLimit < 0 || cfg.DefaultMaxTokens < 0 || cfg.Context < 0 {
+	setDefault(&cfg.BodyTimeout, 10*time.Second)
+	setDefault(&cfg.HeaderTimeout, 10*time.Second)
+	setDefault(&cfg.WriteTimeout, 30*time.Second)
+	setDefault(&cfg.IdleTimeout, 60*time.Second)
+	setDefault(&cfg.MaxConns, 512)
+	if cfg.MaxBatch < 0 || cfg.Queue < 0 || cfg.MaxBody < 0 || cfg.MaxTokensLimit < 0 || cfg.DefaultMaxTokens < 0 || cfg.Context < 0 ||
+		cfg.BodyTimeout < 0 || cfg.HeaderTimeout < 0 || cfg.WriteTimeout < 0 || cfg.IdleTimeout < 0 || cfg.MaxConns < 0 {
 		return nil, errors.New("server: negative limit")
 	}
 	ctxLen := cfg.Model.Config.SeqLen
@@ -254,7 +302,7 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func setDefault[T int | int64](v *T, def T) {
+func setDefault[T ~int | ~int64](v *T, def T) {
 	if *v == 0 {
 		*v = def
 	}
@@ -317,9 +365,11 @@ func (s *Server) Memory() (budget int64, ctx int, perSequence int64) {
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // Serve accepts connections on ln until Shutdown; it returns nil after a
-// shutdown.
+// shutdown. It holds at most MaxConns connections and warns (in the log)
+// when ln is reachable beyond loopback and no API key is set.
 func (s *Server) Serve(ln net.Listener) error {
-	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: s.cfg.HeaderTimeout, IdleTimeout: s.cfg.IdleTimeout,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
@@ -327,7 +377,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.http = hs
 	s.mu.Unlock()
-	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+	if s.cfg.APIKey == "" && !isLoopback(ln.Addr()) {
+		s.log.Warn("serving beyond loopback without an API key: anyone who can reach this address can use the model (set --api-key or ACTTAIL_API_KEY)",
+			"addr", ln.Addr().String())
+	}
+	if err := hs.Serve(limitConns(ln, s.cfg.MaxConns, s.metrics)); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
@@ -354,30 +408,60 @@ func (s *Server) Run(ctx context.Context, ln net.Listener, grace time.Duration) 
 	return err
 }
 
-// Shutdown stops accepting requests, lets running and queued ones finish,
-// then stops the scheduler. If ctx ends first, the remaining requests are
-// cancelled (streams end, waiting requests get 503) and ctx's error is
-// returned once the scheduler has exited.
+// How long Shutdown waits, once ctx has ended, for the handlers of the
+// cancelled requests to write their last words, and then for connections
+// to close by themselves.
+const (
+	abortWait = time.Second
+	closeWait = time.Second
+)
+
+// Shutdown stops taking generation requests (they get 503, and /healthz
+// answers 503, while the listener stays open), lets running and queued ones
+// finish, then closes the listener and connections and stops the
+// scheduler. If ctx ends first, the remaining requests are cancelled: a
+// stream gets a terminal error event, any other request a 503; Shutdown
+// gives their handlers abortWait to write it and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.queue.close()
 	s.mu.Lock()
 	s.shutdown = true
 	hs := s.http
 	s.mu.Unlock()
-	var err error
 	if hs != nil {
-		err = hs.Shutdown(ctx)
+		hs.SetKeepAlivesEnabled(false) // connections close after their reply
+	}
+	var err error
+	if !s.waitIdle(ctx.Done()) {
+		err = ctx.Err()
+		s.abortFunc()
+		actx, cancel := context.WithTimeout(context.Background(), abortWait)
+		s.waitIdle(actx.Done())
+		cancel()
 	}
 	s.stopOnce.Do(func() { close(s.stop) })
-	select {
-	case <-s.done:
-		return err
-	case <-ctx.Done():
-	}
-	s.abortFunc()
-	if hs != nil {
-		hs.Close()
-	}
 	<-s.done
-	return ctx.Err()
+	if hs != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), closeWait)
+		if hs.Shutdown(cctx) != nil {
+			hs.Close()
+		}
+		cancel()
+	}
+	return err
+}
+
+// waitIdle waits until no generation request is in flight (true) or stop
+// is closed (false).
+func (s *Server) waitIdle(stop <-chan struct{}) bool {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for s.inflight.Load() > 0 {
+		select {
+		case <-stop:
+			return s.inflight.Load() == 0
+		case <-tick.C:
+		}
+	}
+	return true
 }

@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -622,9 +624,9 @@ func TestConcurrentStreams(t *testing.T) {
 
 // TestDevicePicks serves on a backend that picks tokens (a
 // backend.Picker, here on the host: internal/hostpick) and checks that
-// concurrent greedy, temperature and top-p requests get the text of a
-// server that reads the logits, that the plain ones are picked and that
-// only the top-p rows are read.
+// concurrent greedy, temperature, top-p and logprobs requests get the text
+// of a server that reads the logits, that the plain ones are picked and
+// that only the top-p and logprobs rows are read.
 func TestDevicePicks(t *testing.T) {
 	var hp *hostpick.Backend
 	cfg := Config{MaxBatch: 8, Queue: 64}
@@ -640,6 +642,8 @@ func TestDevicePicks(t *testing.T) {
 		{"prompt": "The cat", "max_tokens": maxTokens, "temperature": 0.9, "seed": 5},
 		{"prompt": "Lily and Ben", "max_tokens": maxTokens, "temperature": 1, "top_p": 0.8, "seed": 6},
 		{"prompt": "One day, a little dog", "max_tokens": maxTokens, "temperature": 0.7, "seed": 8},
+		// logprobs need the row on the host: picked there, with the same draws
+		{"prompt": "Tom had a red ball", "max_tokens": maxTokens, "temperature": 0.8, "seed": 9, "logprobs": 2},
 	}
 	want := make([]string, len(bodies))
 	for i, b := range bodies {
@@ -719,8 +723,13 @@ func TestQueueFull(t *testing.T) {
 	for f.s.queue.len() != 1 {
 		time.Sleep(time.Millisecond)
 	}
-	status, b := f.post(t, ctx, "/v1/completions", body)
-	checkError(t, "queue full", status, b, http.StatusTooManyRequests, "queue_full")
+	resp := f.do(t, ctx, http.MethodPost, "/v1/completions", body)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	checkError(t, "queue full", resp.StatusCode, b, http.StatusTooManyRequests, "queue_full")
+	if ra := resp.Header.Get("Retry-After"); ra != "1" {
+		t.Errorf("429 with Retry-After %q", ra)
+	}
 	release()
 	for range 2 {
 		if err := <-done; err != nil {
@@ -783,7 +792,18 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"malformed JSON", "POST", "/v1/completions", `{"prompt": "Hi",`, "sekret", 400, "invalid_json"},
 		{"trailing data", "POST", "/v1/completions", ok + ` {}`, "sekret", 400, "invalid_json"},
-		{"wrong type", "POST", "/v1/completions", `{"prompt": "Hi", "max_tokens": "many"}`, "sekret", 400, "invalid_json"},
+		{"wrong type", "POST", "/v1/completions", `{"prompt": "Hi", "max_tokens": "many"}`, "sekret", 400, "invalid_type"},
+		{"max_tokens 5.5", "POST", "/v1/completions", `{"prompt": "Hi", "max_tokens": 5.5}`, "sekret", 400, "invalid_type"},
+		{"stream a string", "POST", "/v1/completions", `{"prompt": "Hi", "stream": "yes"}`, "sekret", 400, "invalid_type"},
+		{"not an object", "POST", "/v1/completions", `["Hi"]`, "sekret", 400, "invalid_json"},
+		{"trailing garbage", "POST", "/v1/completions", ok + ` }`, "sekret", 400, "invalid_json"},
+		{"logprobs 6", "POST", "/v1/completions", `{"prompt":"Hi","logprobs":6}`, "sekret", 400, "invalid_value"},
+		{"logprobs true", "POST", "/v1/completions", `{"prompt":"Hi","logprobs":true}`, "sekret", 400, "invalid_type"},
+		{"top_logprobs on completions", "POST", "/v1/completions", `{"prompt":"Hi","top_logprobs":2}`, "sekret", 400, "invalid_value"},
+		{"chat logprobs 3", "POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"Hi"}],"logprobs":3}`, "sekret", 400, "invalid_type"},
+		{"chat top_logprobs alone", "POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"Hi"}],"top_logprobs":3}`, "sekret", 400, "invalid_value"},
+		{"chat top_logprobs 21", "POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"Hi"}],"logprobs":true,"top_logprobs":21}`, "sekret", 400, "invalid_value"},
+		{"prompt and max_tokens past the context", "POST", "/v1/completions", `{"prompt":"the cat sat on the mat.","max_tokens":60}`, "sekret", 400, "context_length_exceeded"},
 		{"unknown model", "POST", "/v1/completions", `{"model":"gpt-9","prompt":"Hi"}`, "sekret", 404, "model_not_found"},
 		{"unknown model chat", "POST", "/v1/chat/completions", `{"model":"gpt-9","messages":[{"role":"user","content":"Hi"}]}`, "sekret", 404, "model_not_found"},
 		{"prompt too long", "POST", "/v1/completions", `{"prompt":"` + long + `"}`, "sekret", 400, "context_length_exceeded"},
@@ -804,6 +824,10 @@ func TestBadInput(t *testing.T) {
 		{"POST models", "POST", "/v1/models", "{}", "sekret", 405, "method_not_allowed"},
 		{"no key", "POST", "/v1/completions", ok, "", 401, "invalid_api_key"},
 		{"wrong key", "POST", "/v1/completions", ok, "guess", 401, "invalid_api_key"},
+		{"key without scheme", "POST", "/v1/completions", ok, "=sekret", 401, "invalid_api_key"},
+		{"basic scheme", "POST", "/v1/completions", ok, "=Basic sekret", 401, "invalid_api_key"},
+		{"lower-case bearer", "POST", "/v1/completions", ok, "=bearer sekret", 200, ""},
+		{"upper-case bearer, two spaces", "POST", "/v1/completions", ok, "=BEARER  sekret", 200, ""},
 		{"no key models", "GET", "/v1/models", "", "", 401, "invalid_api_key"},
 		{"unknown path", "GET", "/v2/everything", "", "sekret", 404, "not_found"},
 		{"unknown model get", "GET", "/v1/models/gpt-9", "", "sekret", 404, "model_not_found"},
@@ -818,7 +842,9 @@ func TestBadInput(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if tc.key != "" {
+		if raw, ok := strings.CutPrefix(tc.key, "="); ok {
+			req.Header.Set("Authorization", raw)
+		} else if tc.key != "" {
 			req.Header.Set("Authorization", "Bearer "+tc.key)
 		}
 		resp, err := f.ts.Client().Do(req)
@@ -839,14 +865,14 @@ func TestBadInput(t *testing.T) {
 		}
 	}
 	m := f.metrics(t)
-	if m[`acttail_requests_total{model="none",status="401"}`] != 2 || m[`acttail_requests_total{model="dense",status="400"}`] == 0 {
+	if m[`acttail_requests_total{model="none",status="401"}`] != 4 || m[`acttail_requests_total{model="dense",status="400"}`] == 0 {
 		t.Errorf("request counters: %v", m)
 	}
 }
 
-// Run over a real listener: cancelling its context stops accepting,
-// lets a running stream finish, then returns; meanwhile new requests get
-// 503 and /healthz says so.
+// Run over a real listener: cancelling its context lets a running stream
+// finish while the listener stays open, answering new requests and
+// /healthz with 503 and Retry-After, then returns.
 func TestRunFinishesRequests(t *testing.T) {
 	cfg := Config{}
 	cfg.beforeStep = func() { time.Sleep(time.Millisecond) }
@@ -874,14 +900,17 @@ func TestRunFinishesRequests(t *testing.T) {
 	for !f.s.queue.isClosed() {
 		time.Sleep(time.Millisecond)
 	}
-	f.url = f.ts.URL // the listener is closed; the test server shares the handler
-	if status, b := f.post(t, ctx, "/v1/completions", map[string]any{"prompt": "Hi"}); status != http.StatusServiceUnavailable {
-		t.Errorf("request during shutdown: %d %s", status, b)
-	}
-	health := f.do(t, ctx, http.MethodGet, "/healthz", nil)
-	health.Body.Close()
-	if health.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("healthz during shutdown: %d", health.StatusCode)
+	for _, path := range []string{"/v1/completions", "/healthz"} {
+		method, body := http.MethodPost, any(map[string]any{"prompt": "Hi"})
+		if path == "/healthz" {
+			method, body = http.MethodGet, nil
+		}
+		r := f.do(t, ctx, method, path, body) // through the listener, still open
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+			t.Errorf("%s during shutdown: %d, Retry-After %q: %s", path, r.StatusCode, r.Header.Get("Retry-After"), b)
+		}
 	}
 	s, err := readStream(io.MultiReader(strings.NewReader(first), br))
 	if err != nil || s.text != want {
@@ -895,9 +924,205 @@ func TestRunFinishesRequests(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("Run did not return")
 	}
+	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		t.Error("the listener is still open after Run returned")
+	}
 }
 
-// A real ecosystem client, the openai npm package, streams a completion.
+// When the grace runs out, every request still in flight gets an answer:
+// a running stream a terminal error event, queued requests 503.
+func TestGraceExpiry(t *testing.T) {
+	cfg := Config{MaxBatch: 2, Queue: 4}
+	entered, release := holdScheduler(&cfg)
+	defer release()
+	f := start(t, cfg, false)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- f.s.Run(runCtx, ln, 200*time.Millisecond) }()
+	f.url = "http://" + ln.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	body := map[string]any{"prompt": storyPrompt, "max_tokens": 50, "temperature": 0}
+	stream := make(chan error, 1)
+	go func() {
+		_, err := f.stream(t, ctx, "/v1/completions", map[string]any{"prompt": storyPrompt, "max_tokens": 50, "stream": true})
+		stream <- err
+	}()
+	<-entered // the stream runs (its first token sent), the scheduler held
+	statuses := make(chan int, 3)
+	for range 3 { // queued: the held scheduler admits no more
+		go func() {
+			status, _ := f.post(t, ctx, "/v1/completions", body)
+			statuses <- status
+		}()
+	}
+	for f.s.queue.len() != 3 {
+		time.Sleep(time.Millisecond)
+	}
+	stop()
+	<-f.s.abort.Done() // the grace ran out; let the scheduler see the cancellations
+	release()
+	if err := <-ran; err != context.DeadlineExceeded {
+		t.Errorf("Run: %v, want the grace's deadline", err)
+	}
+	if err := <-stream; err == nil || !strings.Contains(err.Error(), "shutting_down") {
+		t.Errorf("stream: %v, want an error event", err)
+	}
+	for range 3 {
+		if status := <-statuses; status != http.StatusServiceUnavailable {
+			t.Errorf("request in flight: status %d, want 503", status)
+		}
+	}
+}
+
+// A body that stops arriving is answered 408 after BodyTimeout; a
+// connection over MaxConns gets 503 at once; a stream whose client stops
+// taking writes is dropped and its slot freed.
+func TestSlowAndTooManyClients(t *testing.T) {
+	f := start(t, Config{BodyTimeout: 200 * time.Millisecond, MaxConns: 2}, false)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go f.s.Serve(ln)
+	addr := ln.Addr().String()
+	half := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\": ")
+		return c
+	}
+	a, b := half(), half()
+	defer a.Close()
+	defer b.Close()
+	f.waitMetric(t, "acttail_http_connections", func(v float64) bool { return v == 2 })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("third connection: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	c.Close()
+	checkError(t, "over MaxConns", resp.StatusCode, body, http.StatusServiceUnavailable, "too_many_connections")
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("503 over MaxConns without Retry-After")
+	}
+	start := time.Now()
+	for _, c := range []net.Conn{a, b} {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("half-sent body: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		checkError(t, "half-sent body", resp.StatusCode, body, http.StatusRequestTimeout, "request_timeout")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("half-sent bodies answered after %v", d)
+	}
+	f.waitMetric(t, "acttail_http_connections", func(v float64) bool { return v == 0 })
+	if m := f.metrics(t); m["acttail_http_connections_refused_total"] != 1 {
+		t.Errorf("refused connections: %v", m["acttail_http_connections_refused_total"])
+	}
+}
+
+// failingWriter is a ResponseWriter whose writes fail after the first n.
+type failingWriter struct {
+	header http.Header
+	n      int
+}
+
+func (w *failingWriter) Header() http.Header { return w.header }
+func (w *failingWriter) WriteHeader(int)     {}
+func (w *failingWriter) Write(b []byte) (int, error) {
+	if w.n == 0 {
+		return 0, errors.New("client gone")
+	}
+	w.n--
+	return len(b), nil
+}
+
+// A stream whose writes fail (a client that stopped reading past
+// WriteTimeout) ends at once, frees its slot and counts as 499.
+func TestFailedWriteDropsJob(t *testing.T) {
+	cfg := Config{}
+	cfg.beforeStep = func() { time.Sleep(time.Millisecond) }
+	f := start(t, cfg, false)
+	req := httptest.NewRequest(http.MethodPost, "/v1/completions",
+		strings.NewReader(`{"prompt":"Once upon a time","max_tokens":400,"temperature":1,"seed":3,"stream":true}`))
+	done := make(chan struct{})
+	go func() {
+		f.s.Handler().ServeHTTP(&failingWriter{header: http.Header{}, n: 3}, req)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler kept writing to a failed client")
+	}
+	f.waitMetric(t, "acttail_active_sequences", func(v float64) bool { return v == 0 })
+	f.waitMetric(t, `acttail_requests_total{model="dense",status="499"}`, func(v float64) bool { return v == 1 })
+	if n := f.metrics(t)["acttail_tokens_generated_total"]; n >= 400 {
+		t.Errorf("%g tokens generated for a client gone after three writes", n)
+	}
+}
+
+// addrListener is a listener that reports another address.
+type addrListener struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (l addrListener) Addr() net.Addr { return l.addr }
+
+// Serving beyond loopback without an API key is logged as a warning.
+func TestBindWarning(t *testing.T) {
+	for _, tc := range []struct {
+		ip   string
+		key  string
+		warn bool
+	}{{"127.0.0.1", "", false}, {"::1", "", false}, {"0.0.0.0", "", true}, {"192.0.2.7", "", true}, {"0.0.0.0", "k", false}} {
+		var log bytes.Buffer
+		m, tok := stories(t)
+		e, err := engine.Load(cpu.New(1), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := New(Config{Model: e, Tokenizer: tok, APIKey: tc.key, Log: slog.New(slog.NewTextHandler(&log, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- s.Serve(addrListener{ln, &net.TCPAddr{IP: net.ParseIP(tc.ip), Port: 8080}}) }()
+		for started := false; !started; time.Sleep(time.Millisecond) {
+			s.mu.Lock()
+			started = s.http != nil
+			s.mu.Unlock()
+		}
+		s.Shutdown(context.Background())
+		<-served
+		e.Backend.Close()
+		if got := strings.Contains(log.String(), "without an API key"); got != tc.warn {
+			t.Errorf("%s, key %q: warned %v, want %v: %s", tc.ip, tc.key, got, tc.warn, log.String())
+		}
+	}
+}
+
+// A real ecosystem client, the openai npm package, streams a completion,
+// reads typed errors and logprobs of completions and chat, streamed too.
 func TestOpenAINodeClient(t *testing.T) {
 	if testing.Short() {
 		t.Skip("installs an npm package")
@@ -928,7 +1153,19 @@ func TestOpenAINodeClient(t *testing.T) {
   if (chat.choices[0].message.role !== "assistant") throw new Error("chat role " + chat.choices[0].message.role);
   let failed = "";
   try { await client.completions.create({ model: "nope", prompt: "x" }); } catch (e) { failed = e.status + " " + e.code; }
-  process.stdout.write(JSON.stringify({ text, failed }));
+  let typed = "";
+  try { await client.completions.create({ model: "dense", prompt: "x", max_tokens: 5.5 }); } catch (e) { typed = e.status + " " + e.code + " " + e.param; }
+  const lp = await client.completions.create({ model: "dense", prompt: process.argv[3], max_tokens: 5, temperature: 0, logprobs: 2 });
+  const l = lp.choices[0].logprobs;
+  if (l.tokens.join("") !== lp.choices[0].text || l.token_logprobs.length !== 5 || Object.keys(l.top_logprobs[0]).length < 2) throw new Error("completion logprobs " + JSON.stringify(l));
+  const cl = await client.chat.completions.create({ model: "dense", messages: [{ role: "user", content: "Hi" }], max_tokens: 4, temperature: 0, logprobs: true, top_logprobs: 3 });
+  const content = cl.choices[0].logprobs.content;
+  if (content.length < 1 || content[0].top_logprobs.length !== 3 || typeof content[0].logprob !== "number") throw new Error("chat logprobs " + JSON.stringify(cl.choices[0].logprobs));
+  const cs = await client.chat.completions.create({ model: "dense", messages: [{ role: "user", content: "Hi" }], max_tokens: 4, temperature: 0, logprobs: true, top_logprobs: 3, stream: true });
+  let streamed = [];
+  for await (const chunk of cs) if (chunk.choices[0]?.logprobs) streamed = streamed.concat(chunk.choices[0].logprobs.content);
+  if (JSON.stringify(streamed) !== JSON.stringify(content)) throw new Error("streamed chat logprobs " + JSON.stringify(streamed));
+  process.stdout.write(JSON.stringify({ text, failed, typed }));
 })().catch((e) => { console.error(e); process.exit(1); });
 `
 	if err := os.WriteFile(filepath.Join(dir, "run.js"), []byte(script), 0o644); err != nil {
@@ -942,11 +1179,29 @@ func TestOpenAINodeClient(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node client: %v\n%s", err, stderr.String())
 	}
-	var got struct{ Text, Failed string }
+	var got struct{ Text, Failed, Typed string }
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("node output %q: %v", out, err)
 	}
-	if got.Text != want || got.Failed != "404 model_not_found" {
-		t.Fatalf("node client: text %q, error %q; want %q, 404 model_not_found", got.Text, got.Failed, want)
+	if got.Text != want || got.Failed != "404 model_not_found" || got.Typed != "400 invalid_type max_tokens" {
+		t.Fatalf("node client: text %q, errors %q and %q; want %q, 404 model_not_found, 400 invalid_type max_tokens", got.Text, got.Failed, got.Typed, want)
 	}
+}
+
+// A request without max_tokens gets what the context leaves after its
+// prompt; one whose prompt leaves nothing is refused before it runs.
+func TestContextFit(t *testing.T) {
+	f := start(t, Config{Context: 40}, false)
+	prompt := strings.Repeat("the cat sat. ", 5)
+	n := len(f.tok.Encode(prompt, true))
+	if n >= 40 {
+		t.Fatalf("prompt of %d tokens", n)
+	}
+	r := f.complete(t, "/v1/completions", map[string]any{"prompt": prompt, "temperature": 1, "seed": 2})
+	if r.Usage.CompletionTokens > 40-n {
+		t.Errorf("%d completion tokens after a prompt of %d in a context of 40", r.Usage.CompletionTokens, n)
+	}
+	full := strings.Repeat("the cat sat. ", 20)
+	status, b := f.post(t, context.Background(), "/v1/completions", map[string]any{"prompt": full})
+	checkError(t, "prompt fills the context", status, b, http.StatusBadRequest, "context_length_exceeded")
 }

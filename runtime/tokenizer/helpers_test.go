@@ -273,3 +273,76 @@ func streamDecode(t testing.TB, tk *Tokenizer, ids []int) string {
 	}
 	return whole + rest
 }
+
+func TestFuzzStreamCorpus(t *testing.T) {
+	ids := func(v ...uint16) []byte {
+		var b []byte
+		for _, x := range v {
+			b = append(b, byte(x), byte(x>>8))
+		}
+		return b
+	}
+	testfiles.WriteCorpus(t, "FuzzStream", []testfiles.Seed{
+		{Name: "empty", Args: []any{[]byte{}}},
+		{Name: "words", Args: []any{ids(3, 300, 301, 302, 400, 4)}},
+		// SPM's byte tokens (id byte+3, fed as id+2) of € and half an emoji
+		{Name: "utf8-bytes", Args: []any{ids(0xe2+5, 0x82+5, 0xac+5, 0xf0+5, 0x9f+5)}},
+		{Name: "out-of-range", Args: []any{ids(0, 1, 0xffff, 2, 0xfffe)}},
+	})
+}
+
+// FuzzStream decodes any sequence of ids, out-of-range ones and lone
+// UTF-8 bytes included, one token at a time: the pieces and the flush add
+// up to Decode of the whole, and no piece splits a rune when the whole is
+// valid UTF-8.
+func FuzzStream(f *testing.F) {
+	tks := []*Tokenizer{spmOrSynthetic(f), trainedBPE(f, "llama3")}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		for _, tk := range tks {
+			ids := make([]int, len(raw)/2)
+			for i := range ids {
+				u := int(raw[2*i]) | int(raw[2*i+1])<<8
+				ids[i] = u%(tk.VocabSize()+4) - 2
+			}
+			s := tk.NewStream()
+			var pieces []string
+			for _, id := range ids {
+				pieces = append(pieces, s.Next(id))
+			}
+			pieces = append(pieces, s.Flush())
+			want := tk.Decode(ids)
+			if got := strings.Join(pieces, ""); got != want {
+				t.Fatalf("stream of %v: %q, Decode %q", ids, got, want)
+			}
+			if utf8.ValidString(want) {
+				for i, p := range pieces {
+					if !utf8.ValidString(p) {
+						t.Fatalf("stream of %v: piece %d (%q) splits a rune", ids, i, p)
+					}
+				}
+			}
+		}
+	})
+}
+
+// TokenBytes spells each token as it stands alone: joined, they are the
+// decoded text with SPM's leading space kept; control tokens are empty.
+func TestTokenBytes(t *testing.T) {
+	tk := spmOrSynthetic(t)
+	ids := tk.Encode("Once upon a time, é", true)
+	var joined []byte
+	for _, id := range ids {
+		joined = append(joined, tk.TokenBytes(id)...)
+	}
+	if got, want := string(joined), " "+tk.Decode(ids); got != want {
+		t.Fatalf("joined %q, want %q", got, want)
+	}
+	if tk.TokenBytes(tk.BOS()) != nil || tk.TokenBytes(-1) != nil || tk.TokenBytes(tk.VocabSize()) != nil {
+		t.Fatal("bytes for BOS or an id outside the vocab")
+	}
+	b := tk.TokenBytes(ids[1])
+	b[0] = 'X'
+	if tk.TokenBytes(ids[1])[0] == 'X' {
+		t.Fatal("TokenBytes returned the tokenizer's own bytes")
+	}
+}

@@ -166,6 +166,17 @@ func (t *Tokenizer) Piece(id int) string {
 	return t.vocab.Tokens[id]
 }
 
+// TokenBytes returns a copy of the bytes token id adds to decoded text, as
+// the token stands alone: a space for SPM's "▁" (the first token's space is
+// not dropped, as Decode drops it), a byte token's byte, nothing for control
+// tokens and ids outside the vocab.
+func (t *Tokenizer) TokenBytes(id int) []byte {
+	if id < 0 || id >= len(t.decoded) {
+		return nil
+	}
+	return append([]byte(nil), t.decoded[id]...)
+}
+
 // Encode turns text into token ids, with BOS first when addBOS is set and
 // the vocab has one. Control and user-defined token strings in the text are
 // encoded as ordinary text; see EncodeSpecial.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/acttail/acttail-gpu/internal/testfiles"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/progress"
 )
@@ -90,7 +91,7 @@ func writeLoad(t *testing.T, m *model.Model, dtype model.DType) *model.Model {
 	return got
 }
 
-func sameTensors(t *testing.T, want, got *model.Model) {
+func sameTensors(t testing.TB, want, got *model.Model) {
 	t.Helper()
 	if len(got.Tensors) != len(want.Tensors) {
 		t.Fatalf("%d tensors, want %d", len(got.Tensors), len(want.Tensors))
@@ -372,6 +373,25 @@ func TestMalformed(t *testing.T) {
 			b.pad(32)
 			b.Write(make([]byte, 128))
 		}},
+		{"gap", `tensor "a": F32 [8] is 32 bytes, but the file gives it 64`, func(b *builder) {
+			b.header(3, 2, 0)
+			b.tensorInfo("a", GGMLF32, 0, 8)
+			b.tensorInfo("b", GGMLF32, 64, 8)
+			b.pad(32)
+			b.Write(make([]byte, 96))
+		}},
+		{"trailing bytes", `tensor "a": F32 [8] is 32 bytes, but 64 bytes follow it`, func(b *builder) {
+			b.header(3, 1, 0)
+			b.tensorInfo("a", GGMLF32, 0, 8)
+			b.pad(32)
+			b.Write(make([]byte, 64))
+		}},
+		{"first not at 0", "not 0", func(b *builder) {
+			b.header(3, 1, 0)
+			b.tensorInfo("a", GGMLF32, 32, 8)
+			b.pad(32)
+			b.Write(make([]byte, 64))
+		}},
 		{"duplicate tensor", "twice", func(b *builder) {
 			b.header(3, 2, 0)
 			b.tensorInfo("a", GGMLF32, 0, 8)
@@ -487,6 +507,18 @@ func setKey(key string, v Value) func([]KV) []KV {
 	}
 }
 
+// retype sets the ggml type of the named tensor, keeping its dimensions
+// and offset.
+func retype(name string, typ GGMLType) func([]TensorInfo) {
+	return func(ts []TensorInfo) {
+		for i := range ts {
+			if ts[i].Name == name {
+				ts[i].Type = typ
+			}
+		}
+	}
+}
+
 func TestLoadRejects(t *testing.T) {
 	raw := tinyFile(t, model.F16)
 	keep := func(kvs []KV) []KV { return kvs }
@@ -502,13 +534,12 @@ func TestLoadRejects(t *testing.T) {
 		{"tokenizer", "tokenizer.ggml.model", setKey("tokenizer.ggml.model", str("bert")), nil},
 		{"bos range", "out of range", setKey("tokenizer.ggml.bos_token_id", u32(8)), nil},
 		{"vocab size", "tokens for a vocabulary", setKey("llama.vocab_size", u32(9)), nil},
-		{"unsupported type", `tensor "blk.0.attn_q.weight": ggml type Q4_0 is not supported`, keep, func(ts []TensorInfo) {
-			for i := range ts {
-				if ts[i].Name == "blk.0.attn_q.weight" {
-					ts[i].Type = 2 // Q4_0: 32x32 F16 is 2048 bytes, as Q4_0 576: still in range
-				}
-			}
-		}},
+		{"unsupported type", `tensor "blk.0.attn_q.weight": ggml type I16 is not supported`, keep, retype("blk.0.attn_q.weight", 25)}, // I16: as many bytes as F16
+		{"F32 flipped to Q8_0", `tensor "blk.0.attn_norm.weight": Q8_0 [32] is 34 bytes, but the file gives it 128`, keep, retype("blk.0.attn_norm.weight", GGMLQ8_0)},
+		{"last tensor flipped", `tensor "output_norm.weight": Q8_0 [32] is 34 bytes, but 128 bytes follow it`, keep, retype("output_norm.weight", GGMLQ8_0)},
+		{"F16 flipped to Q4_0", `tensor "blk.0.attn_q.weight": Q4_0 [32 32] is 576 bytes, but the file gives it 2048`, keep, retype("blk.0.attn_q.weight", 2)},
+		{"context 2^31-1", "context length 2147483647 is implausible", setKey("llama.context_length", u32(math.MaxInt32)), nil},
+		{"vocab 2^30", "tokens for a vocabulary of 1073741824", setKey("llama.vocab_size", u32(1<<30)), nil},
 		{"unknown tensor", `unexpected tensor "blk.5.attn_q.weight"`, keep, func(ts []TensorInfo) {
 			for i := range ts {
 				if ts[i].Name == "blk.0.attn_q.weight" {
@@ -661,22 +692,143 @@ func TestWriteRejects(t *testing.T) {
 	}
 }
 
-func FuzzReadFile(f *testing.F) {
-	raw := tinyFile(f, model.Q8_0)
-	f.Add(raw)
-	f.Add(raw[:len(raw)/2])
-	f.Add(raw[:100])
-	for _, off := range []int{4, 8, 16, 24, 40} {
-		bad := bytes.Clone(raw)
-		bad[off] ^= 0xff
-		f.Add(bad)
-	}
+// readFileSeeds are FuzzReadFile's seed corpus (testdata/fuzz/FuzzReadFile):
+// small files, so that the fuzzer's minimizing of new inputs stays quick.
+// They cover every header part: each value type, each tensor type, a
+// custom alignment, version 2, and whole llama models with an SPM and a BPE
+// vocabulary (dimension 2), cut short too.
+func readFileSeeds(t *testing.T) []testfiles.Seed {
+	var seeds []testfiles.Seed
+	add := func(name string, b []byte) { seeds = append(seeds, testfiles.Seed{Name: name, Args: []any{b}}) }
 	var b builder
-	b.header(3, 1, 0)
-	b.tensorInfo("w", GGMLF32, 0, 3, 2)
+	b.header(3, 0, 0)
+	add("header-v3", bytes.Clone(b.Bytes()))
+	b.Reset()
+	b.header(2, 0, 0)
+	add("header-v2", bytes.Clone(b.Bytes()))
+
+	b.Reset()
+	b.header(3, 0, 11)
+	for i, v := range []struct {
+		typ ValueType
+		raw []byte
+	}{
+		{TypeUint8, []byte{7}}, {TypeInt8, []byte{0xff}}, {TypeUint16, []byte{1, 2}}, {TypeInt16, []byte{3, 4}},
+		{TypeUint32, []byte{1, 0, 0, 0}}, {TypeInt32, []byte{0xff, 0xff, 0xff, 0xff}}, {TypeFloat32, []byte{0, 0, 0x80, 0x3f}},
+		{TypeBool, []byte{1}}, {TypeUint64, make([]byte, 8)}, {TypeInt64, make([]byte, 8)}, {TypeFloat64, make([]byte, 8)},
+	} {
+		b.str(fmt.Sprintf("k%d", i))
+		b.u32(uint32(v.typ))
+		b.Write(v.raw)
+	}
+	add("value-types", bytes.Clone(b.Bytes()))
+
+	b.Reset()
+	b.header(3, 0, 3)
+	b.str("s")
+	b.u32(uint32(TypeString))
+	b.str("text")
+	b.str("a")
+	b.u32(uint32(TypeArray))
+	b.u32(uint32(TypeInt32))
+	b.u64(2)
+	b.u32(1)
+	b.u32(2)
+	b.str("as")
+	b.u32(uint32(TypeArray))
+	b.u32(uint32(TypeString))
+	b.u64(2)
+	b.str("x")
+	b.str("yz")
+	add("strings-arrays", bytes.Clone(b.Bytes()))
+
+	b.Reset()
+	b.header(3, 4, 0)
+	b.tensorInfo("f32", GGMLF32, 0, 2)
+	b.tensorInfo("f16", GGMLF16, 32, 4)
+	b.tensorInfo("bf16", GGMLBF16, 64, 2, 2)
+	b.tensorInfo("q8", GGMLQ8_0, 96, 32)
 	b.pad(32)
-	b.Write(make([]byte, 24))
-	f.Add(b.Bytes())
+	b.Write(make([]byte, 96+34))
+	add("tensor-types", bytes.Clone(b.Bytes()))
+
+	b.Reset()
+	b.header(3, 2, 1)
+	b.str("general.alignment")
+	b.u32(uint32(TypeUint32))
+	b.u32(8)
+	b.tensorInfo("a", GGMLF32, 0, 1)
+	b.tensorInfo("b", GGMLF16, 8, 3)
+	b.pad(8)
+	b.Write(make([]byte, 14))
+	add("alignment-8", bytes.Clone(b.Bytes()))
+
+	// Whole models, as small as a loadable file gets: dimension 2, one
+	// layer, 8-byte alignment and only the keys decode needs.
+	cfg := model.Config{Arch: "llama", Dim: 2, HiddenDim: 2, NLayers: 1, NHeads: 1, NKVHeads: 1, HeadDim: 2,
+		VocabSize: 4, SeqLen: 8, NormEps: 1e-5, RopeTheta: 10000, TiedOutput: true}
+	bare := compactFile(t, randModel(t, cfg, model.F32, 1), model.F32)
+	add("model-f32", bare)
+	add("model-f32-cut", bare[:len(bare)/2])
+	cfg.TiedOutput = false
+	spm := randModel(t, cfg, model.F16, 2)
+	spm.Vocab = spmVocab(4)
+	add("model-spm-f16", compactFile(t, spm, model.F16))
+	return seeds
+}
+
+// compactFile is m as a GGUF file with 8-byte alignment and only the
+// metadata keys decode requires (and the vocabulary's tokens and ids).
+func compactFile(t *testing.T, m *model.Model, dtype model.DType) []byte {
+	t.Helper()
+	kvs, err := metadata(m, dtype)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const align = 8
+	var keep []KV
+	for _, kv := range kvs {
+		switch kv.Key {
+		case "general.alignment":
+			keep = append(keep, KV{kv.Key, u32(align)})
+		case "general.architecture", "llama.context_length", "llama.embedding_length", "llama.feed_forward_length",
+			"llama.block_count", "llama.attention.head_count", "llama.attention.layer_norm_rms_epsilon",
+			"tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id":
+			keep = append(keep, kv)
+		}
+	}
+	tensors, err := plan(m, dtype)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var off uint64
+	for i := range tensors {
+		tensors[i].info.Offset = uint64(alignUp(int64(off), align))
+		off = tensors[i].info.Offset + tensors[i].info.Size
+	}
+	var out bytes.Buffer
+	w := &writer{w: bufio.NewWriter(&out)}
+	w.header(keep, tensors)
+	for i := range tensors {
+		w.pad(align)
+		w.tensor(&tensors[i])
+	}
+	if err := w.w.Flush(); err != nil || w.err != nil {
+		t.Fatal(err, w.err)
+	}
+	if _, err := decode(out.Bytes(), "compact"); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+func TestFuzzReadFileCorpus(t *testing.T) {
+	testfiles.WriteCorpus(t, "FuzzReadFile", readFileSeeds(t))
+}
+
+// FuzzReadFile parses any bytes as a GGUF file; what it accepts lies in the
+// file, and what decode accepts is a checked model.
+func FuzzReadFile(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := ReadFile(bytes.NewReader(data), int64(len(data)))
 		if err != nil {
@@ -706,4 +858,41 @@ func TestWriteProgress(t *testing.T) {
 	if bar.Count() != m.ByteCount() {
 		t.Errorf("counted %d bytes, the model has %d", bar.Count(), m.ByteCount())
 	}
+}
+
+func TestFuzzWriteRoundTripCorpus(t *testing.T) {
+	testfiles.WriteCorpus(t, "FuzzWriteRoundTrip", []testfiles.Seed{
+		{Name: "bare-f32", Args: []any{uint64(0x0000020304010100), "", "", ""}},
+		{Name: "spm-f16", Args: []any{uint64(0x6101010203020101), "<unk>\n<s>\n</s>\n▁a\n▁b\n\xff", "{{ messages }}", ""}},
+		{Name: "bpe-rope-bf16", Args: []any{uint64(0x2e02000107030200), "Ġa\nb\n<|eot_id|>\n", "<|start_header_id|>", "Ġ a\nb c"}},
+		{Name: "q8-tied", Args: []any{uint64(0x0903010105000301), "x\ny", "", ""}},
+	})
+}
+
+// FuzzWriteRoundTrip writes a fuzzed model (shape, dtype, vocabulary
+// strings, chat template, merges) and loads it back: config, vocabulary and
+// tensors must come back as they were.
+func FuzzWriteRoundTrip(f *testing.F) {
+	f.Fuzz(func(t *testing.T, shape uint64, tokens, template, merges string) {
+		m, dtype, ok := testfiles.FuzzModel(shape, []model.DType{model.F32, model.F16, model.BF16, model.Q8_0}, tokens, template, merges)
+		if !ok {
+			return
+		}
+		path := filepath.Join(t.TempDir(), "m.gguf")
+		if err := Write(m, path, dtype); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		got, err := Load(path)
+		if err != nil {
+			t.Fatalf("load: %v", err)
+		}
+		defer got.Close()
+		if !reflect.DeepEqual(got.Config, m.Config) {
+			t.Fatalf("config\n got %+v\nwant %+v", got.Config, m.Config)
+		}
+		if !reflect.DeepEqual(got.Vocab, m.Vocab) {
+			t.Fatalf("vocab\n got %+v\nwant %+v", got.Vocab, m.Vocab)
+		}
+		sameTensors(t, m, got)
+	})
 }

@@ -188,8 +188,12 @@ func (r *reader) file() (*File, error) {
 	return f, f.checkData(r.size)
 }
 
-// checkData verifies that the tensors lie within the data section and do
-// not overlap.
+// checkData verifies that the tensors tile the data section as GGUF
+// writers lay it out (llama.cpp requires the same): sorted by offset, each
+// starts at the aligned end of the one before, and nothing but alignment
+// padding follows the last. A tensor whose type or dimensions were altered
+// leaves a gap or an overlap, so its byte size, implied by type × dims, is
+// checked against the room the file gives it.
 func (f *File) checkData(size int64) error {
 	if len(f.Tensors) == 0 {
 		return nil
@@ -203,19 +207,33 @@ func (f *File) checkData(size int64) error {
 		order[i] = i
 	}
 	sort.Slice(order, func(a, b int) bool { return f.Tensors[order[a]].Offset < f.Tensors[order[b]].Offset })
-	var end uint64
+	align := uint64(f.Alignment)
+	var end uint64 // where the tensor before ends
 	for k, i := range order {
 		t := &f.Tensors[i]
 		if t.Offset > dataLen || t.Size > dataLen-t.Offset {
-			return fmt.Errorf("tensor %q: %d bytes at data offset %d run past the end of the file (%d data bytes)", t.Name, t.Size, t.Offset, dataLen)
+			return fmt.Errorf("tensor %q: %s %v needs %d bytes at data offset %d, past the end of the file (%d data bytes)", t.Name, t.Type, t.Dims, t.Size, t.Offset, dataLen)
 		}
-		if k > 0 && t.Offset < end {
-			return fmt.Errorf("tensor %q at data offset %d overlaps tensor %q", t.Name, t.Offset, f.Tensors[order[k-1]].Name)
+		if k > 0 {
+			prev := &f.Tensors[order[k-1]]
+			switch next := alignUp64(end, align); {
+			case t.Offset < end:
+				return fmt.Errorf("tensor %q at data offset %d overlaps tensor %q (%s %v, %d bytes at %d)", t.Name, t.Offset, prev.Name, prev.Type, prev.Dims, prev.Size, prev.Offset)
+			case t.Offset > next:
+				return fmt.Errorf("tensor %q: %s %v is %d bytes, but the file gives it %d (up to tensor %q): a wrong type or shape", prev.Name, prev.Type, prev.Dims, prev.Size, t.Offset-prev.Offset, t.Name)
+			}
+		} else if t.Offset != 0 {
+			return fmt.Errorf("tensor %q: the first tensor starts at data offset %d, not 0", t.Name, t.Offset)
 		}
 		end = t.Offset + t.Size
 	}
+	if last := &f.Tensors[order[len(order)-1]]; dataLen > alignUp64(end, align) {
+		return fmt.Errorf("tensor %q: %s %v is %d bytes, but %d bytes follow it to the end of the file: a wrong type or shape", last.Name, last.Type, last.Dims, last.Size, dataLen-last.Offset)
+	}
 	return nil
 }
+
+func alignUp64(n, a uint64) uint64 { return (n + a - 1) / a * a }
 
 func alignUp(n, a int64) int64 { return (n + a - 1) / a * a }
 

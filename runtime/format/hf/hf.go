@@ -84,12 +84,17 @@ func loadRest(m *model.Model, dir string) error {
 			return fmt.Errorf("load %s: %w", dir, err)
 		}
 	}
+	// The tensors bound the config's sizes by the file's; check them before
+	// the vocabulary is padded to vocab_size.
+	if err := m.Check(); err != nil {
+		return err
+	}
 	v, err := loadVocab(dir, cfg.VocabSize)
 	if err != nil {
 		return err
 	}
 	m.Vocab = v
-	return m.Check()
+	return nil
 }
 
 // loadWeights maps model.safetensors, or else every shard named in

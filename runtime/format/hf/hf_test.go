@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/acttail/acttail-gpu/internal/testfiles"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/progress"
 )
@@ -577,7 +578,8 @@ func TestLoadErrors(t *testing.T) {
 		{"header past end", "exceeds", writeFile(weightsFile, binary.LittleEndian.AppendUint64(nil, 1<<20))},
 		{"vocab id gap", "no token has id 5", replaceJSON(tokenizerFile, `"<0x02>": 5,`, ``)},
 		{"vocab duplicate id", "used by both", replaceJSON(tokenizerFile, `"<0x02>": 5,`, `"<0x02>": 6,`)},
-		{"vocab too big", "exceed config vocab_size", replaceJSON(configFile, `"vocab_size": 300`, `"vocab_size": 100`)},
+		{"config vocab past the weights", "has shape", replaceJSON(configFile, `"vocab_size": 300`, `"vocab_size": 16777216`)},
+		{"context 2^40", "context length 1099511627776", replaceJSON(configFile, `"max_position_embeddings": 128`, `"max_position_embeddings": 1099511627776`)},
 		{"tokenizer not BPE", "Unigram", replaceJSON(tokenizerFile, `"type": "BPE"`, `"type": "Unigram"`)},
 		{"tokenizer bad json", "tokenizer.json: bad JSON", writeFile(tokenizerFile, []byte(`{`))},
 		{"scores wrong length", "acttail_scores", replaceJSON(tokenizerCfgFile, `"acttail_scores": [`, `"acttail_scores": [1,`)},
@@ -625,6 +627,11 @@ func TestWriteErrors(t *testing.T) {
 	m.Vocab.Tokens[40] = m.Vocab.Tokens[41]
 	if err := Write(m, t.TempDir(), model.F32); err == nil || !strings.Contains(err.Error(), "ids 40 and 41") {
 		t.Errorf("duplicate token: %v", err)
+	}
+	m.Vocab = spmVocab(300)
+	m.Vocab.Tokens[40] = "\xe2"
+	if err := Write(m, t.TempDir(), model.F32); err == nil || !strings.Contains(err.Error(), "token 40 (\"\\xe2\") is not valid UTF-8") {
+		t.Errorf("invalid UTF-8 token: %v", err)
 	}
 	m.Vocab = nil
 	delete(m.Tensors, model.NameEmbed)
@@ -978,4 +985,62 @@ func TestWriteProgress(t *testing.T) {
 	if bar.Count() != m.ByteCount() {
 		t.Errorf("counted %d bytes, the model has %d", bar.Count(), m.ByteCount())
 	}
+}
+
+func TestFuzzWriteRoundTripCorpus(t *testing.T) {
+	testfiles.WriteCorpus(t, "FuzzWriteRoundTrip", []testfiles.Seed{
+		{Name: "bare-f32", Args: []any{uint64(0x0000020304010100), "", "", ""}},
+		{Name: "spm-f16", Args: []any{uint64(0x6101010203020101), "<unk>\n<s>\n</s>\n▁a\n▁b\n<0x0A>", "{{ messages }}", ""}},
+		{Name: "bpe-rope-bf16", Args: []any{uint64(0x2e02000107030200), "Ġa\nb\n<|eot_id|>\nĠ", "<|start_header_id|>", "Ġ a"}},
+		{Name: "tied-spm", Args: []any{uint64(0x2101000105000301), "x\ny\n▁", "", ""}},
+	})
+}
+
+// FuzzWriteRoundTrip writes a fuzzed model as a Hugging Face directory and
+// loads it back: the config, tensors and token strings come back as they
+// were, and a second trip writes the same files.
+func FuzzWriteRoundTrip(f *testing.F) {
+	files := []string{configFile, weightsFile, tokenizerFile, tokenizerCfgFile, generationFile}
+	f.Fuzz(func(t *testing.T, shape uint64, tokens, template, merges string) {
+		m, dtype, ok := testfiles.FuzzModel(shape, []model.DType{model.F32, model.F16, model.BF16}, tokens, template, merges)
+		if !ok {
+			return
+		}
+		dir := filepath.Join(t.TempDir(), "a")
+		if err := Write(m, dir, dtype); err != nil {
+			return // a vocabulary tokenizer.json cannot hold is refused
+		}
+		got, err := Load(dir)
+		if err != nil {
+			t.Fatalf("load what was written: %v", err)
+		}
+		defer got.Close()
+		if !reflect.DeepEqual(got.Config, m.Config) {
+			t.Fatalf("config\n got %+v\nwant %+v", got.Config, m.Config)
+		}
+		for name, want := range m.Tensors {
+			data := want.Data
+			if want.DType != dtype { // the F32 norms
+				f, _ := want.Float32()
+				data, _ = model.Encode(f, dtype)
+			}
+			if g := got.Tensors[name]; g == nil || g.DType != dtype || !bytes.Equal(g.Data, data) {
+				t.Fatalf("tensor %s differs", name)
+			}
+		}
+		if m.Vocab != nil && !reflect.DeepEqual(got.Vocab.Tokens[:len(m.Vocab.Tokens)], m.Vocab.Tokens) {
+			t.Fatalf("tokens %q, wrote %q", got.Vocab.Tokens, m.Vocab.Tokens)
+		}
+		dir2 := filepath.Join(t.TempDir(), "b")
+		if err := Write(got, dir2, dtype); err != nil {
+			t.Fatalf("write what was loaded: %v", err)
+		}
+		for _, f := range files {
+			a, _ := os.ReadFile(filepath.Join(dir, f))
+			b, _ := os.ReadFile(filepath.Join(dir2, f))
+			if !bytes.Equal(a, b) {
+				t.Fatalf("%s differs after a second round trip:\n%s\n%s", f, a, b)
+			}
+		}
+	})
 }

@@ -496,9 +496,21 @@ func tokenizerFiles(v *model.Vocab) (tok, cfg, gen map[string]any, err error) {
 		return nil, nil, nil, fmt.Errorf("vocab: %d types for %d tokens", len(v.Types), len(v.Tokens))
 	}
 	tokens := v.Tokens[:n]
+	// JSON strings are UTF-8: other bytes would come back as U+FFFD.
+	for i, m := range v.Merges {
+		if !utf8.ValidString(m) {
+			return nil, nil, nil, fmt.Errorf("vocab: merge %d (%q) is not valid UTF-8, which tokenizer.json cannot hold", i, m)
+		}
+	}
+	if !utf8.ValidString(v.ChatTemplate) {
+		return nil, nil, nil, errors.New("vocab: the chat template is not valid UTF-8, which tokenizer_config.json cannot hold")
+	}
 	ids := make(map[string]int, n)
 	var added []addedToken
 	for i, t := range tokens {
+		if !utf8.ValidString(t) {
+			return nil, nil, nil, fmt.Errorf("vocab: token %d (%q) is not valid UTF-8, which tokenizer.json cannot hold", i, t)
+		}
 		if j, dup := ids[t]; dup {
 			return nil, nil, nil, fmt.Errorf("vocab: token %q at ids %d and %d (tokenizer.json maps pieces to one id)", t, j, i)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -142,6 +143,11 @@ func TestTruncatedAndHostile(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+	// A version 1 header has no RoPE tables to bound its context length.
+	v1 := append(hdr(magicV1, 1, 64, 172, 5, 8, 4, 512, math.MaxInt32), make([]byte, 220)...)
+	if _, err := ParseHeader(v1, 1<<40, "v1"); err == nil || !strings.Contains(err.Error(), "context length 2147483647") {
+		t.Errorf("v1 header with a 2^31-1 context: %v", err)
+	}
 }
 
 func writeCut(t *testing.T, b []byte) string {
@@ -166,5 +172,89 @@ func FuzzParseHeader(f *testing.F) {
 		if h.DataOffset+4*weightCount(&h.Config, h.Version) > size {
 			t.Fatal("accepted a header whose weights do not fit")
 		}
+	})
+}
+
+// tinyCheckpoint is a llama2.c checkpoint of dimension 2 (one layer, one
+// head, four tokens, context 2) in the given version, with weights 0.5.
+func tinyCheckpoint(t *testing.T, version int, tied bool) []byte {
+	cfg := model.Config{Arch: "llama", Dim: 2, HiddenDim: 2, NLayers: 1, NHeads: 1, NKVHeads: 1, HeadDim: 2,
+		VocabSize: 4, SeqLen: 2, NormEps: 1e-5, RopeTheta: 10000, TiedOutput: tied}
+	half := binary.LittleEndian.AppendUint32(nil, math.Float32bits(0.5))
+	var b bytes.Buffer
+	if version == 0 {
+		vocab := int32(cfg.VocabSize)
+		if !tied {
+			vocab = -vocab
+		}
+		for _, v := range []int32{2, 2, 1, 1, 1, vocab, 2} {
+			binary.Write(&b, binary.LittleEndian, v)
+		}
+	} else {
+		hdr := make([]byte, headerV1Size)
+		binary.LittleEndian.PutUint32(hdr, magicV1)
+		binary.LittleEndian.PutUint32(hdr[4:], 1)
+		for i, v := range []int{2, 2, 1, 1, 1, 4, 2} {
+			binary.LittleEndian.PutUint32(hdr[8+4*i:], uint32(v))
+		}
+		if tied {
+			hdr[36] = 1
+		}
+		b.Write(hdr)
+	}
+	b.Write(bytes.Repeat(half, int(weightCount(&cfg, version))))
+	return b.Bytes()
+}
+
+func TestFuzzLoadCorpus(t *testing.T) {
+	tok := tokFile(6, []float32{0, 0, 0, -1}, []string{"<unk>", "\n<s>\n", "\n</s>\n", " a"})
+	v0, v1 := tinyCheckpoint(t, 0, true), tinyCheckpoint(t, 1, false)
+	for _, c := range []struct {
+		data []byte
+		tok  []byte
+	}{{v0, tok}, {v1, tok}, {v0, nil}} {
+		p := filepath.Join(t.TempDir(), "m.bin")
+		os.WriteFile(p, c.data, 0o644)
+		if c.tok != nil {
+			os.WriteFile(filepath.Join(filepath.Dir(p), "tokenizer.bin"), c.tok, 0o644)
+		}
+		m, err := Load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Close()
+	}
+	testfiles.WriteCorpus(t, "FuzzLoad", []testfiles.Seed{
+		{Name: "v0-tied", Args: []any{v0, tok}},
+		{Name: "v1-untied", Args: []any{v1, tok}},
+		{Name: "v0-no-tokenizer", Args: []any{v0, []byte{}}},
+		{Name: "v1-cut", Args: []any{v1[:len(v1)-3], tok}},
+		{Name: "tokenizer-cut", Args: []any{v0, tok[:len(tok)-2]}},
+	})
+}
+
+// FuzzLoad loads any bytes as a llama2.c checkpoint, with any bytes as its
+// tokenizer.bin (none when empty), through what Load runs once the files
+// are read (no files, which would make an input cost ten times as much):
+// what loads is a checked model whose weights can all be read.
+func FuzzLoad(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data, tok []byte) {
+		m, err := fromBytes(data, "fuzz.bin")
+		if err == nil && len(tok) > 0 {
+			err = addVocab(m, tok, "tokenizer.bin")
+		}
+		if err != nil {
+			return
+		}
+		if err := m.Check(); err != nil {
+			t.Fatal(err)
+		}
+		if v := m.Vocab; v != nil && len(v.Tokens) != m.Config.VocabSize {
+			t.Fatalf("%d tokens for a vocabulary of %d", len(v.Tokens), m.Config.VocabSize)
+		}
+		if _, err := ParseHeader(data[:min(len(data), headerV1Size)], int64(len(data)), "fuzz.bin"); err != nil {
+			t.Fatalf("loaded, but IsCheckpoint would say no: %v", err)
+		}
+		m.CheckFinite() // reads every byte of every tensor
 	})
 }
