@@ -6,7 +6,7 @@
 #
 # CARRY (default ./carry) holds test binaries built elsewhere (docs/cuda.md):
 #   cuda.test     go test -c ./runtime/backend/cuda
-#   cudadrv.test  go test -c ./cgo
+#   cudadrv.test  go test -c ./cgo/cudadrv
 #   acttail-gpu   go build ./cmd/acttail-gpu (the command-line run; skipped without it)
 # SHARED (default $ACTTAIL_SHARED, else ../shared, else ./shared) holds
 # models/stories260K (the whole-model test skips without it) and

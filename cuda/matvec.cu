@@ -108,6 +108,32 @@ __device__ __forceinline__ void gemv(const at_group &g, const float *x, int rows
 #define AT_TILE 64
 #define AT_TK 16
 
+// load_tiles loads k-step k0 of a GEMM block's two operands into shared
+// memory as float, zero past the edges: rows r0.. of x and outputs o0.. of
+// W, AT_TILE x TK each. Element (m, k), row or output m and input k0 + k,
+// goes to tile[k][m] when KMAJOR (the SIMT GEMM) and to tile[m][k] otherwise
+// (the tensor-core GEMM). W is (out, in), or (in, out) with trans.
+template <int DT, int TK, bool KMAJOR, int LD>
+__device__ __forceinline__ void load_tiles(float (*xs)[LD], float (*ws)[LD], const void *W, const float *x, int rows,
+                                           int out, int in, int trans, int r0, int o0, int k0) {
+  for (int e = threadIdx.x; e < AT_TILE * TK; e += blockDim.x) {
+    const int m = e / TK, k = e % TK;  // consecutive threads walk k: x rows are contiguous in k
+    const int r = r0 + m, kk = k0 + k;
+    (KMAJOR ? xs[k][m] : xs[m][k]) = (r < rows && kk < in) ? x[(size_t)r * in + kk] : 0.f;
+    float w = 0.f;
+    if (trans) {
+      const int k2 = e / AT_TILE, o2 = e % AT_TILE;  // (in, out): contiguous in o
+      const int oo = o0 + o2, kk2 = k0 + k2;
+      if (oo < out && kk2 < in) w = at_ld<DT>(W, (size_t)kk2 * out + oo);
+      (KMAJOR ? ws[k2][o2] : ws[o2][k2]) = w;
+    } else {
+      const int oo = o0 + m;
+      if (oo < out && kk < in) w = at_ld<DT>(W, (size_t)oo * in + kk);
+      (KMAJOR ? ws[k][m] : ws[m][k]) = w;
+    }
+  }
+}
+
 template <int DT>
 __device__ __forceinline__ void gemm(float *y, const void *W, const float *x, int rows, int out, int in, int trans,
                                      int accum) {
@@ -117,23 +143,7 @@ __device__ __forceinline__ void gemm(float *y, const void *W, const float *x, in
   const int r0 = blockIdx.y * AT_TILE, o0 = blockIdx.x * AT_TILE;
   float acc[4][4] = {};
   for (int k0 = 0; k0 < in; k0 += AT_TK) {
-    // 64x16 values of each operand, 4 a thread.
-    for (int e = threadIdx.x; e < AT_TILE * AT_TK; e += blockDim.x) {
-      const int m = e / AT_TK, k = e % AT_TK;  // consecutive threads walk k: x rows are contiguous in k
-      const int r = r0 + m, kk = k0 + k;
-      xs[k][m] = (r < rows && kk < in) ? x[(size_t)r * in + kk] : 0.f;
-      float w = 0.f;
-      if (trans) {
-        const int k2 = e / AT_TILE, o2 = e % AT_TILE;  // (in, out): contiguous in o
-        const int oo = o0 + o2, kk2 = k0 + k2;
-        if (oo < out && kk2 < in) w = at_ld<DT>(W, (size_t)kk2 * out + oo);
-        ws[k2][o2] = w;
-      } else {
-        const int oo = o0 + m;
-        if (oo < out && kk < in) w = at_ld<DT>(W, (size_t)oo * in + kk);
-        ws[k][m] = w;
-      }
-    }
+    load_tiles<DT, AT_TK, true>(xs, ws, W, x, rows, out, in, trans, r0, o0, k0);  // 4 values a thread each
     __syncthreads();
 #pragma unroll
     for (int k = 0; k < AT_TK; k++) {
@@ -179,22 +189,7 @@ __device__ __forceinline__ void gemm_tc(float *y, const void *W, const float *x,
   wmma::fill_fragment(acc[0], 0.f);
   wmma::fill_fragment(acc[1], 0.f);
   for (int k0 = 0; k0 < in; k0 += AT_TC_K) {
-    for (int e = threadIdx.x; e < AT_TILE * AT_TC_K; e += blockDim.x) {
-      const int m = e / AT_TC_K, k = e % AT_TC_K;  // consecutive threads walk k
-      const int r = r0 + m, kk = k0 + k;
-      xs[m][k] = (r < rows && kk < in) ? x[(size_t)r * in + kk] : 0.f;
-      float w = 0.f;
-      if (trans) {
-        const int k2 = e / AT_TILE, o2 = e % AT_TILE;  // (in, out): contiguous in o
-        const int oo = o0 + o2, kk2 = k0 + k2;
-        if (oo < out && kk2 < in) w = at_ld<DT>(W, (size_t)kk2 * out + oo);
-        ws[o2][k2] = w;
-      } else {
-        const int oo = o0 + m;
-        if (oo < out && kk < in) w = at_ld<DT>(W, (size_t)oo * in + kk);
-        ws[m][k] = w;
-      }
-    }
+    load_tiles<DT, AT_TC_K, false>(xs, ws, W, x, rows, out, in, trans, r0, o0, k0);
     __syncthreads();
 #pragma unroll
     for (int k = 0; k < AT_TC_K; k += 8) {

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 
-	"github.com/acttail/acttail-gpu/cgo"
 	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/backend/cuda"
@@ -87,7 +85,7 @@ func (f *modelFlags) backend(stderr io.Writer) (backend.Backend, error) {
 		if f.device == "cuda" {
 			return nil, fmt.Errorf("--device cuda: %w", err)
 		}
-		if !errors.Is(err, cudadrv.ErrNoDriver) && !errors.Is(err, cudadrv.ErrNoDevice) {
+		if !cuda.NoGPU(err) {
 			fmt.Fprintf(stderr, "warning: CUDA backend unavailable (%v); running on the CPU\n", err)
 		}
 		return cpu.New(f.threads), nil

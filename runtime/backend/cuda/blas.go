@@ -3,7 +3,7 @@ package cuda
 import (
 	"fmt"
 
-	"github.com/acttail/acttail-gpu/cgo"
+	"github.com/acttail/acttail-gpu/cgo/cudadrv"
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
 

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"unsafe"
 
-	"github.com/acttail/acttail-gpu/cgo"
+	"github.com/acttail/acttail-gpu/cgo/cudadrv"
 	"github.com/acttail/acttail-gpu/runtime/backend"
 )
 

@@ -1,7 +1,7 @@
 // Package cuda is the GPU backend: backend.Backend over the CUDA driver API
-// (package cgo, opened at run time) and the kernels of cuda/, built into one
-// fatbin that is embedded in the binary (kernels/acttail.fatbin) or loaded
-// from Options.Kernels.
+// (package cgo/cudadrv, opened at run time) and the kernels of cuda/, built
+// into one fatbin that is embedded in the binary (kernels/acttail.fatbin) or
+// loaded from Options.Kernels. It is the only importer of cgo/cudadrv.
 //
 // All work goes to one stream in program order. Ops queue their launches on
 // the device thread and return at once; Read, Alloc, Upload and
@@ -26,7 +26,7 @@ import (
 	"os"
 	"unsafe"
 
-	"github.com/acttail/acttail-gpu/cgo"
+	"github.com/acttail/acttail-gpu/cgo/cudadrv"
 	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
@@ -49,7 +49,7 @@ type Options struct {
 
 // Available describes the backend New(o) makes (device, memory, driver,
 // what runs the GEMMs), or returns the error that says why there is none
-// (wrapping cgo's ErrNoDriver or ErrNoDevice where there is no GPU).
+// (one for which NoGPU holds where there is no GPU).
 func Available(o Options) (string, error) {
 	b, err := New(o)
 	if err != nil {
@@ -57,6 +57,13 @@ func Available(o Options) (string, error) {
 	}
 	d := b.Describe()
 	return d, b.Close()
+}
+
+// NoGPU reports whether err, from New or Available, means that this
+// machine has no CUDA driver or no usable GPU (a machine to run on the
+// CPU), rather than a fault of one.
+func NoGPU(err error) bool {
+	return errors.Is(err, cudadrv.ErrNoDriver) || errors.Is(err, cudadrv.ErrNoDevice)
 }
 
 // Backend is the CUDA backend. Its methods are called from one goroutine
@@ -127,7 +134,7 @@ var (
 )
 
 // New opens device o.Device and loads the kernels. Without a driver or a
-// GPU it returns an error wrapping cudadrv.ErrNoDriver or ErrNoDevice.
+// GPU it returns an error for which NoGPU holds.
 func New(o Options) (*Backend, error) {
 	image := fatbin
 	if o.Kernels != "" {

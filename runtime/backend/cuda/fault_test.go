@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/acttail/acttail-gpu/cgo"
+	"github.com/acttail/acttail-gpu/cgo/cudadrv"
 	"github.com/acttail/acttail-gpu/internal/testfiles"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/format/llama2c"

@@ -6,7 +6,6 @@ package cuda
 // leaves out the large matrices (for runs under compute-sanitizer).
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/acttail/acttail-gpu/cgo"
 	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/model"
@@ -33,7 +31,7 @@ func newGPUWith(t testing.TB, o Options) *Backend {
 	t.Helper()
 	o.Kernels = os.Getenv("ACTTAIL_KERNELS")
 	b, err := New(o)
-	if errors.Is(err, cudadrv.ErrNoDriver) || errors.Is(err, cudadrv.ErrNoDevice) {
+	if NoGPU(err) {
 		t.Skipf("needs a GPU: %v", err)
 	}
 	if err != nil {

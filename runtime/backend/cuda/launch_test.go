@@ -2,11 +2,10 @@ package cuda
 
 import (
 	"encoding/binary"
-	"errors"
 	"math"
 	"testing"
 
-	"github.com/acttail/acttail-gpu/cgo"
+	"github.com/acttail/acttail-gpu/cgo/cudadrv"
 	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
@@ -256,8 +255,8 @@ func TestNewWithoutGPU(t *testing.T) {
 		b.Close()
 		t.Skip("a GPU is present")
 	}
-	if !errors.Is(err, cudadrv.ErrNoDriver) && !errors.Is(err, cudadrv.ErrNoDevice) {
-		t.Fatalf("New: %v, want ErrNoDriver or ErrNoDevice", err)
+	if !NoGPU(err) {
+		t.Fatalf("New: %v, want cudadrv.ErrNoDriver or ErrNoDevice", err)
 	}
 	if _, err := Available(Options{}); err == nil {
 		t.Fatal("Available succeeded where New failed")

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"slices"
 
-	"github.com/acttail/acttail-gpu/cgo"
+	"github.com/acttail/acttail-gpu/cgo/cudadrv"
 )
 
 // Profiling: between StartProfile and StopProfile every queued op (a

@@ -8,9 +8,6 @@
 
 #include <stdint.h>
 
-// Element types; the values match model.DType.
-enum { GA_F32 = 0, GA_F16 = 1, GA_BF16 = 2, GA_Q8_0 = 3 };
-
 // Instruction sets the kernels may use.
 enum { GA_SCALAR = 0, GA_AVX2 = 1 };
 

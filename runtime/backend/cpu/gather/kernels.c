@@ -28,9 +28,7 @@
 
 #include <string.h>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
+#include "../internal/dtype/dtype.h"
 
 enum {
 	CB = 16384, // output columns a block in ga_gather: 64 KiB of sums
@@ -41,47 +39,6 @@ enum {
 };
 
 // ---- portable scalar path ----
-
-static inline uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-
-static inline float from_bits(uint32_t u) {
-	float f;
-	memcpy(&f, &u, 4);
-	return f;
-}
-
-static inline float f16_to_f32(uint16_t h) {
-	uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-	if (exp == 0x1f) return from_bits(sign | 0x7f800000u | man << 13);
-	if (exp == 0) { // zero or subnormal: man * 2^-24
-		float f = (float)man * (1.0f / 16777216.0f);
-		return sign ? -f : f;
-	}
-	return from_bits(sign | (exp + 112) << 23 | man << 13);
-}
-
-// decode_scalar writes elements [k0, k0+len) of one row to out as float32.
-// For Q8_0, k0 and len are multiples of 32.
-static void decode_scalar(int dt, const uint8_t *row, int64_t k0, int64_t len, float *out) {
-	switch (dt) {
-	case GA_F32:
-		memcpy(out, row + 4 * k0, 4 * len);
-		break;
-	case GA_F16:
-		for (int64_t i = 0; i < len; i++) out[i] = f16_to_f32(load_u16(row + 2 * (k0 + i)));
-		break;
-	case GA_BF16:
-		for (int64_t i = 0; i < len; i++) out[i] = from_bits((uint32_t)load_u16(row + 2 * (k0 + i)) << 16);
-		break;
-	case GA_Q8_0:
-		for (int64_t b = 0; b < len / 32; b++) {
-			const uint8_t *blk = row + 34 * (k0 / 32 + b);
-			float d = f16_to_f32(load_u16(blk));
-			for (int j = 0; j < 32; j++) out[32 * b + j] = d * (float)(int8_t)blk[2 + j];
-		}
-		break;
-	}
-}
 
 static inline int64_t row_of(const int32_t *idx, int64_t k) { return idx ? idx[k] : k; }
 
@@ -112,27 +69,6 @@ static void dense_scalar(int dt, const uint8_t *t, int64_t rb, int64_t in, const
 // ---- AVX2 + FMA + F16C path ----
 
 #if defined(__x86_64__)
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
-#define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
-
-// load8 converts elements i..i+7 of an F32, F16 or BF16 row to float32.
-AVX2_INLINE __m256 load8(int dt, const uint8_t *row, int64_t i) {
-	switch (dt) {
-	case GA_F16:
-		return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * i)));
-	case GA_BF16:
-		return _mm256_castsi256_ps(
-		    _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row + 2 * i))), 16));
-	default:
-		return _mm256_loadu_ps((const float *)(row + 4 * i));
-	}
-}
-
-// q8_8 converts 8 int8 quants at p to float32.
-AVX2_INLINE __m256 q8_8(const uint8_t *p) {
-	return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
-}
-
 // add_rows adds Σ_g a[g]·row_g[b0+i] to yb[i] for i < w, g < ng (ng is a
 // constant at every call, so the row loop unrolls). F32, F16, BF16.
 AVX2_INLINE void add_rows(int dt, int ng, const uint8_t *const rows[GR], const float a[GR], int64_t b0, int64_t w,
@@ -197,7 +133,7 @@ AVX2_INLINE void gather_avx2(int dt, const uint8_t *t, int64_t rb, const int32_t
 				rows[g] = t + j * rb;
 				a[g] = x[j];
 			}
-			if (dt == GA_Q8_0)
+			if (dt == DT_Q8_0)
 				add_rows_q8(GR, rows, a, b0, w, yb);
 			else
 				add_rows(dt, GR, rows, a, b0, w, yb);
@@ -206,31 +142,12 @@ AVX2_INLINE void gather_avx2(int dt, const uint8_t *t, int64_t rb, const int32_t
 			int64_t j = row_of(idx, k);
 			rows[0] = t + j * rb;
 			a[0] = x[j];
-			if (dt == GA_Q8_0)
+			if (dt == DT_Q8_0)
 				add_rows_q8(1, rows, a, b0, w, yb);
 			else
 				add_rows(dt, 1, rows, a, b0, w, yb);
 		}
 	}
-}
-
-// decode_avx2 is decode_scalar, eight elements at a time.
-AVX2_INLINE void decode_avx2(int dt, const uint8_t *row, int64_t k0, int64_t len, float *out) {
-	int64_t i = 0;
-	switch (dt) {
-	case GA_F16:
-	case GA_BF16:
-		for (; i + 8 <= len; i += 8) _mm256_storeu_ps(out + i, load8(dt, row, k0 + i));
-		break;
-	case GA_Q8_0:
-		for (; i < len; i += 32) {
-			const uint8_t *blk = row + 34 * ((k0 + i) / 32);
-			__m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(blk)));
-			for (int j = 0; j < 32; j += 8) _mm256_storeu_ps(out + i + j, _mm256_mul_ps(d, q8_8(blk + 2 + j)));
-		}
-		break;
-	}
-	if (i < len) decode_scalar(dt, row, k0 + i, len - i, out + i);
 }
 
 // micro_avx2 computes out[r*16 + c] = Σ_k xs[r][k]·w[k*DB + c] for r < MR,
@@ -290,12 +207,12 @@ AVX2_INLINE void dense_avx2(int dt, const uint8_t *t, int64_t rb, int64_t in, co
 	AVX2 static void gather_##name(int dt, const uint8_t *t, int64_t rb, const int32_t *idx, int64_t nr,       \
 	                               const float *x, int64_t c0, int64_t c1, float *y) {                          \
 		(void)dt;                                                                                           \
-		gather_avx2(GA_##name, t, rb, idx, nr, x, c0, c1, y);                                               \
+		gather_avx2(DT_##name, t, rb, idx, nr, x, c0, c1, y);                                               \
 	}                                                                                                           \
 	AVX2 static void dense_##name(int dt, const uint8_t *t, int64_t rb, int64_t in, const float *x, int64_t n, \
 	                              int64_t c0, int64_t c1, float *y, int64_t ldy) {                              \
 		(void)dt;                                                                                           \
-		dense_avx2(GA_##name, t, rb, in, x, n, c0, c1, y, ldy);                                             \
+		dense_avx2(DT_##name, t, rb, in, x, n, c0, c1, y, ldy);                                             \
 	}
 PER_DTYPE(F32)
 PER_DTYPE(F16)
@@ -303,12 +220,6 @@ PER_DTYPE(BF16)
 PER_DTYPE(Q8_0)
 #undef PER_DTYPE
 
-static int have_avx2(void) {
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-}
-#else
-static int have_avx2(void) { return 0; }
 #endif
 
 // ---- dispatch ----

@@ -12,7 +12,12 @@ package gather
 */
 import "C"
 
-import "unsafe"
+import (
+	"unsafe"
+
+	// kernels.c includes its dtype.h: the import has the build cache see it.
+	_ "github.com/acttail/acttail-gpu/runtime/backend/cpu/internal/dtype"
+)
 
 // gatherCols computes dst[o0:o1] of Gather (all rows when all is set) on
 // the calling thread (kernels.c). Callers have checked shapes and indices.

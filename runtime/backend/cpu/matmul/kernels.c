@@ -23,9 +23,7 @@
 
 #include <string.h>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
+#include "../internal/dtype/dtype.h"
 
 enum {
 	RB = 6,   // weight rows decoded together for n > 1; a multiple of MR
@@ -35,52 +33,6 @@ enum {
 };
 
 // ---- portable scalar path ----
-
-static inline uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-
-static inline float from_bits(uint32_t u) {
-	float f;
-	memcpy(&f, &u, 4);
-	return f;
-}
-
-static inline float f16_to_f32(uint16_t h) {
-	uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-	if (exp == 0x1f) return from_bits(sign | 0x7f800000u | man << 13);
-	if (exp == 0) { // zero or subnormal: man * 2^-24
-		float f = (float)man * (1.0f / 16777216.0f);
-		return sign ? -f : f;
-	}
-	return from_bits(sign | (exp + 112) << 23 | man << 13);
-}
-
-static inline float bf16_to_f32(uint16_t h) { return from_bits((uint32_t)h << 16); }
-
-// decode_scalar writes elements [k0, k0+len) of one weight row to out as
-// float32. For Q8_0, k0 and len are multiples of 32.
-static void decode_scalar(int dt, const uint8_t *row, int64_t k0, int64_t len, float *out) {
-	switch (dt) {
-	case MM_F32:
-		for (int64_t i = 0; i < len; i++) {
-			const uint8_t *p = row + 4 * (k0 + i);
-			out[i] = from_bits((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-		}
-		break;
-	case MM_F16:
-		for (int64_t i = 0; i < len; i++) out[i] = f16_to_f32(load_u16(row + 2 * (k0 + i)));
-		break;
-	case MM_BF16:
-		for (int64_t i = 0; i < len; i++) out[i] = bf16_to_f32(load_u16(row + 2 * (k0 + i)));
-		break;
-	case MM_Q8_0:
-		for (int64_t b = 0; b < len / 32; b++) {
-			const uint8_t *blk = row + 34 * (k0 / 32 + b);
-			float d = f16_to_f32(load_u16(blk));
-			for (int j = 0; j < 32; j++) out[32 * b + j] = d * (float)(int8_t)blk[2 + j];
-		}
-		break;
-	}
-}
 
 // micro_scalar computes out[i*NR+j] = ws[i] · xs[j] for i < MR, j < nx
 // over len elements. Eight partial sums per dot keep the float32 rounding
@@ -149,32 +101,12 @@ static double sum_scalar(const float *p, int64_t n) {
 // ---- AVX2 + FMA + F16C path ----
 
 #if defined(__x86_64__)
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
-#define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
 AVX2_INLINE float hsum8(__m256 v) {
 	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
 	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
 	s = _mm_add_ss(s, _mm_movehdup_ps(s));
 	return _mm_cvtss_f32(s);
-}
-
-// load8 converts elements i..i+7 of an F32, F16 or BF16 row to float32.
-AVX2_INLINE __m256 load8(int dt, const uint8_t *row, int64_t i) {
-	switch (dt) {
-	case MM_F16:
-		return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * i)));
-	case MM_BF16:
-		return _mm256_castsi256_ps(
-		    _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row + 2 * i))), 16));
-	default:
-		return _mm256_loadu_ps((const float *)(row + 4 * i));
-	}
-}
-
-// q8_8 converts 8 int8 quants at p to float32.
-AVX2_INLINE __m256 q8_8(const uint8_t *p) {
-	return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
 // tail_dot is the dot of elements [i, cols) of a row with x, fewer than
@@ -237,35 +169,13 @@ AVX2 static void matvec_q8(const uint8_t *w, int64_t rowbytes, int64_t rows, int
 }
 
 AVX2 static void matvec_f32(const uint8_t *w, int64_t rb, int64_t rows, int64_t cols, const float *x, float *dst) {
-	matvec_elem(MM_F32, w, rb, rows, cols, x, dst);
+	matvec_elem(DT_F32, w, rb, rows, cols, x, dst);
 }
 AVX2 static void matvec_f16(const uint8_t *w, int64_t rb, int64_t rows, int64_t cols, const float *x, float *dst) {
-	matvec_elem(MM_F16, w, rb, rows, cols, x, dst);
+	matvec_elem(DT_F16, w, rb, rows, cols, x, dst);
 }
 AVX2 static void matvec_bf16(const uint8_t *w, int64_t rb, int64_t rows, int64_t cols, const float *x, float *dst) {
-	matvec_elem(MM_BF16, w, rb, rows, cols, x, dst);
-}
-
-// decode_avx2 is decode_scalar, eight elements at a time.
-AVX2 static void decode_avx2(int dt, const uint8_t *row, int64_t k0, int64_t len, float *out) {
-	int64_t i = 0;
-	switch (dt) {
-	case MM_F32:
-		memcpy(out, row + 4 * k0, 4 * len);
-		return;
-	case MM_F16:
-	case MM_BF16:
-		for (; i + 8 <= len; i += 8) _mm256_storeu_ps(out + i, load8(dt, row, k0 + i));
-		break;
-	case MM_Q8_0:
-		for (int64_t b = 0; b < len / 32; b++) {
-			const uint8_t *blk = row + 34 * (k0 / 32 + b);
-			__m256 d = _mm256_set1_ps(_cvtsh_ss(load_u16(blk)));
-			for (int j = 0; j < 32; j += 8) _mm256_storeu_ps(out + 32 * b + j, _mm256_mul_ps(d, q8_8(blk + 2 + j)));
-		}
-		return;
-	}
-	if (i < len) decode_scalar(dt, row, k0 + i, len - i, out + i);
+	matvec_elem(DT_BF16, w, rb, rows, cols, x, dst);
 }
 
 // micro_avx2 is micro_scalar with its MR×NR = 12 accumulators in
@@ -317,12 +227,6 @@ AVX2 static double sum_avx2(const float *p, int64_t n) {
 typedef void matvec_fn(const uint8_t *w, int64_t rowbytes, int64_t rows, int64_t cols, const float *x, float *dst);
 static matvec_fn *const matvec_avx2[4] = {matvec_f32, matvec_f16, matvec_bf16, matvec_q8};
 
-static int have_avx2(void) {
-	__builtin_cpu_init();
-	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-}
-#else
-static int have_avx2(void) { return 0; }
 #endif
 
 // ---- dispatch ----

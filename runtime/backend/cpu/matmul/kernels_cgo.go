@@ -12,7 +12,12 @@ package matmul
 */
 import "C"
 
-import "unsafe"
+import (
+	"unsafe"
+
+	// kernels.c includes its dtype.h: the import has the build cache see it.
+	_ "github.com/acttail/acttail-gpu/runtime/backend/cpu/internal/dtype"
+)
 
 // mulRows computes output rows [o0, o1) of m·x on the calling thread
 // (kernels.c). Callers have checked the shapes and that o0 < o1.

@@ -6,9 +6,6 @@
 
 #include <stdint.h>
 
-// Element types; the values match model.DType.
-enum { MM_F32 = 0, MM_F16 = 1, MM_BF16 = 2, MM_Q8_0 = 3 };
-
 // Instruction sets mm_rows may use.
 enum { MM_SCALAR = 0, MM_AVX2 = 1 };
 

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"path/filepath"
 	"strings"
 	"testing"
 	"unsafe"
 
-	"github.com/acttail/acttail-gpu/internal/cudaemu"
+	"github.com/acttail/acttail-gpu/cuda/emu"
 )
 
 func TestPackArgs(t *testing.T) {
@@ -298,14 +299,14 @@ func TestGPUAsyncErrorReported(t *testing.T) {
 }
 
 // TestEmulatedDriver runs this package's GPU tests on cuda/emu, the CPU
-// stand-in for libcuda (internal/cudaemu): the binding's calls, argument
+// stand-in for libcuda: the binding's calls, argument
 // packing, events and graph capture and update, on every machine.
 func TestEmulatedDriver(t *testing.T) {
-	if cudaemu.Active() {
-		t.Skip("already running on " + cudaemu.Env)
+	if emu.Active() {
+		t.Skip("already running on " + emu.Env)
 	}
-	lib := cudaemu.Build(t, "..")
-	out, err := cudaemu.Rerun(lib, []string{BLASEnv + "=" + lib}, "-test.run", "^TestGPU", "-test.v", "-test.count=1")
+	lib := emu.Build(t, filepath.Join("..", ".."))
+	out, err := emu.Rerun(lib, []string{BLASEnv + "=" + lib}, "-test.run", "^TestGPU", "-test.v", "-test.count=1")
 	for _, want := range []string{"--- PASS: TestGPULaunchGraphEvents", "--- PASS: TestGPUBLAS"} {
 		if err != nil || !bytes.Contains(out, []byte(want)) {
 			t.Fatalf("GPU tests on the emulator (%s): %v\n%s", want, err, out)

@@ -1,26 +1,26 @@
 // libcuda_emu.cpp: a CPU stand-in for libcuda.so.1 that runs the kernels of
 // cuda/ (compiled here as C++ through emu.h), so that the CUDA backend and
-// its GPU tests run on a machine without a GPU. cgo/ loads it in place of the
-// driver when ACTTAIL_LIBCUDA names it:
+// its GPU tests run on a machine without a GPU. cgo/cudadrv loads it in
+// place of the driver when ACTTAIL_LIBCUDA names it:
 //
-//   g++ -std=c++17 -O2 -fPIC -shared -Icuda/emu/include -o libcuda-emu.so cuda/emu/libcuda_emu.cpp
+//   g++ -std=c++17 -O2 -fPIC -shared -Icuda/emu/src/include -o libcuda-emu.so cuda/emu/src/libcuda_emu.cpp
 //   ACTTAIL_LIBCUDA=$PWD/libcuda-emu.so go test ./runtime/backend/cuda -run GPU
 //
-// (runtime/backend/cuda's TestEmulatedGPU does both.) It implements the
-// driver entry points cgo/drv.c resolves, by their ABI names: device memory
-// is host memory, every stream runs synchronously in call order, the
-// module is the kernels compiled in (the fatbin image is ignored), and
-// stream capture records launches, device copies and memsets into a graph
-// that cuGraphLaunch replays and cuGraphExecUpdate rewrites, with the
-// driver's rules: host copies and synchronization inside a capture
+// (package emu, in the folder above, does both for the tests.) It
+// implements the driver entry points cgo/cudadrv/drv.c resolves, by their
+// ABI names: device memory is host memory, every stream runs synchronously
+// in call order, the module is the kernels compiled in (the fatbin image is
+// ignored), and stream capture records launches, device copies and memsets
+// into a graph that cuGraphLaunch replays and cuGraphExecUpdate rewrites,
+// with the driver's rules: host copies and synchronization inside a capture
 // invalidate it, an update needs the same nodes in the same order.
 //
-// It also answers for the slice of libcublas that cgo/ uses (cublasCreate,
-// SetStream, SetWorkspace, GemmEx, ...), so that ACTTAIL_LIBCUBLAS can name
-// this library too: a GEMM is a host node on the stream, computed in float
-// from F32, F16 or BF16 inputs with cuBLAS's column-major conventions, its
-// arguments checked as cuBLAS does and every matrix bounds-checked against
-// its allocation.
+// It also answers for the slice of libcublas that cgo/cudadrv uses
+// (cublasCreate, SetStream, SetWorkspace, GemmEx, ...), so that
+// ACTTAIL_LIBCUBLAS can name this library too: a GEMM is a host node on the
+// stream, computed in float from F32, F16 or BF16 inputs with cuBLAS's
+// column-major conventions, its arguments checked as cuBLAS does and every
+// matrix bounds-checked against its allocation.
 //
 // Checks the GPU would not make: every copy and memset must lie inside one
 // allocation, a block may not exceed 1024 threads, and a block whose
@@ -29,7 +29,7 @@
 // missing barriers change a result.
 #include "emu.h"
 
-#include "../acttail.cu"
+#include "../../acttail.cu"
 
 #include <algorithm>
 #include <chrono>
@@ -229,8 +229,9 @@ void syncwarp() {
 
 // ---------------------------------------------------------------- kernels
 
-// scale is cgo's own test kernel (scalePTX in cgo/cudadrv_test.go), which
-// this module answers for as the driver would for that PTX.
+// scale is the binding's own test kernel (scalePTX in
+// cgo/cudadrv/cudadrv_test.go), which this module answers for as the
+// driver would for that PTX.
 extern "C" void scale(float *p, float a, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) p[i] *= a;
@@ -282,7 +283,7 @@ enum : CUresult {
   EXEC_UPDATE_FAILURE = 910,
 };
 
-std::recursive_mutex mu;  // the driver is thread-safe; cgo/ calls from one thread
+std::recursive_mutex mu;  // the driver is thread-safe; cgo/cudadrv calls from one thread
 bool inited = false;
 // skipWork (ACTTAIL_EMU_SKIP_KERNELS=1, read by cuInit) accepts kernel
 // launches and cuBLAS calls, with every check, but does not run them:

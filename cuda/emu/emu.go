@@ -1,7 +1,8 @@
-// Package cudaemu builds cuda/emu, the CPU stand-in for libcuda.so.1 that
-// runs the kernels of cuda/, and re-runs a test binary on it, so that the
-// GPU tests of cgo/ and runtime/backend/cuda run on machines without a GPU.
-package cudaemu
+// Package emu builds the CPU stand-in for libcuda.so.1 whose C++ sources
+// are in src/ (it runs the kernels of cuda/), and re-runs a test binary on
+// it, so that the GPU tests of cgo/cudadrv and runtime/backend/cuda run on
+// machines without a GPU.
+package emu
 
 import (
 	"os"
@@ -12,7 +13,7 @@ import (
 	"testing"
 )
 
-// Env is the variable cgo/ reads for a driver library to load instead of
+// Env is the variable cgo/cudadrv reads for a driver library to load instead of
 // libcuda.so.1.
 const Env = "ACTTAIL_LIBCUDA"
 
@@ -30,7 +31,7 @@ type build struct {
 
 var plain, asan build
 
-// Build compiles cuda/emu (root is the repository root) into a temporary
+// Build compiles cuda/emu/src (root is the repository root) into a temporary
 // shared library, once per process, and returns its path. It needs a C++17
 // compiler ($CXX, g++ or c++): without one it skips t, or fails it under
 // CI=true. It reads every source first, so that go test's cache, which
@@ -63,7 +64,7 @@ func BuildASan(t testing.TB, root string) (lib, preload string) {
 func compiler(t testing.TB, root string) string {
 	t.Helper()
 	src := filepath.Join(root, "cuda")
-	for _, pat := range []string{"*.cu", "*.cuh", "emu/*.h", "emu/*.cpp", "emu/include/*.h"} {
+	for _, pat := range []string{"*.cu", "*.cuh", "emu/src/*.h", "emu/src/*.cpp", "emu/src/include/*.h"} {
 		files, err := filepath.Glob(filepath.Join(src, pat))
 		if err != nil || len(files) == 0 {
 			// A test binary run away from its package (the GPU check runs
@@ -100,19 +101,19 @@ func compiler(t testing.TB, root string) string {
 func (b *build) get(t testing.TB, root, cxx string, flags ...string) string {
 	t.Helper()
 	b.once.Do(func() {
-		dir, err := os.MkdirTemp("", "cudaemu")
+		dir, err := os.MkdirTemp("", "cuda-emu")
 		if err != nil {
 			b.err = err
 			return
 		}
 		b.lib = filepath.Join(dir, "libcuda-emu.so")
-		src := filepath.Join(root, "cuda", "emu")
+		src := filepath.Join(root, "cuda", "emu", "src")
 		args := append([]string{"-std=c++17", "-O2", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas"}, flags...)
 		args = append(args, "-I"+filepath.Join(src, "include"), "-o", b.lib, filepath.Join(src, "libcuda_emu.cpp"))
 		b.out, b.err = exec.Command(cxx, args...).CombinedOutput()
 	})
 	if b.err != nil {
-		t.Fatalf("build cuda/emu: %v\n%s", b.err, b.out)
+		t.Fatalf("build cuda/emu/src: %v\n%s", b.err, b.out)
 	}
 	return b.lib
 }
