@@ -56,7 +56,7 @@ func (f *modelFlags) registerFile(fs *flagSet) {
 
 // open loads the checkpoint named by the flags (or the default model) and,
 // unless --no-check, checks that its weights are finite.
-func (f *modelFlags) open(ctx context.Context, stderr io.Writer) (*model.Model, error) {
+func (f *modelFlags) open(ctx context.Context, stderr io.Writer) (*model.Checkpoint, error) {
 	m, err := fetch.Open(ctx, f.path, stderr)
 	if err != nil || f.noCheck {
 		return m, err
@@ -111,7 +111,7 @@ func (l *loaded) contextLength(asked int) (int, error) {
 
 // loaded is a model ready to run.
 type loaded struct {
-	file   *model.Model
+	file   *model.Checkpoint
 	engine *engine.Model
 	tok    *tokenizer.Tokenizer
 }

@@ -15,7 +15,7 @@ import (
 // vocabulary (none when empty; at most 32 lines). Matrices are stored in
 // the dtype and norms in F32, as the writers store them, so a round trip
 // keeps every byte. ok is false when the fields make no valid config.
-func FuzzModel(shape uint64, dtypes []model.DType, tokens, template, merges string) (m *model.Model, dtype model.DType, ok bool) {
+func FuzzModel(shape uint64, dtypes []model.DType, tokens, template, merges string) (m *model.Checkpoint, dtype model.DType, ok bool) {
 	b := func(i int) int { return int(shape >> (8 * i) & 0xff) }
 	dtype = dtypes[b(6)%len(dtypes)]
 	flags := b(7)

@@ -179,7 +179,7 @@ func Calibrate(ctx context.Context, s *engine.State, tokens []int, sites []plan.
 	}
 	defer func(b *backend.Budgets) { s.Budgets = b }(s.Budgets)
 	for range passes {
-		if s.Budgets, err = m.SiteBudgets(ThresholdSites(sites)); err != nil {
+		if s.Budgets, err = m.SiteBudgets(ThresholdBudgets(sites)); err != nil {
 			return nil, err
 		}
 		if rec, err = Run(ctx, s, tokens, true); err != nil {
@@ -192,11 +192,11 @@ func Calibrate(ctx context.Context, s *engine.State, tokens []int, sites []plan.
 	return rec, nil
 }
 
-// ThresholdSites turns plan sites into run-time threshold budgets.
-func ThresholdSites(sites []plan.Site) []backend.Site {
-	out := make([]backend.Site, len(sites))
+// ThresholdBudgets turns plan sites into run-time threshold budgets.
+func ThresholdBudgets(sites []plan.Site) []backend.Budget {
+	out := make([]backend.Budget, len(sites))
 	for i, s := range sites {
-		out[i] = backend.Site{ID: i, K: s.K, Threshold: s.Threshold}
+		out[i] = backend.Budget{ID: i, K: s.K, Threshold: s.Threshold}
 	}
 	return out
 }

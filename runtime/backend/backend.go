@@ -98,7 +98,7 @@ type Backend interface {
 	UploadSparse(t *model.Tensor) (Weight, error)
 	// SparseMatMuls: p.Dst[r] = p.W · mask(x[r]) for every p of a group
 	// that shares its input, weights from UploadSparse, where mask keeps
-	// the inputs p.Site selects, reading only their weight rows; a site
+	// the inputs p.Budget selects, reading only their weight rows; a site
 	// that keeps every input is a dense product. Each p has its own
 	// budget; a backend may select and gather the whole group in one pass.
 	SparseMatMuls(x Buffer, rows int, ps []Proj)
@@ -156,21 +156,22 @@ type Ticket int
 
 // Proj is one product of a group that shares its input.
 type Proj struct {
-	Dst  Buffer
-	W    Weight
-	Site Site // SparseMatMuls only
-	// Budgets is the table Site comes from (Site = Budgets.Sites[Site.ID]),
-	// nil for a site of no table (a dense one, say). A backend may keep
+	Dst    Buffer
+	W      Weight
+	Budget Budget // SparseMatMuls only
+	// Table is the table Budget comes from (Budget =
+	// Table.Sites[Budget.ID]), nil for a budget of no table (a dense one,
+	// say). A backend may keep
 	// per-table state keyed by it, as the CUDA backend keeps its device
 	// copy of the table.
-	Budgets *Budgets
+	Table *Budgets
 	// Add makes the product add to Dst (Dst += W·x: the residual add fused
 	// into the projection) instead of overwriting it.
 	Add bool
 }
 
-// Site is one projection's activation budget at run time.
-type Site struct {
+// Budget is one projection's activation budget at run time.
+type Budget struct {
 	// ID indexes the plan's sites (layer·7 + projection), for statistics;
 	// a negative ID is not counted.
 	ID int
@@ -181,7 +182,7 @@ type Site struct {
 	Threshold float32
 }
 
-// Budgets is one run's activation budgets: a Site per plan site, in plan
+// Budgets is one run's activation budgets: a Budget per plan site, in plan
 // order (layer·7 + projection), each with its index as ID. A table is made
 // once (engine.Model.Budgets) and never changed after, so a backend may
 // cache what it derives from one by the pointer's identity; a run that
@@ -189,14 +190,14 @@ type Site struct {
 // it runs under (engine.State.Budgets), so one model serves any number of
 // plans, each row of a batch under its own.
 type Budgets struct {
-	Sites []Site
+	Sites []Budget
 }
 
 // CountedAt is a copy of the table whose sites count under IDs base,
 // base+1, … in SparseStats, so that tables running in one step are
 // counted apart.
 func (b *Budgets) CountedAt(base int) *Budgets {
-	t := &Budgets{Sites: append([]Site(nil), b.Sites...)}
+	t := &Budgets{Sites: append([]Budget(nil), b.Sites...)}
 	for i := range t.Sites {
 		t.Sites[i].ID = base + i
 	}
@@ -213,7 +214,7 @@ func (b *Budgets) Mode() string {
 }
 
 // Dense reports whether the site keeps every one of din inputs.
-func (s Site) Dense(din int) bool {
+func (s Budget) Dense(din int) bool {
 	if s.TopK {
 		return s.K >= din
 	}
@@ -221,7 +222,7 @@ func (s Site) Dense(din int) bool {
 }
 
 // ModeName is "topk" or "threshold".
-func (s Site) ModeName() string {
+func (s Budget) ModeName() string {
 	if s.TopK {
 		return "topk"
 	}

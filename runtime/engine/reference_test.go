@@ -6,7 +6,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
 
-// refModel is a plain float64 Llama forward pass over a model.Model,
+// refModel is a plain float64 Llama forward pass over a model.Checkpoint,
 // written straight from the equations, one token at a time, as the oracle
 // for the engine's tests.
 type refModel struct {
@@ -28,7 +28,7 @@ func (r *refModel) proj(l int, p model.Projection, x []float64, out int) []float
 	return matvec(r.w[model.ProjName(l, p)], x, out)
 }
 
-func newRef(m *model.Model) *refModel {
+func newRef(m *model.Checkpoint) *refModel {
 	r := &refModel{c: m.Config, w: map[string][]float64{}}
 	for n, t := range m.Tensors {
 		f, err := t.Float32()

@@ -30,12 +30,12 @@ func (m *Model) Budgets(p *plan.Plan, mode plan.Mode) (*backend.Budgets, error) 
 	if len(p.Sites) != len(want) {
 		return nil, fmt.Errorf("budgets: %d sites for a model with %d", len(p.Sites), len(want))
 	}
-	sites := make([]backend.Site, len(p.Sites))
+	sites := make([]backend.Budget, len(p.Sites))
 	for i, s := range p.Sites {
 		if s.DIn != want[i].DIn || s.DOut != want[i].DOut {
 			return nil, fmt.Errorf("budgets: site %d (layer %d %s) is %d×%d, the model's is %d×%d", i, s.Layer, s.Proj, s.DOut, s.DIn, want[i].DOut, want[i].DIn)
 		}
-		sites[i] = backend.Site{ID: i, TopK: mode == plan.ModeTopK, K: s.K, Threshold: s.Threshold}
+		sites[i] = backend.Budget{ID: i, TopK: mode == plan.ModeTopK, K: s.K, Threshold: s.Threshold}
 	}
 	return m.SiteBudgets(sites)
 }
@@ -43,8 +43,8 @@ func (m *Model) Budgets(p *plan.Plan, mode plan.Mode) (*backend.Budgets, error) 
 // SiteBudgets makes a table of run-time budgets from sites (one per plan
 // site, in plan order), which it copies; searches use it to try
 // allocations without writing a plan.
-func (m *Model) SiteBudgets(sites []backend.Site) (*backend.Budgets, error) {
-	t := &backend.Budgets{Sites: append([]backend.Site(nil), sites...)}
+func (m *Model) SiteBudgets(sites []backend.Budget) (*backend.Budgets, error) {
+	t := &backend.Budgets{Sites: append([]backend.Budget(nil), sites...)}
 	if err := m.checkBudgets(t); err != nil {
 		return nil, err
 	}

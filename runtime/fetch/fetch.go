@@ -60,7 +60,7 @@ var Stories260K = []File{
 
 // Builtin returns stories260K, read from the bytes built into the binary
 // (its tensors are windows into them; nothing is copied or written).
-func Builtin() (*model.Model, error) {
+func Builtin() (*model.Checkpoint, error) {
 	m, err := llama2c.Parse(builtinWeights, builtinTokenizer, Stories260K[0].Name)
 	if err != nil {
 		return nil, fmt.Errorf("built-in %s: %w", BuiltinName, err)
@@ -126,7 +126,7 @@ func Names() []string {
 //   - a known model's name: the built-in one, or the cached download,
 //     fetched first if it is not in the cache (log gets a line and a
 //     progress bar; it may be nil).
-func Open(ctx context.Context, name string, log io.Writer) (*model.Model, error) {
+func Open(ctx context.Context, name string, log io.Writer) (*model.Checkpoint, error) {
 	if name == "" {
 		if dir := os.Getenv(EnvModelDir); dir != "" {
 			if _, err := os.Stat(dir); err != nil {

@@ -16,7 +16,7 @@ import (
 // time (a whole model at memory speed), so it is cheap enough to run on
 // every load. For a memory-mapped file it also pages the weights in, which
 // the first forward pass would do anyway.
-func (m *Model) CheckFinite() error {
+func (m *Checkpoint) CheckFinite() error {
 	names := m.Names()
 	type chunk struct {
 		t          *Tensor

@@ -212,18 +212,18 @@ func BenchmarkSparse(b *testing.B) {
 	if smoke() {
 		reps = 2
 	}
-	dense := timeIt(g, reps, func() { g.SparseMatMul(y, w, x, 1, backend.Site{ID: -1, TopK: true, K: in}) })
+	dense := timeIt(g, reps, func() { g.SparseMatMul(y, w, x, 1, backend.Budget{ID: -1, TopK: true, K: in}) })
 	b.Run("dense", func(b *testing.B) {
 		for range b.N {
-			g.SparseMatMul(y, w, x, 1, backend.Site{ID: -1, TopK: true, K: in})
+			g.SparseMatMul(y, w, x, 1, backend.Budget{ID: -1, TopK: true, K: in})
 		}
 		g.Sync()
 		b.ReportMetric(float64(2*out*in)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 	})
 	for _, s := range []float64{0.5, 0.7, 0.8, 0.9} {
 		k := int(float64(in) * (1 - s))
-		topk := backend.Site{ID: 0, TopK: true, K: k}
-		thr := backend.Site{ID: 1, Threshold: float32(mags[in-k-1])} // keeps the k largest (no ties in random data)
+		topk := backend.Budget{ID: 0, TopK: true, K: k}
+		thr := backend.Budget{ID: 1, Threshold: float32(mags[in-k-1])} // keeps the k largest (no ties in random data)
 		// The gather alone, on the kept list of one top-k select; it adds
 		// to y (accum) so that nothing else runs.
 		g.SparseMatMul(y, w, x, 1, topk)
@@ -296,7 +296,7 @@ func profileSteps(b *testing.B, g *Backend, e *engine.Model, bud *backend.Budget
 
 var (
 	llamaOnce sync.Once
-	llama     *model.Model
+	llama     *model.Checkpoint
 	llamaErr  error
 )
 
@@ -443,7 +443,7 @@ func BenchmarkDecode7B(b *testing.B) {
 						if _, err := calib.Calibrate(context.Background(), st, toks, p.Sites, 1); err != nil {
 							b.Fatal(err)
 						}
-						if bud, err = e.SiteBudgets(calib.ThresholdSites(p.Sites)); err != nil {
+						if bud, err = e.SiteBudgets(calib.ThresholdBudgets(p.Sites)); err != nil {
 							b.Fatal(err)
 						}
 					}
@@ -521,7 +521,7 @@ func BenchmarkDecodeFloor(b *testing.B) {
 			for i := range p.Sites {
 				p.Sites[i].Threshold = 0.5
 			}
-			bud, err = e.SiteBudgets(calib.ThresholdSites(p.Sites))
+			bud, err = e.SiteBudgets(calib.ThresholdBudgets(p.Sites))
 		}
 		if err != nil {
 			b.Fatal(err)

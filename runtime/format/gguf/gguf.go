@@ -16,9 +16,9 @@
 // they are loaded and written without permutation.
 //
 // ReadFile parses the header, metadata and tensor infos of any GGUF v2 or v3
-// file; Load turns a llama-architecture file into a model.Model whose tensor
+// file; Load turns a llama-architecture file into a model.Checkpoint whose tensor
 // data are windows into a read-only memory mapping of the file; Write stores
-// a model.Model as GGUF v3.
+// a model.Checkpoint as GGUF v3.
 package gguf
 
 import (

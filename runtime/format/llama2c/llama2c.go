@@ -139,7 +139,7 @@ func weightCount(c *model.Config, version int) int64 {
 
 // Load memory-maps a llama2.c checkpoint and, if a tokenizer.bin (or
 // tok<vocab>.bin) lies beside it, its vocabulary.
-func Load(path string) (*model.Model, error) {
+func Load(path string) (*model.Checkpoint, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", path, err)
@@ -179,7 +179,7 @@ func Load(path string) (*model.Model, error) {
 // vocabulary of tokenizer, a tokenizer.bin in memory (nil: none). The
 // tensors are windows into data, which must stay unchanged while the model
 // is in use. name is the checkpoint's file name, which names the model.
-func Parse(data, tokenizer []byte, name string) (*model.Model, error) {
+func Parse(data, tokenizer []byte, name string) (*model.Checkpoint, error) {
 	m, err := fromBytes(data, name)
 	if err != nil {
 		return nil, err
@@ -193,7 +193,7 @@ func Parse(data, tokenizer []byte, name string) (*model.Model, error) {
 }
 
 // addVocab parses raw, a tokenizer.bin named name, as m's vocabulary.
-func addVocab(m *model.Model, raw []byte, name string) error {
+func addVocab(m *model.Checkpoint, raw []byte, name string) error {
 	v, err := ParseVocab(raw, m.Config.VocabSize, name)
 	if err != nil {
 		return err
@@ -207,7 +207,7 @@ type unmapper []byte
 func (u unmapper) Close() error { return syscall.Munmap(u) }
 
 // fromBytes builds a model whose tensors are windows into data.
-func fromBytes(data []byte, name string) (*model.Model, error) {
+func fromBytes(data []byte, name string) (*model.Checkpoint, error) {
 	h, err := ParseHeader(data, int64(len(data)), name)
 	if err != nil {
 		return nil, fmt.Errorf("load %w", err)
@@ -279,7 +279,7 @@ func Check(path string) error {
 
 // Write stores m as a version 1 (fp32) llama2.c checkpoint. RoPE tables are
 // not part of version 1; weights of any dtype are widened to fp32.
-func Write(m *model.Model, path string) (err error) {
+func Write(m *model.Checkpoint, path string) (err error) {
 	c := m.Config
 	if err := m.Check(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
