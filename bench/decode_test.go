@@ -2,16 +2,14 @@ package bench
 
 import (
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/acttail/acttail-gpu/internal/testfiles"
+	"github.com/acttail/acttail-gpu/internal/testmodel"
 	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu/matmul"
 	"github.com/acttail/acttail-gpu/runtime/engine"
-	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
 	"github.com/acttail/acttail-gpu/runtime/synth"
@@ -62,10 +60,7 @@ func benchDecode(b *testing.B, m *model.Checkpoint, memBW float64) {
 }
 
 func BenchmarkDecodeStories260K(b *testing.B) {
-	m, err := llama2c.Load(filepath.Join(testfiles.Stories260K(b), "stories260K.bin"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	m := testmodel.Stories260K(b)
 	defer m.Close()
 	benchDecode(b, m, 0)
 }

@@ -4,15 +4,14 @@ import (
 	"context"
 	"math"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/acttail/acttail-gpu/internal/testfiles"
+	"github.com/acttail/acttail-gpu/internal/testmodel"
 	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/engine"
 	"github.com/acttail/acttail-gpu/runtime/eval"
-	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
 	"github.com/acttail/acttail-gpu/runtime/plan"
 	"github.com/acttail/acttail-gpu/runtime/progress"
 	"github.com/acttail/acttail-gpu/runtime/tokenizer"
@@ -23,10 +22,7 @@ import (
 // bounds, and whose calibration loss is no worse than uniform's at the
 // same level (greedy starts from uniform below it).
 func TestGreedyOnStories(t *testing.T) {
-	m, err := llama2c.Load(filepath.Join(testfiles.Stories260K(t), "stories260K.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testmodel.Stories260K(t)
 	defer m.Close()
 	tok, _ := tokenizer.New(m.Vocab)
 	raw, err := os.ReadFile(testfiles.Shared(t, "data/tinystories-calib.txt"))

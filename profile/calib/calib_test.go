@@ -5,14 +5,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"sort"
 	"testing"
 
 	"github.com/acttail/acttail-gpu/internal/testfiles"
+	"github.com/acttail/acttail-gpu/internal/testmodel"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/engine"
-	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
 	"github.com/acttail/acttail-gpu/runtime/plan"
 	"github.com/acttail/acttail-gpu/runtime/progress"
 	"github.com/acttail/acttail-gpu/runtime/tokenizer"
@@ -60,10 +59,7 @@ func TestQuantileMatchesSorted(t *testing.T) {
 // Thresholds calibrated on text realize the planned sparsity on that text
 // within ±2% (the bar), per site.
 func TestThresholdRealizesPlanOnCalibrationText(t *testing.T) {
-	m, err := llama2c.Load(filepath.Join(testfiles.Stories260K(t), "stories260K.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testmodel.Stories260K(t)
 	defer m.Close()
 	tok, err := tokenizer.New(m.Vocab)
 	if err != nil {
@@ -130,10 +126,7 @@ func readFile(p string) (string, error) {
 }
 
 func TestSampleText(t *testing.T) {
-	m, err := llama2c.Load(filepath.Join(testfiles.Stories260K(t), "stories260K.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testmodel.Stories260K(t)
 	defer m.Close()
 	e, err := engine.Load(cpu.New(0), m)
 	if err != nil {

@@ -6,15 +6,13 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"gonum.org/v1/gonum/mat"
 
-	"github.com/acttail/acttail-gpu/internal/testfiles"
-	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
+	"github.com/acttail/acttail-gpu/internal/testmodel"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
 )
@@ -296,10 +294,7 @@ func TestProfileErrors(t *testing.T) {
 }
 
 func TestProfileStories260K(t *testing.T) {
-	m, err := llama2c.Load(filepath.Join(testfiles.Stories260K(t), "stories260K.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testmodel.Stories260K(t)
 	defer m.Close()
 	sites := plan.Sites(&m.Config)
 	for _, method := range methods {

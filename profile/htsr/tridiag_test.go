@@ -3,14 +3,12 @@ package htsr
 import (
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"testing"
 
 	"gonum.org/v1/gonum/mat"
 
-	"github.com/acttail/acttail-gpu/internal/testfiles"
-	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
+	"github.com/acttail/acttail-gpu/internal/testmodel"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
 )
@@ -184,10 +182,7 @@ func TestTridiagAlpha(t *testing.T) {
 	}
 	a, s, l, err := gramFactor(randMatrix(rand.New(rand.NewPCG(27, 28)), 1024, 1024), 1024, 1024)
 	add("gaussian 1024×1024", a, s, l, err)
-	m, err := llama2c.Load(filepath.Join(testfiles.Stories260K(t), "stories260K.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testmodel.Stories260K(t)
 	defer m.Close()
 	for _, site := range plan.Sites(&m.Config) {
 		p, err := model.ParseProjection(site.Proj)

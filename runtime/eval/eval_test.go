@@ -4,13 +4,11 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"testing"
 
-	"github.com/acttail/acttail-gpu/internal/testfiles"
+	"github.com/acttail/acttail-gpu/internal/testmodel"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/engine"
-	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
 )
 
 // Every token after the first is scored exactly once, and no window
@@ -52,10 +50,7 @@ func TestNLL(t *testing.T) {
 // With one window covering the text, perplexity equals the exponential of
 // the mean NLL computed from a plain forward pass over the whole text.
 func TestPerplexityMatchesDirect(t *testing.T) {
-	m, err := llama2c.Load(filepath.Join(testfiles.Stories260K(t), "stories260K.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testmodel.Stories260K(t)
 	defer m.Close()
 	e, err := engine.Load(cpu.New(0), m)
 	if err != nil {

@@ -23,11 +23,10 @@ import (
 	"time"
 
 	"github.com/acttail/acttail-gpu/internal/hostpick"
-	"github.com/acttail/acttail-gpu/internal/testfiles"
+	"github.com/acttail/acttail-gpu/internal/testmodel"
 	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu"
 	"github.com/acttail/acttail-gpu/runtime/engine"
-	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
 	"github.com/acttail/acttail-gpu/runtime/model"
 	"github.com/acttail/acttail-gpu/runtime/plan"
 	"github.com/acttail/acttail-gpu/runtime/tokenizer"
@@ -36,10 +35,7 @@ import (
 // stories opens stories260K and its tokenizer (skipping when absent).
 func stories(t *testing.T) (*model.Checkpoint, *tokenizer.Tokenizer) {
 	t.Helper()
-	m, err := llama2c.Load(filepath.Join(testfiles.Stories260K(t), "stories260K.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testmodel.Stories260K(t)
 	t.Cleanup(func() { m.Close() })
 	tok, err := tokenizer.New(m.Vocab)
 	if err != nil {

@@ -7,14 +7,12 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/acttail/acttail-gpu/cgo/cudadrv"
-	"github.com/acttail/acttail-gpu/internal/testfiles"
+	"github.com/acttail/acttail-gpu/internal/testmodel"
 	"github.com/acttail/acttail-gpu/runtime/engine"
-	"github.com/acttail/acttail-gpu/runtime/format/llama2c"
 	"github.com/acttail/acttail-gpu/runtime/server"
 	"github.com/acttail/acttail-gpu/runtime/tokenizer"
 )
@@ -46,10 +44,7 @@ func fillDevice(t *testing.T, g *Backend) {
 func TestGPUStickyError(t *testing.T) {
 	defer guard(t)
 	g := newGPU(t)
-	m, err := llama2c.Load(filepath.Join(testfiles.Stories260K(t), "stories260K.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testmodel.Stories260K(t)
 	e, err := engine.Load(g, m)
 	if err != nil {
 		t.Fatal(err)
@@ -83,10 +78,7 @@ func TestGPUStickyError(t *testing.T) {
 func TestGPUServeDeviceFault(t *testing.T) {
 	defer guard(t)
 	g := newGPU(t)
-	m, err := llama2c.Load(filepath.Join(testfiles.Stories260K(t), "stories260K.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testmodel.Stories260K(t)
 	tok, err := tokenizer.New(m.Vocab)
 	if err != nil {
 		t.Fatal(err)
