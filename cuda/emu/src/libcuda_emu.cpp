@@ -466,7 +466,7 @@ CUresult cuMemAlloc_v2(uint64_t *p, size_t bytes) {
   GUARD;
   if (allocated + bytes > kTotal) return 2;  // out of memory
   // 256-byte aligned like the driver's, but exactly bytes long, so that
-  // AddressSanitizer (TestEmulatedGPUMemcheck) sees any access past the end.
+  // AddressSanitizer (TestEmulatedGPU) sees any access past the end.
   void *m = nullptr;
   if (posix_memalign(&m, 256, bytes ? bytes : 1) != 0) return 2;
   *p = reinterpret_cast<uint64_t>(m);
