@@ -13,51 +13,86 @@ import (
 	"testing"
 )
 
-// Env is the variable cgo/cudadrv reads for a driver library to load instead of
-// libcuda.so.1.
+// Env is the variable cgo/cudadrv reads for a driver library to load
+// instead of libcuda.so.1.
 const Env = "ACTTAIL_LIBCUDA"
 
 // Active reports whether this process runs on a library named by Env (the
 // emulator, in the child Rerun starts).
 func Active() bool { return os.Getenv(Env) != "" }
 
-// A build is one compiled variant of the library.
-type build struct {
-	once sync.Once
-	lib  string
-	err  error
-	out  []byte
+// A Lib is a built emulator.
+type Lib struct {
+	Path string // the shared library
+	// ASan is set when the library is built with AddressSanitizer: a
+	// kernel's read or write outside a device allocation (heap memory here,
+	// exactly as long as asked for) aborts the process with a report naming
+	// the kernel's file and line. Env then preloads the ASan runtime into
+	// the test binary, which Go does not build with ASan.
+	ASan bool
+	Env  []string
 }
 
-var plain, asan build
+// The one build of the process.
+var (
+	once     sync.Once
+	built    Lib
+	buildOut []byte
+	buildErr error
+)
 
-// Build compiles cuda/emu/src (root is the repository root) into a temporary
-// shared library, once per process, and returns its path. It needs a C++17
-// compiler ($CXX, g++ or c++): without one it skips t, or fails it under
-// CI=true. It reads every source first, so that go test's cache, which
-// does not see the compiler's reads, knows them.
-func Build(t testing.TB, root string) string {
-	t.Helper()
-	return plain.get(t, root, compiler(t, root))
-}
-
-// BuildASan is Build with AddressSanitizer: out-of-bounds accesses of the
-// kernels to device memory (heap memory here) abort with a report. It
-// returns the library and the ASan runtime to preload into the test
-// binary (Go is not built with ASan), or skips t when the compiler has no
-// ASan runtime.
-func BuildASan(t testing.TB, root string) (lib, preload string) {
+// Build compiles cuda/emu/src (root is the repository root) into a
+// temporary shared library, once per process, with AddressSanitizer where
+// the compiler has its runtime and without it (t says so) where not: one
+// build serves every test of the process. It needs a C++17 compiler ($CXX,
+// g++ or c++): without one it skips t, or fails it under CI=true. It reads
+// every source first, so that go test's cache, which does not see the
+// compiler's reads, knows them.
+func Build(t testing.TB, root string) Lib {
 	t.Helper()
 	cxx := compiler(t, root)
+	once.Do(func() { built, buildOut, buildErr = build(root, cxx) })
+	if buildErr != nil {
+		t.Fatalf("build cuda/emu/src: %v\n%s", buildErr, buildOut)
+	}
+	if !built.ASan {
+		t.Logf("%s has no AddressSanitizer runtime: device memory accesses go unchecked", cxx)
+	}
+	return built
+}
+
+// build compiles the library, with ASan when cxx has its runtime, and
+// returns it with the compiler's output.
+func build(root, cxx string) (Lib, []byte, error) {
+	dir, err := os.MkdirTemp("", "cuda-emu")
+	if err != nil {
+		return Lib{}, nil, err
+	}
+	l := Lib{Path: filepath.Join(dir, "libcuda-emu.so")}
+	src := filepath.Join(root, "cuda", "emu", "src")
+	args := []string{"-std=c++17", "-O2", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas"}
+	if preload := asanRuntime(cxx); preload != "" {
+		l.ASan = true
+		l.Env = []string{"LD_PRELOAD=" + preload, "ASAN_OPTIONS=detect_leaks=0"}
+		// -g1: line tables, enough for a report's file and line.
+		args = append(args, "-fsanitize=address", "-fno-omit-frame-pointer", "-g1")
+	}
+	args = append(args, "-I"+filepath.Join(src, "include"), "-o", l.Path, filepath.Join(src, "libcuda_emu.cpp"))
+	out, err := exec.Command(cxx, args...).CombinedOutput()
+	return l, out, err
+}
+
+// asanRuntime is the path of cxx's ASan runtime, or "" when it has none.
+func asanRuntime(cxx string) string {
 	out, err := exec.Command(cxx, "-print-file-name=libasan.so").Output()
-	preload = strings.TrimSpace(string(out))
-	if err != nil || !filepath.IsAbs(preload) {
-		t.Skipf("%s has no AddressSanitizer runtime", cxx)
+	p := strings.TrimSpace(string(out))
+	if err != nil || !filepath.IsAbs(p) {
+		return ""
 	}
-	if _, err := os.Stat(preload); err != nil {
-		t.Skipf("%s has no AddressSanitizer runtime: %v", cxx, err)
+	if _, err := os.Stat(p); err != nil {
+		return ""
 	}
-	return asan.get(t, root, cxx, "-fsanitize=address", "-fno-omit-frame-pointer", "-g"), preload
+	return p
 }
 
 // compiler finds the C++ compiler and reads the sources (see Build).
@@ -98,30 +133,12 @@ func compiler(t testing.TB, root string) string {
 	return cxx
 }
 
-func (b *build) get(t testing.TB, root, cxx string, flags ...string) string {
-	t.Helper()
-	b.once.Do(func() {
-		dir, err := os.MkdirTemp("", "cuda-emu")
-		if err != nil {
-			b.err = err
-			return
-		}
-		b.lib = filepath.Join(dir, "libcuda-emu.so")
-		src := filepath.Join(root, "cuda", "emu", "src")
-		args := append([]string{"-std=c++17", "-O2", "-fPIC", "-shared", "-Wall", "-Wno-unknown-pragmas"}, flags...)
-		args = append(args, "-I"+filepath.Join(src, "include"), "-o", b.lib, filepath.Join(src, "libcuda_emu.cpp"))
-		b.out, b.err = exec.Command(cxx, args...).CombinedOutput()
-	})
-	if b.err != nil {
-		t.Fatalf("build cuda/emu/src: %v\n%s", b.err, b.out)
-	}
-	return b.lib
-}
-
-// Rerun runs this test binary again on lib with extra environment
-// variables and the given test flags, and returns its combined output.
-func Rerun(lib string, env []string, args ...string) ([]byte, error) {
+// Rerun runs this test binary again on l with extra environment variables
+// and the given test flags, and returns its combined output. With ASan an
+// access outside a device allocation ends the run with an error and a
+// report in the output.
+func (l Lib) Rerun(env []string, args ...string) ([]byte, error) {
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(append(os.Environ(), Env+"="+lib), env...)
+	cmd.Env = append(append(append(os.Environ(), Env+"="+l.Path), l.Env...), env...)
 	return cmd.CombinedOutput()
 }

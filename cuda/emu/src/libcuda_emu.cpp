@@ -52,10 +52,20 @@ namespace {
 const size_t kStack = 256 << 10;  // bytes of stack a thread
 const int kMaxThreads = 1024;
 
+// A warp's barrier: count of live lanes arrived, gen the barriers passed.
+// Barrier gen publishes into set gen & 1 (emu::publish).
 struct Warp {
   int live = 0, count = 0;
-  unsigned gen = 0, active = 0;
-  uint64_t slots[32];
+  unsigned gen = 0;
+  uint64_t slots[2][32];
+  unsigned lanes[2];  // the lanes that published into each set
+  // open lets the waiting lanes go. Every lane has now left the barrier
+  // before (it published here), so the set that barrier used is free.
+  void open() {
+    count = 0;
+    gen++;
+    lanes[gen & 1] = 0;
+  }
 };
 
 struct Fiber {
@@ -78,6 +88,10 @@ struct Block {
   std::function<void()> body;
   void *sched_sp = nullptr;
   Fiber *cur = nullptr;
+  // The round in progress: the threads run in index order (reverse: from
+  // the last), pos the one running, ran whether any did.
+  bool reverse = false, ran = false;
+  int pos = -1;
 };
 
 Block blk;
@@ -119,31 +133,47 @@ emu_swap:
 namespace emu {
 namespace {
 
-[[noreturn]] void fiber_main() {
+// next_sp makes the next thread of the round that can run the running one
+// and returns its stack, or the scheduler's at the end of the round. A
+// thread switches to the next one directly, not through the scheduler:
+// half the switches, and each returns where the branch predictor expects.
+EMU_SCHED void *next_sp() {
+  for (int k = blk.pos + 1; k < blk.n; k++) {
+    Fiber &f = blk.fibers[blk.reverse ? blk.n - 1 - k : k];
+    if (f.done || (f.wait_on && *f.wait_on == f.wait_gen)) continue;
+    f.wait_on = nullptr;
+    blk.pos = k;
+    blk.cur = &f;
+    blk.ran = true;
+    return f.sp;
+  }
+  return blk.sched_sp;
+}
+
+[[noreturn]] EMU_SCHED void fiber_main() {
   Fiber *f = blk.cur;
   blk.body();
   f->done = true;
   blk.live--;
   Warp &w = blk.warps[f->warp];
   w.live--;
-  w.active &= ~(1u << f->lane);
   // A barrier that waited only for this thread opens.
   if (blk.count > 0 && blk.count == blk.live) blk.count = 0, blk.gen++;
-  if (w.count > 0 && w.count == w.live) w.count = 0, w.gen++;
-  emu_swap(&f->sp, blk.sched_sp);
+  if (w.count > 0 && w.count == w.live) w.open();
+  emu_swap(&f->sp, next_sp());
   std::abort();  // a finished fiber is never resumed
 }
 
 // wait parks the running fiber until *gen moves past g.
-void wait(const unsigned *gen, unsigned g) {
+EMU_SCHED void wait(const unsigned *gen, unsigned g) {
   Fiber *f = blk.cur;
   f->wait_on = gen;
   f->wait_gen = g;
-  emu_swap(&f->sp, blk.sched_sp);
+  emu_swap(&f->sp, next_sp());
 }
 
 // run executes body for every thread of one block.
-void run_block(unsigned threads, const std::function<void()> &body) {
+EMU_SCHED void run_block(unsigned threads, const std::function<void()> &body) {
   blk.n = (int)threads;
   blk.live = (int)threads;
   blk.count = 0;
@@ -153,7 +183,7 @@ void run_block(unsigned threads, const std::function<void()> &body) {
     Warp &wp = blk.warps[w];
     wp.live = std::min(32, (int)threads - 32 * w);
     wp.count = 0;
-    wp.active = wp.live == 32 ? 0xffffffffu : (1u << wp.live) - 1;
+    wp.lanes[0] = wp.lanes[1] = 0;
   }
   for (unsigned i = 0; i < threads; i++) {
     Fiber &f = blk.fibers[i];
@@ -177,18 +207,13 @@ void run_block(unsigned threads, const std::function<void()> &body) {
   // so that a read of shared memory another thread writes without a
   // barrier in between sees the write in one order and not in the other.
   static unsigned long blocks = 0;
-  const bool reverse = blocks++ & 1;
+  blk.reverse = blocks++ & 1;
   while (blk.live > 0) {
-    bool ran = false;
-    for (int k = 0; k < blk.n; k++) {
-      Fiber &f = blk.fibers[reverse ? blk.n - 1 - k : k];
-      if (f.done || (f.wait_on && *f.wait_on == f.wait_gen)) continue;
-      f.wait_on = nullptr;
-      blk.cur = &f;
-      ran = true;
-      emu_swap(&blk.sched_sp, f.sp);
-    }
-    if (!ran) {
+    blk.pos = -1;
+    blk.ran = false;
+    void *sp = next_sp();
+    if (sp != blk.sched_sp) emu_swap(&blk.sched_sp, sp);  // back at the end of the round
+    if (!blk.ran) {
       std::fprintf(stderr, "cuda/emu: deadlock in block (%u,%u,%u): threads wait at different barriers\n",
                    block_idx.x, block_idx.y, block_idx.z);
       std::abort();
@@ -201,10 +226,8 @@ void run_block(unsigned threads, const std::function<void()> &body) {
 
 const dim3 &thread_idx() { return blk.cur->tid; }
 unsigned lane() { return blk.cur->lane; }
-uint64_t *warp_slots() { return blk.warps[blk.cur->warp].slots; }
-unsigned warp_active_mask() { return blk.warps[blk.cur->warp].active; }
 
-void syncthreads() {
+EMU_SCHED void syncthreads() {
   const unsigned g = blk.gen;
   if (++blk.count == blk.live) {
     blk.count = 0;
@@ -214,15 +237,16 @@ void syncthreads() {
   wait(&blk.gen, g);
 }
 
-void syncwarp() {
+EMU_SCHED Slots publish(uint64_t v) {
   Warp &w = blk.warps[blk.cur->warp];
-  const unsigned g = w.gen;
-  if (++w.count == w.live) {
-    w.count = 0;
-    w.gen++;
-    return;
-  }
-  wait(&w.gen, g);
+  const unsigned g = w.gen, set = g & 1, lane = blk.cur->lane;
+  w.slots[set][lane] = v;
+  w.lanes[set] |= 1u << lane;
+  if (++w.count == w.live)
+    w.open();
+  else
+    wait(&w.gen, g);
+  return Slots{w.slots[set], w.lanes[set]};
 }
 
 }  // namespace emu
@@ -442,7 +466,7 @@ CUresult cuMemAlloc_v2(uint64_t *p, size_t bytes) {
   GUARD;
   if (allocated + bytes > kTotal) return 2;  // out of memory
   // 256-byte aligned like the driver's, but exactly bytes long, so that
-  // AddressSanitizer (TestEmulatedGPUMemcheck) sees any access past the end.
+  // AddressSanitizer (TestEmulatedGPU) sees any access past the end.
   void *m = nullptr;
   if (posix_memalign(&m, 256, bytes ? bytes : 1) != 0) return 2;
   *p = reinterpret_cast<uint64_t>(m);
@@ -685,8 +709,7 @@ struct BlasHandle {
 float elem(uint64_t p, size_t i, int t) {
   if (t == 0) return reinterpret_cast<const float *>(p)[i];
   const uint16_t h = reinterpret_cast<const uint16_t *>(p)[i];
-  if (t == 2) return __half2float(__ushort_as_half(h));
-  return __uint_as_float((uint32_t)h << 16);
+  return t == 2 ? at_f16(h) : at_bf16(h);  // the kernels' decoders (common.cuh)
 }
 
 // fits reports whether a column-major rows x cols matrix with leading

@@ -1,10 +1,15 @@
 // mma.h for the CPU emulator (cuda/emu): the TF32 WMMA subset the kernels
 // use. On a GPU a fragment is spread over the 32 lanes of a warp; here every
-// lane holds the whole tile and computes the whole product, which gives the
-// same result (each lane writes the same values on store).
+// lane loads whole A and B tiles, and of an accumulator it computes and
+// stores only its share, the elements i with i % 32 == lane (mma_sync,
+// store_matrix_sync), so that the warp does the product once, not 32 times.
+// The kernels touch a fragment's elements only uniformly (fill, convert),
+// as WMMA allows, so the layout does not show.
 #pragma once
 #include <cstdint>
 #include <cstring>
+
+#include "../emu.h"
 
 namespace nvcuda {
 namespace wmma {
@@ -73,24 +78,25 @@ template <int M, int N, int K, class T, class LA, class LB>
 inline void mma_sync(fragment<accumulator, M, N, K, float> &d, const fragment<matrix_a, M, N, K, T, LA> &a,
                      const fragment<matrix_b, M, N, K, T, LB> &b, const fragment<accumulator, M, N, K, float> &c) {
   float out[M * N];
-  for (int m = 0; m < M; m++)
-    for (int n = 0; n < N; n++) {
-      float s = c.x[m * N + n];
-      for (int k = 0; k < K; k++) s += a.x[m * K + k] * b.x[k * N + n];
-      out[m * N + n] = s;
-    }
+  std::memcpy(out, c.x, sizeof out);
+  for (int i = (int)emu::lane(); i < M * N; i += 32) {
+    const int m = i / N, n = i % N;
+    float s = c.x[i];
+    for (int k = 0; k < K; k++) s += a.x[m * K + k] * b.x[k * N + n];
+    out[i] = s;
+  }
   std::memcpy(d.x, out, sizeof out);
 }
 
 template <int M, int N, int K>
 inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f, unsigned ldm, layout_t l) {
-  for (int r = 0; r < M; r++)
-    for (int c = 0; c < N; c++) {
-      if (l == mem_row_major)
-        p[(size_t)r * ldm + c] = f.x[r * N + c];
-      else
-        p[(size_t)c * ldm + r] = f.x[r * N + c];
-    }
+  for (int i = (int)emu::lane(); i < M * N; i += 32) {
+    const int r = i / N, c = i % N;
+    if (l == mem_row_major)
+      p[(size_t)r * ldm + c] = f.x[i];
+    else
+      p[(size_t)c * ldm + r] = f.x[i];
+  }
 }
 
 }  // namespace wmma
