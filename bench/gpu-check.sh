@@ -170,7 +170,7 @@ fi
 	echo "Op by op, with CUDA events around each (BenchmarkDecode7B, 8 steps a level):"
 	echo
 	echo '```'
-	grep -h '^profile ' "$out"/bench-*.log 2>/dev/null
+	grep -h '^timing ' "$out"/bench-*.log 2>/dev/null
 	echo '```'
 	echo
 	echo "## Failures"

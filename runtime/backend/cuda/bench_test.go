@@ -262,10 +262,10 @@ func BenchmarkSparse(b *testing.B) {
 	}
 }
 
-// profileSteps times 8 decode steps of e under bud op by op and prints where their
-// device time went, a line a kind of op ("profile NAME OP ..."), for the
+// timeSteps times 8 decode steps of e under bud op by op and prints where their
+// device time went, a line a kind of op ("timing NAME OP ..."), for the
 // GPU check's summary.
-func profileSteps(b *testing.B, g *Backend, e *engine.Model, bud *backend.Budgets, name string) {
+func timeSteps(b *testing.B, g *Backend, e *engine.Model, bud *backend.Budgets, name string) {
 	const steps = 8
 	st := e.NewState(512, 1)
 	st.Budgets = bud
@@ -273,13 +273,13 @@ func profileSteps(b *testing.B, g *Backend, e *engine.Model, bud *backend.Budget
 	if err := st.Forward([]int{1, 2, 3, 4}, make([]float32, e.Config.VocabSize), false); err != nil {
 		b.Fatal(err)
 	}
-	g.StartProfile()
+	g.StartTiming()
 	for i := range steps {
 		if err := st.Forward([]int{(5 + i) % e.Config.VocabSize}, logits, false); err != nil {
 			b.Fatal(err)
 		}
 	}
-	kt, err := g.StopProfile()
+	kt, err := g.StopTiming()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -287,9 +287,9 @@ func profileSteps(b *testing.B, g *Backend, e *engine.Model, bud *backend.Budget
 	for _, k := range kt {
 		total += k.Seconds
 	}
-	fmt.Printf("profile %s: %.1f µs of device time a step in %d kinds of op\n", name, 1e6*total/steps, len(kt))
+	fmt.Printf("timing %s: %.1f µs of device time a step in %d kinds of op\n", name, 1e6*total/steps, len(kt))
 	for _, k := range kt {
-		fmt.Printf("profile %s %-28s %5d calls a step %9.1f µs a step %7.2f µs a call %5.1f%%\n", name, k.Name,
+		fmt.Printf("timing %s %-28s %5d calls a step %9.1f µs a step %7.2f µs a call %5.1f%%\n", name, k.Name,
 			k.Calls/steps, 1e6*k.Seconds/steps, 1e6*k.Seconds/float64(k.Calls), 100*k.Seconds/total)
 	}
 }
@@ -472,7 +472,7 @@ func BenchmarkDecode7B(b *testing.B) {
 			if gs := g.GraphStats(); gs.Failed > 0 {
 				b.Logf("%s: %d graph captures failed: %v", name, gs.Failed, gs.LastError)
 			}
-			profileSteps(b, g, e, bud, "Decode7B/"+name)
+			timeSteps(b, g, e, bud, "Decode7B/"+name)
 		}
 		if err := g.Close(); err != nil {
 			b.Fatal(err)

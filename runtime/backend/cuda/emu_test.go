@@ -39,7 +39,7 @@ func TestEmulatedGPU(t *testing.T) {
 	t.Run("benchmarks", func(t *testing.T) {
 		t.Parallel()
 		out, err := lib.Rerun(append(env, "ACTTAIL_BENCH_SMOKE=1"), "-test.run", "^$", "-test.bench", ".", "-test.benchtime", "2x")
-		for _, want := range []string{"BenchmarkCopy", "BenchmarkMatVec/BF16", "rows16/cublas", "x_own", "DecodeFloor/topk_0.8/eager", "DecodeFloor/threshold/chained", "x_graphs", "s=0.8_topk/chained", "s=0.9/gather", "s=0.9/threshold", "threshold/eager", "x_dense", "profile Decode7B/transposed_s=0.8_topk at_select"} {
+		for _, want := range []string{"BenchmarkCopy", "BenchmarkMatVec/BF16", "rows16/cublas", "x_own", "DecodeFloor/topk_0.8/eager", "DecodeFloor/threshold/chained", "x_graphs", "s=0.8_topk/chained", "s=0.9/gather", "s=0.9/threshold", "threshold/eager", "x_dense", "timing Decode7B/transposed_s=0.8_topk at_select"} {
 			if err != nil || bytes.Contains(out, []byte("AddressSanitizer")) || !bytes.Contains(out, []byte(want)) {
 				t.Fatalf("benchmarks on the emulator (%s): %v\n%s", want, err, tail(out, 60))
 			}
