@@ -141,32 +141,7 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	pipe, err := profile.New(l.file, fits, l.engine.NewState(pf.ctx, 128), ids)
-	if err != nil {
-		return err
-	}
-	// A plan file keeps thresholds in either mode, so that it can also run
-	// in the other; a search also starts from ActTail in both directions.
-	pipe.CalibFile, pipe.CalibPasses, pipe.CalibrateTopK = *calibPath, 3, true
-	pipe.Seeds = profile.Grid{Eps: []float64{o.Eps}, Directions: []alloc.Direction{alloc.LargerAlphaSparser, alloc.SmallerAlphaSparser}}
-	if o.Method.Searches() {
-		fmt.Fprintf(stderr, "%s search on %d calibration tokens...\n", o.Method, len(ids))
-		pipe.Search.Bar = progress.New(stderr, profile.GreedyBarTotal, string(o.Method)+" search")
-	}
-	// The pipeline's steps (profile.Pipeline.Make), each under its bar.
-	budgets, err := pipe.Budgets(ctx, o, []float64{*target})
-	pipe.Search.Bar.Finish()
-	if err != nil {
-		return err
-	}
-	o.Target = *target
-	p, err := pipe.Plan(o, budgets[0])
-	if err != nil {
-		return err
-	}
-	bar := progress.New(stderr, int64(len(ids)*(pipe.CalibPasses+1)), "calibrate")
-	err = pipe.Calibrate(progress.NewContext(ctx, bar), p)
-	bar.Finish()
+	p, err := makePlan(ctx, l, fits, ids, o, &pf, *calibPath, stderr)
 	if err != nil {
 		return err
 	}
@@ -175,6 +150,36 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintf(stdout, "wrote %s: %s, target %.3f, realized %.4f over %d projections (%s mode)\n", *out, p.Method, p.Target, p.Realized, len(p.Sites), p.Mode)
 	return nil
+}
+
+// makePlan runs the pipeline's steps (profile.Pipeline.Make) for o at
+// o.Target, each under its progress bar on stderr. A plan file keeps
+// thresholds in either mode, so that it can also run in the other; a
+// search also starts from ActTail in both directions.
+func makePlan(ctx context.Context, l *loaded, fits []htsr.Fit, ids []int, o profile.Options, pf *planFlags, calibPath string, stderr io.Writer) (*plan.Plan, error) {
+	pipe, err := profile.New(l.file, fits, l.engine.NewState(pf.ctx, 128), ids)
+	if err != nil {
+		return nil, err
+	}
+	pipe.CalibFile, pipe.CalibPasses, pipe.CalibrateTopK = calibPath, 3, true
+	pipe.Seeds = profile.Grid{Eps: []float64{o.Eps}, Directions: []alloc.Direction{alloc.LargerAlphaSparser, alloc.SmallerAlphaSparser}}
+	if o.Method.Searches() {
+		fmt.Fprintf(stderr, "%s search on %d calibration tokens...\n", o.Method, len(ids))
+		pipe.Search.Bar = progress.New(stderr, profile.GreedyBarTotal, string(o.Method)+" search")
+	}
+	budgets, err := pipe.Budgets(ctx, o, []float64{o.Target})
+	pipe.Search.Bar.Finish()
+	if err != nil {
+		return nil, err
+	}
+	p, err := pipe.Plan(o, budgets[0])
+	if err != nil {
+		return nil, err
+	}
+	bar := progress.New(stderr, int64(len(ids)*(pipe.CalibPasses+1)), "calibrate")
+	err = pipe.Calibrate(progress.NewContext(ctx, bar), p)
+	bar.Finish()
+	return p, err
 }
 
 func runProfileShow(args []string, stdout, stderr io.Writer) error {
