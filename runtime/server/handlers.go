@@ -215,44 +215,11 @@ func (s *Server) generation(chat bool) http.HandlerFunc {
 
 // generate runs one generation request and returns its token counts.
 func (s *Server) generate(w *recorder, r *http.Request, chat bool, arrived time.Time) usage {
-	var req request
-	fail := func(err error) usage {
+	g, err := s.readRequest(w, r, chat)
+	if err != nil {
 		writeError(w, asAPIError(err))
 		return usage{}
 	}
-	if err := decodeBody(w, r, s.cfg.MaxBody, &req); err != nil {
-		// The deadline stays: net/http reads what is left of a body
-		// before it replies, and a body that stalled would hold it.
-		return fail(err)
-	}
-	// The body is read: lift its deadline, so that the connection's
-	// background read can tell when the client goes away.
-	http.NewResponseController(w).SetReadDeadline(time.Time{})
-	vi, err := s.variantFor(req.Model)
-	if err != nil {
-		return fail(err)
-	}
-	w.model = s.variants[vi].name
-	p, err := req.params(s.cfg.MaxTokensLimit, s.cfg.DefaultMaxTokens, chat)
-	if err != nil {
-		return fail(err)
-	}
-	prompt, param, err := s.prompt(&req, chat)
-	if err != nil {
-		return fail(err)
-	}
-	if err := s.fits(len(prompt), &p, param); err != nil {
-		return fail(err)
-	}
-
-	positions := min(len(prompt)+p.maxTokens, s.ctx)
-	need := s.cfg.Model.StateBytes(positions, prefillRows)
-	if need > s.cfg.MaxMemory {
-		return fail(&apiError{status: http.StatusBadRequest, typ: "invalid_request_error", param: "max_tokens", code: "memory_exceeded",
-			message: fmt.Sprintf("the request needs %s of sequence memory (%d prompt tokens + max_tokens %d); the server's budget is %s: ask for fewer tokens",
-				mib(need), len(prompt), p.maxTokens, mib(s.cfg.MaxMemory))})
-	}
-
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel() // also drops the job if it still runs (a stop string)
 	defer context.AfterFunc(s.abort, cancel)()
@@ -260,80 +227,185 @@ func (s *Server) generate(w *recorder, r *http.Request, chat bool, arrived time.
 	// after this push succeeded sees it.
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
-	j := newJob(ctx, vi, prompt, p.sample, p.maxTokens, p.logprobs, positions, need)
+	j := newJob(ctx, g.variant, g.prompt, g.p.sample, g.p.maxTokens, g.p.logprobs, g.positions, g.need)
+	if e := s.enqueue(j); e != nil {
+		writeError(w, e)
+		return usage{}
+	}
+	return s.relay(ctx, r, j, s.newRelay(w, g, chat), arrived)
+}
+
+// genRequest is a generation request decoded and checked: what its job
+// and its reply are made from.
+type genRequest struct {
+	req       request
+	variant   int
+	prompt    []int
+	p         params
+	positions int   // prompt and completion, at most the context
+	need      int64 // bytes of the sequence's state
+}
+
+// readRequest decodes and checks a generation request, naming its model
+// in w once that is known.
+func (s *Server) readRequest(w *recorder, r *http.Request, chat bool) (*genRequest, error) {
+	g := &genRequest{}
+	if err := decodeBody(w, r, s.cfg.MaxBody, &g.req); err != nil {
+		// The deadline stays: net/http reads what is left of a body
+		// before it replies, and a body that stalled would hold it.
+		return nil, err
+	}
+	// The body is read: lift its deadline, so that the connection's
+	// background read can tell when the client goes away.
+	http.NewResponseController(w).SetReadDeadline(time.Time{})
+	var err error
+	if g.variant, err = s.variantFor(g.req.Model); err != nil {
+		return nil, err
+	}
+	w.model = s.variants[g.variant].name
+	if g.p, err = g.req.params(s.cfg.MaxTokensLimit, s.cfg.DefaultMaxTokens, chat); err != nil {
+		return nil, err
+	}
+	var param string
+	if g.prompt, param, err = s.prompt(&g.req, chat); err != nil {
+		return nil, err
+	}
+	if err := s.fits(len(g.prompt), &g.p, param); err != nil {
+		return nil, err
+	}
+	if err := s.budget(g); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// budget sets the positions and the state bytes g's sequence needs, and
+// checks the bytes against the server's memory budget.
+func (s *Server) budget(g *genRequest) error {
+	g.positions = min(len(g.prompt)+g.p.maxTokens, s.ctx)
+	g.need = s.cfg.Model.StateBytes(g.positions, prefillRows)
+	if g.need > s.cfg.MaxMemory {
+		return &apiError{status: http.StatusBadRequest, typ: "invalid_request_error", param: "max_tokens", code: "memory_exceeded",
+			message: fmt.Sprintf("the request needs %s of sequence memory (%d prompt tokens + max_tokens %d); the server's budget is %s: ask for fewer tokens",
+				mib(g.need), len(g.prompt), g.p.maxTokens, mib(s.cfg.MaxMemory))}
+	}
+	return nil
+}
+
+// enqueue queues j, or says why the queue would not take it.
+func (s *Server) enqueue(j *job) *apiError {
 	switch err := s.queue.push(j); err {
 	case errQueueFull:
-		return fail(&apiError{status: http.StatusTooManyRequests, typ: "rate_limit_error", code: "queue_full",
-			message: fmt.Sprintf("%d requests are already waiting; retry later", s.cfg.Queue)})
+		return &apiError{status: http.StatusTooManyRequests, typ: "rate_limit_error", code: "queue_full",
+			message: fmt.Sprintf("%d requests are already waiting; retry later", s.cfg.Queue)}
 	case errClosed:
-		return fail(&apiError{status: http.StatusServiceUnavailable, typ: "server_error", code: "shutting_down",
-			message: "the server is shutting down"})
+		return &apiError{status: http.StatusServiceUnavailable, typ: "server_error", code: "shutting_down",
+			message: "the server is shutting down"}
 	}
+	return nil
+}
 
-	rp := &reply{w: w, chat: chat, stream: req.Stream, model: w.model, created: time.Now().Unix(),
-		usageChunk: req.StreamOpts != nil && req.StreamOpts.IncludeUsage, id: newID(chat),
-		tok: s.cfg.Tokenizer, logprobs: p.logprobs >= 0, writeTimeout: s.cfg.WriteTimeout}
-	u := usage{PromptTokens: len(prompt)}
-	dec := s.cfg.Tokenizer.NewStream()
+// relayState carries a job's tokens to its reply: it decodes them, holds
+// back stop strings and counts the usage.
+type relayState struct {
+	rp      *reply
+	dec     *tokenizer.Stream
+	filter  stopFilter
+	decoded int // bytes of text decoded, before the stop filter
+	u       usage
+}
+
+// newRelay starts the reply to g.
+func (s *Server) newRelay(w *recorder, g *genRequest, chat bool) *relayState {
+	rp := &reply{w: w, chat: chat, stream: g.req.Stream, model: w.model, created: time.Now().Unix(),
+		usageChunk: g.req.StreamOpts != nil && g.req.StreamOpts.IncludeUsage, id: newID(chat),
+		tok: s.cfg.Tokenizer, logprobs: g.p.logprobs >= 0, writeTimeout: s.cfg.WriteTimeout}
+	rs := &relayState{rp: rp, dec: s.cfg.Tokenizer.NewStream(), filter: stopFilter{stops: g.p.stops},
+		u: usage{PromptTokens: len(g.prompt)}}
 	if !chat {
 		// Prime the decoder with the prompt so that the first piece keeps
 		// the space that joins it to the prompt (as `generate` does).
-		for _, id := range prompt {
-			dec.Next(id)
+		for _, id := range g.prompt {
+			rs.dec.Next(id)
 		}
 	}
-	filter := stopFilter{stops: p.stops}
-	decoded := 0 // bytes of text decoded, before the stop filter
+	return rs
+}
+
+// relay passes j's events to the reply until the job ends, the client
+// goes away or the server shuts down.
+func (s *Server) relay(ctx context.Context, r *http.Request, j *job, rs *relayState, arrived time.Time) usage {
+	rp := rs.rp
 	var evs []event
 	for {
 		select {
 		case <-ctx.Done():
 			if r.Context().Err() != nil {
-				w.status = statusGone
-				return u
+				rp.w.status = statusGone
+				return rs.u
 			}
 			return rp.fail(&apiError{status: http.StatusServiceUnavailable, typ: "server_error", code: "shutting_down",
-				message: "the server shut down before the request finished"}, u)
+				message: "the server shut down before the request finished"}, rs.u)
 		case <-j.out.ready:
 		}
 		evs = j.out.take(evs)
 		for _, ev := range evs {
-			if ev.err != nil {
-				s.log.Error("generation", "model", w.model, "err", ev.err)
-				return rp.fail(asAPIError(ev.err), u)
+			if u, done := s.relayEvent(rs, ev, arrived); done {
+				return u
 			}
-			if !ev.done {
-				u.CompletionTokens++
-				if u.CompletionTokens == 1 {
-					s.metrics.firstToken(time.Since(arrived))
-				}
-				piece := dec.Next(ev.token)
-				if ev.lp != nil {
-					rp.pending = append(rp.pending, logprobEntry{id: ev.token, lp: ev.lp, start: decoded, end: decoded + len(piece)})
-				}
-				decoded += len(piece)
-				text, stopped := filter.push(piece)
-				rp.send(text, stopped)
-				if stopped {
-					return rp.finish("stop", u)
-				}
-				continue
-			}
-			text, stopped := filter.push(dec.Flush())
-			if !stopped {
-				text += filter.end()
-			}
-			rp.send(text, true)
-			if stopped {
-				ev.reason = "stop"
-			}
-			return rp.finish(ev.reason, u)
 		}
 		if rp.err != nil { // the client stopped reading: drop the job
-			w.status = statusGone
-			return u
+			rp.w.status = statusGone
+			return rs.u
 		}
 	}
+}
+
+// relayEvent passes on one event; done says the reply is finished.
+func (s *Server) relayEvent(rs *relayState, ev event, arrived time.Time) (u usage, done bool) {
+	switch {
+	case ev.err != nil:
+		s.log.Error("generation", "model", rs.rp.w.model, "err", ev.err)
+		return rs.rp.fail(asAPIError(ev.err), rs.u), true
+	case ev.done:
+		return rs.end(ev.reason), true
+	}
+	rs.u.CompletionTokens++
+	if rs.u.CompletionTokens == 1 {
+		s.metrics.firstToken(time.Since(arrived))
+	}
+	if rs.token(ev) {
+		return rs.rp.finish("stop", rs.u), true
+	}
+	return usage{}, false
+}
+
+// token decodes and sends a generated token; it reports whether the text
+// reached a stop string.
+func (rs *relayState) token(ev event) (stopped bool) {
+	piece := rs.dec.Next(ev.token)
+	if ev.lp != nil {
+		rs.rp.pending = append(rs.rp.pending, logprobEntry{id: ev.token, lp: ev.lp, start: rs.decoded, end: rs.decoded + len(piece)})
+	}
+	rs.decoded += len(piece)
+	text, stopped := rs.filter.push(piece)
+	rs.rp.send(text, stopped)
+	return stopped
+}
+
+// end sends what the decoder and the stop filter still hold and finishes
+// the reply: reason is the job's, or "stop" where a stop string ends the
+// held text.
+func (rs *relayState) end(reason string) usage {
+	text, stopped := rs.filter.push(rs.dec.Flush())
+	if !stopped {
+		text += rs.filter.end()
+	}
+	rs.rp.send(text, true)
+	if stopped {
+		reason = "stop"
+	}
+	return rs.rp.finish(reason, rs.u)
 }
 
 // fits checks that the prompt of n tokens and the completion fit in a
