@@ -15,29 +15,12 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := newFlags("generate", "[--model PATH] --prompt TEXT [flags]", stdout, stderr)
 	var mf modelFlags
 	mf.register(fs)
-	prompt := fs.String("prompt", "", "text to complete (empty: start from BOS)")
-	maxTok := fs.Int("max-tokens", 256, "most tokens to generate (0: until the context is full)")
-	var o sample.Options
-	fs.Float64Var(&o.Temperature, "temperature", 0, "sampling temperature (0: greedy)")
-	fs.IntVar(&o.TopK, "top-k", 0, "sample only from the k most likely tokens (0: all)")
-	fs.Float64Var(&o.TopP, "top-p", 1, "sample from the smallest set with this much probability (1: all)")
-	seed := fs.Int64("seed", -1, "random seed (-1: from the clock; printed)")
-	ctxLen := fs.Int("ctx", 0, "context length (0: the model's)")
-	noStop := fs.Bool("ignore-eos", false, "keep generating after an end-of-sequence token")
-	fs.StringVar(&mf.plan, "plan", "", "sparsity plan to apply (written by acttail-gpu profile)")
-	mode := fs.String("mode", "", "with --plan: topk or threshold (default: the plan's)")
-	sparsePrefill := fs.Bool("sparse-prefill", false, "with --plan: sparsify the prompt too, not only generated tokens")
+	var f generateFlags
+	f.register(fs, &mf)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *maxTok < 0 {
-		return fmt.Errorf("--max-tokens %d: must be ≥ 0", *maxTok)
-	}
-	if *seed < 0 {
-		*seed = time.Now().UnixNano() & (1<<62 - 1)
-	}
-	o.Seed = uint64(*seed)
-	if err := o.Validate(); err != nil {
+	if err := f.config(); err != nil {
 		return err
 	}
 	l, err := mf.load(ctx, stderr)
@@ -45,33 +28,91 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer l.Close()
-	n, err := l.contextLength(*ctxLen)
+	s, ids, err := f.state(l, mf.plan)
 	if err != nil {
 		return err
 	}
-	ids := l.tok.Encode(*prompt, true)
+	st, err := f.generate(ctx, l, s, ids, stdout)
+	if err != nil {
+		return err
+	}
+	f.report(stderr, l, s, st)
+	return nil
+}
+
+// generateFlags are the flags of `generate` beyond the model flags.
+type generateFlags struct {
+	prompt, mode          string
+	maxTok, ctxLen        int
+	o                     sample.Options
+	seed                  int64
+	noStop, sparsePrefill bool
+}
+
+// register adds the flags; --plan sets mf's plan.
+func (f *generateFlags) register(fs *flagSet, mf *modelFlags) {
+	fs.StringVar(&f.prompt, "prompt", "", "text to complete (empty: start from BOS)")
+	fs.IntVar(&f.maxTok, "max-tokens", 256, "most tokens to generate (0: until the context is full)")
+	fs.Float64Var(&f.o.Temperature, "temperature", 0, "sampling temperature (0: greedy)")
+	fs.IntVar(&f.o.TopK, "top-k", 0, "sample only from the k most likely tokens (0: all)")
+	fs.Float64Var(&f.o.TopP, "top-p", 1, "sample from the smallest set with this much probability (1: all)")
+	fs.Int64Var(&f.seed, "seed", -1, "random seed (-1: from the clock; printed)")
+	fs.IntVar(&f.ctxLen, "ctx", 0, "context length (0: the model's)")
+	fs.BoolVar(&f.noStop, "ignore-eos", false, "keep generating after an end-of-sequence token")
+	fs.StringVar(&mf.plan, "plan", "", "sparsity plan to apply (written by acttail-gpu profile)")
+	fs.StringVar(&f.mode, "mode", "", "with --plan: topk or threshold (default: the plan's)")
+	fs.BoolVar(&f.sparsePrefill, "sparse-prefill", false, "with --plan: sparsify the prompt too, not only generated tokens")
+}
+
+// config checks the flags and settles the sampling options, drawing a
+// seed from the clock where none was given.
+func (f *generateFlags) config() error {
+	if f.maxTok < 0 {
+		return fmt.Errorf("--max-tokens %d: must be ≥ 0", f.maxTok)
+	}
+	if f.seed < 0 {
+		f.seed = time.Now().UnixNano() & (1<<62 - 1)
+	}
+	f.o.Seed = uint64(f.seed)
+	return f.o.Validate()
+}
+
+// state encodes the prompt and makes the sequence that generates from it,
+// under the plan at planPath if there is one.
+func (f *generateFlags) state(l *loaded, planPath string) (*engine.State, []int, error) {
+	n, err := l.contextLength(f.ctxLen)
+	if err != nil {
+		return nil, nil, err
+	}
+	ids := l.tok.Encode(f.prompt, true)
 	if len(ids) == 0 {
-		return fmt.Errorf("the prompt encodes to no tokens and the model has no BOS token")
+		return nil, nil, fmt.Errorf("the prompt encodes to no tokens and the model has no BOS token")
 	}
 	s := l.engine.NewState(n, 64)
-	if mf.plan != "" {
-		if _, s.Budgets, err = loadPlan(l, mf.plan, *mode); err != nil {
-			return err
+	if planPath != "" {
+		if _, s.Budgets, err = loadPlan(l, planPath, f.mode); err != nil {
+			return nil, nil, err
 		}
 	}
 	s.SparseFrom = len(ids)
-	if *sparsePrefill {
+	if f.sparsePrefill {
 		s.SparseFrom = 0
 	}
-	fmt.Fprint(stdout, *prompt)
+	return s, ids, nil
+}
+
+// generate prints the prompt and, as they come, the tokens s generates
+// after it.
+func (f *generateFlags) generate(ctx context.Context, l *loaded, s *engine.State, ids []int, stdout io.Writer) (engine.Stats, error) {
+	fmt.Fprint(stdout, f.prompt)
 	stream := l.tok.NewStream()
 	// Prime the stream with the prompt so the first generated piece keeps
 	// the space that joins it to the prompt.
 	for _, id := range ids {
 		stream.Next(id)
 	}
-	opt := engine.GenOptions{MaxTokens: *maxTok, Sample: o}
-	if !*noStop {
+	opt := engine.GenOptions{MaxTokens: f.maxTok, Sample: f.o}
+	if !f.noStop {
 		opt.IsEnd = l.tok.IsEnd
 	}
 	st, err := s.Generate(ctx, ids, opt, func(id int) error {
@@ -79,11 +120,14 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	})
 	fmt.Fprintln(stdout)
-	if err != nil {
-		return err
-	}
+	return st, err
+}
+
+// report prints the run's speeds, why it stopped, the seed, and the
+// realized sparsity and CUDA graph use where they apply.
+func (f *generateFlags) report(stderr io.Writer, l *loaded, s *engine.State, st engine.Stats) {
 	fmt.Fprintf(stderr, "prompt: %d tokens, %.1f tok/s; decode: %d tokens, %.1f tok/s; stopped: %s; seed %d; %s",
-		st.PromptTokens, st.PromptTPS(), st.GenTokens, st.DecodeTPS(), st.Reason, o.Seed, l.engine.Backend.Describe())
+		st.PromptTokens, st.PromptTPS(), st.GenTokens, st.DecodeTPS(), st.Reason, f.o.Seed, l.engine.Backend.Describe())
 	if s.Budgets != nil {
 		_, w := l.engine.Realized()
 		fmt.Fprintf(stderr, "; realized sparsity %.3f", w)
@@ -96,5 +140,4 @@ func runGenerate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 	}
 	fmt.Fprintln(stderr)
-	return nil
 }
