@@ -357,8 +357,25 @@ func run(r *report, bin, modelPath string) error {
 	ctx := context.Background()
 	s.setPhase("idle")
 	time.Sleep(time.Second)
+	if err := phaseStreams(ctx, s, r); err != nil {
+		return err
+	}
+	phaseBurst(ctx, s, r)
+	phaseSlowClients(ctx, s, r)
+	if err := phaseSlowloris(ctx, s, r); err != nil {
+		return err
+	}
+	if err := phaseFlood(s, r); err != nil {
+		return err
+	}
+	phaseMalformed(s, r)
+	phaseDrain(s, r)
+	return phaseShortGrace(r, bin, modelPath)
+}
 
-	// 1. Concurrent streams.
+// phaseStreams (1) runs 64 greedy streams at once and compares each with
+// a single request's text.
+func phaseStreams(ctx context.Context, s *server, r *report) error {
 	s.setPhase("64 streams")
 	status, body, _, err := s.post(ctx, "/v1/completions", map[string]any{"prompt": prompt, "max_tokens": 64, "temperature": 0})
 	if err != nil || status != 200 {
@@ -381,17 +398,41 @@ func run(r *report, bin, modelPath string) error {
 	r.add("Concurrent streams",
 		fmt.Sprintf("- 64 greedy streams of 64 tokens at once: %d of 64 ended with [DONE] and equal the single request's text, in %.2f s (%.0f tokens/s over all).",
 			same, wall.Seconds(), 64*64/wall.Seconds()))
+	return nil
+}
 
-	// 2. A burst past the queue.
+// burstAnswer is how one request of the burst was answered, and when.
+type burstAnswer struct {
+	status int
+	retry  string
+	code   string
+	d      time.Duration
+}
+
+// phaseBurst (2) sends 200 requests at once, past the queue's 72 places.
+func phaseBurst(ctx context.Context, s *server, r *report) {
 	s.setPhase("burst of 200")
-	type answer struct {
-		status int
-		retry  string
-		code   string
-		d      time.Duration
+	counts := map[int]int{}
+	var slowest429 time.Duration
+	withRetry := 0
+	for _, a := range burst(ctx, s) {
+		counts[a.status]++
+		if a.status == 429 {
+			slowest429 = max(slowest429, a.d)
+			if a.retry != "" && a.code == "queue_full" {
+				withRetry++
+			}
+		}
 	}
+	r.add("A burst past the queue (8 running, 64 waiting)",
+		fmt.Sprintf("- 200 requests (256 tokens each) at once: %d answered 200, %d answered 429 (%d of them `queue_full` with Retry-After), %d other; the slowest 429 came after %d ms.",
+			counts[200], counts[429], withRetry, 200-counts[200]-counts[429], slowest429.Milliseconds()))
+}
+
+// burst sends the 200 requests and collects their answers.
+func burst(ctx context.Context, s *server) []burstAnswer {
 	var mu sync.Mutex
-	var answers []answer
+	var answers []burstAnswer
 	var wg sync.WaitGroup
 	for range 200 {
 		wg.Add(1)
@@ -399,7 +440,7 @@ func run(r *report, bin, modelPath string) error {
 			defer wg.Done()
 			t := time.Now()
 			st, b, ra, err := s.post(ctx, "/v1/completions", map[string]any{"prompt": prompt, "max_tokens": 256, "temperature": 1, "seed": 1})
-			a := answer{status: st, retry: ra, d: time.Since(t)}
+			a := burstAnswer{status: st, retry: ra, d: time.Since(t)}
 			if err != nil {
 				a.code = err.Error()
 			}
@@ -413,28 +454,17 @@ func run(r *report, bin, modelPath string) error {
 		}()
 	}
 	wg.Wait()
-	counts := map[int]int{}
-	var slowest429 time.Duration
-	withRetry := 0
-	for _, a := range answers {
-		counts[a.status]++
-		if a.status == 429 {
-			slowest429 = max(slowest429, a.d)
-			if a.retry != "" && a.code == "queue_full" {
-				withRetry++
-			}
-		}
-	}
-	r.add("A burst past the queue (8 running, 64 waiting)",
-		fmt.Sprintf("- 200 requests (256 tokens each) at once: %d answered 200, %d answered 429 (%d of them `queue_full` with Retry-After), %d other; the slowest 429 came after %d ms.",
-			counts[200], counts[429], withRetry, 200-counts[200]-counts[429], slowest429.Milliseconds()))
+	return answers
+}
 
-	// 3. Slow and vanishing clients.
+// phaseSlowClients (3) runs 16 streams read slowly and 32 dropped after
+// their first chunk, at once, and times when the slots are free again.
+func phaseSlowClients(ctx context.Context, s *server, r *report) {
 	s.setPhase("slow and vanishing clients")
 	var slow []streamResult
-	wg = sync.WaitGroup{}
-	mu = sync.Mutex{}
-	t0 = time.Now()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	t0 := time.Now()
 	freed := make(chan time.Duration, 1)
 	go func() {
 		time.Sleep(100 * time.Millisecond) // the clients have connected
@@ -467,22 +497,16 @@ func run(r *report, bin, modelPath string) error {
 	r.add("Slow and vanishing clients",
 		fmt.Sprintf("- 16 clients reading 64 bytes every 20 ms and 32 dropping their stream after the first chunk, all at once: %d of 16 slow streams ended with [DONE], the last %.1f s after the start.", slowDone, slowTook.Seconds()),
 		fmt.Sprintf("- Active sequences were 0 again %.2f s after the start, while the slow clients were still reading: their tokens wait in their handlers' outboxes, not in a slot.", (<-freed).Seconds()))
+}
 
-	// 4. Slowloris.
+// phaseSlowloris (4) holds 300 connections with half a body and 50 with
+// half their headers while a normal client is served.
+func phaseSlowloris(ctx context.Context, s *server, r *report) error {
 	s.setPhase("slowloris")
 	client.CloseIdleConnections()
-	var conns []net.Conn
-	for i := range 350 {
-		c, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
-		if err != nil {
-			return fmt.Errorf("slowloris connection %d: %v", i, err)
-		}
-		if i < 300 {
-			fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\": ")
-		} else {
-			fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
-		}
-		conns = append(conns, c)
+	conns, err := slowlorisConns(s)
+	if err != nil {
+		return err
 	}
 	held := s.metric("acttail_http_connections")
 	t := time.Now()
@@ -491,10 +515,41 @@ func run(r *report, bin, modelPath string) error {
 	if err != nil {
 		st = 0
 	}
-	got408, closedHeaders := 0, 0
-	var last408 time.Duration
+	got408, last408, closedHeaders := slowlorisEnds(conns)
+	open := s.waitMetric("acttail_http_connections", func(v float64) bool { return v <= 1 }, 5*time.Second)
+	r.add("Slowloris (--body-timeout 5s; headers: 10 s)",
+		fmt.Sprintf("- 300 connections that sent half a body and 50 that sent half their headers, then nothing: %.0f connections open; meanwhile a normal request got %d in %d ms.", held, st, normal.Milliseconds()),
+		fmt.Sprintf("- %d of 300 half bodies were answered 408 (the last %.1f s after the attack was in place); %d of 50 half headers were closed by the server; all connections gone %d ms later (-1: not within 5 s).",
+			got408, last408.Seconds(), closedHeaders, open.Milliseconds()))
+	return nil
+}
+
+// slowlorisConns opens the 350 connections: the first 300 send half a
+// body, the rest half their headers.
+func slowlorisConns(s *server) ([]net.Conn, error) {
+	var conns []net.Conn
+	for i := range 350 {
+		c, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+		if err != nil {
+			return nil, fmt.Errorf("slowloris connection %d: %v", i, err)
+		}
+		if i < 300 {
+			fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\": ")
+		} else {
+			fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
+		}
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+// slowlorisEnds waits for the server to end the slowloris connections and
+// counts how: half bodies answered 408 (and when the last was), half
+// headers closed or refused.
+func slowlorisEnds(conns []net.Conn) (got408 int, last408 time.Duration, closedHeaders int) {
+	var mu sync.Mutex
 	var cw sync.WaitGroup
-	t0 = time.Now()
+	t0 := time.Now()
 	for i, c := range conns {
 		cw.Add(1)
 		go func() {
@@ -516,17 +571,14 @@ func run(r *report, bin, modelPath string) error {
 		}()
 	}
 	cw.Wait()
-	open := s.waitMetric("acttail_http_connections", func(v float64) bool { return v <= 1 }, 5*time.Second)
-	r.add("Slowloris (--body-timeout 5s; headers: 10 s)",
-		fmt.Sprintf("- 300 connections that sent half a body and 50 that sent half their headers, then nothing: %.0f connections open; meanwhile a normal request got %d in %d ms.", held, st, normal.Milliseconds()),
-		fmt.Sprintf("- %d of 300 half bodies were answered 408 (the last %.1f s after the attack was in place); %d of 50 half headers were closed by the server; all connections gone %d ms later (-1: not within 5 s).",
-			got408, last408.Seconds(), closedHeaders, open.Milliseconds()))
+	return got408, last408, closedHeaders
+}
 
-	// 5. Connection flood past --max-conns (512).
+// phaseFlood (5) opens 600 idle connections, past --max-conns (512).
+func phaseFlood(s *server, r *report) error {
 	s.setPhase("connection flood")
 	client.CloseIdleConnections()
-	conns = conns[:0]
-	refused := 0
+	var conns []net.Conn
 	for range 600 {
 		c, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
 		if err != nil {
@@ -535,6 +587,22 @@ func run(r *report, bin, modelPath string) error {
 		conns = append(conns, c)
 	}
 	time.Sleep(500 * time.Millisecond)
+	refused := refusedConns(conns)
+	for _, c := range conns {
+		c.Close()
+	}
+	recovered := s.waitMetric("acttail_http_connections", func(v float64) bool { return v <= 1 }, 5*time.Second)
+	r.add("A connection flood past --max-conns (512)",
+		fmt.Sprintf("- 600 idle connections: %d were answered 503 `too_many_connections` at once and closed; the other %d were held until the client closed them (or, idle, until the 10 s header timeout); the server was back to no connections %d ms after the client closed them.",
+			refused, 600-refused, recovered.Milliseconds()),
+		"- While the cap is full, a new client is refused too: the cap bounds the process, not who gets in.")
+	return nil
+}
+
+// refusedConns counts the connections answered 503 within a second.
+func refusedConns(conns []net.Conn) int {
+	var mu sync.Mutex
+	refused := 0
 	var hz sync.WaitGroup
 	for _, c := range conns {
 		hz.Add(1)
@@ -550,16 +618,12 @@ func run(r *report, bin, modelPath string) error {
 		}()
 	}
 	hz.Wait()
-	for _, c := range conns {
-		c.Close()
-	}
-	recovered := s.waitMetric("acttail_http_connections", func(v float64) bool { return v <= 1 }, 5*time.Second)
-	r.add("A connection flood past --max-conns (512)",
-		fmt.Sprintf("- 600 idle connections: %d were answered 503 `too_many_connections` at once and closed; the other %d were held until the client closed them (or, idle, until the 10 s header timeout); the server was back to no connections %d ms after the client closed them.",
-			refused, 600-refused, recovered.Milliseconds()),
-		"- While the cap is full, a new client is refused too: the cap bounds the process, not who gets in.")
+	return refused
+}
 
-	// 6. Malformed requests.
+// phaseMalformed (6) sends malformed and hostile requests: none may get a
+// 5xx.
+func phaseMalformed(s *server, r *report) {
 	s.setPhase("malformed requests")
 	bad := malformed()
 	byStatus := map[int]int{}
@@ -587,19 +651,24 @@ func run(r *report, bin, modelPath string) error {
 	r.add("Malformed requests",
 		fmt.Sprintf("- %d malformed or hostile requests: %s (0: no answer); %d server errors (5xx but net/http's 505 for the request line `GET / HTTP/9.9`).", len(bad), strings.Join(parts, ", "), fivexx),
 		"- The 200 is `{\"prompt\":\"\\u0000\\ud800\"}`, valid JSON (the lone surrogate decodes as U+FFFD); the 307 is net/http cleaning `/../../etc/passwd`.")
+}
 
-	// 7. SIGTERM with streams in flight.
+// phaseDrain (7) sends SIGTERM with streams in flight.
+func phaseDrain(s *server, r *report) {
 	s.setPhase("SIGTERM drain")
 	client.CloseIdleConnections()
 	d := drain(s, 16, 8, map[string]any{"prompt": prompt, "max_tokens": 400, "temperature": 1, "seed": 5})
 	r.add("SIGTERM with 16 streams in flight, 8 running and 8 queued (--grace 30s)", d...)
+}
 
-	// 8. A short grace.
+// phaseShortGrace (8) starts a second server with a short grace and
+// drains it with more streams in flight than it can finish.
+func phaseShortGrace(r *report, bin, modelPath string) error {
 	s2, err := startServer(bin, modelPath, "--grace", "300ms", "--threads", "1", "--max-batch", "4")
 	if err != nil {
 		return err
 	}
-	d = drain(s2, 16, 4, map[string]any{"prompt": prompt, "max_tokens": 480, "temperature": 1, "seed": 6})
+	d := drain(s2, 16, 4, map[string]any{"prompt": prompt, "max_tokens": 480, "temperature": 1, "seed": 6})
 	r.add("SIGTERM with 16 streams in flight, 4 running and 12 queued, and --grace 300ms (--threads 1, --max-batch 4)", d...)
 	return nil
 }
@@ -610,62 +679,14 @@ func run(r *report, bin, modelPath string) error {
 // process exited.
 func drain(s *server, n, running int, body map[string]any) []string {
 	ctx := context.Background()
-	var started sync.WaitGroup
-	started.Add(running)
-	var count sync.Mutex
-	left := running
-	results := make([]streamResult, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b := map[string]any{}
-			for k, v := range body {
-				b[k] = v
-			}
-			var once sync.Once
-			results[i] = s.stream(ctx, b, func() {
-				once.Do(func() {
-					count.Lock()
-					if left > 0 {
-						left--
-						started.Done()
-					}
-					count.Unlock()
-				})
-			}, 0, 0)
-		}()
-	}
+	results, started, finished := drainStreams(ctx, s, n, running, body)
 	started.Wait()
 	t0 := time.Now()
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	time.Sleep(50 * time.Millisecond)
-	hz, hzErr := client.Get(s.url + "/healthz")
-	health := "refused"
-	if hzErr == nil {
-		health = fmt.Sprintf("%d (Retry-After %q)", hz.StatusCode, hz.Header.Get("Retry-After"))
-		hz.Body.Close()
-	}
-	st, _, _, err := s.post(ctx, "/v1/completions", map[string]any{"prompt": prompt})
-	newReq := fmt.Sprint(st)
-	if err != nil {
-		newReq = "refused"
-	}
-	wg.Wait()
-	var exit string
-	select {
-	case err := <-s.exited:
-		exit = "0"
-		if err != nil {
-			exit = err.Error()
-			lines := strings.Split(strings.TrimSpace(s.stderr.String()), "\n")
-			exit += fmt.Sprintf(" (%q)", lines[len(lines)-1])
-		}
-	case <-time.After(40 * time.Second):
-		s.cmd.Process.Kill()
-		exit = "still running after 40 s (killed)"
-	}
+	health, newReq := duringDrain(ctx, s)
+	finished.Wait()
+	exit := s.waitExit()
 	took := time.Since(t0)
 	var done, errEvents, status503, dropped int
 	for _, x := range results {
@@ -684,6 +705,72 @@ func drain(s *server, n, running int, body map[string]any) []string {
 		fmt.Sprintf("- During the drain: /healthz answered %s, a new completion %s.", health, newReq),
 		fmt.Sprintf("- Of %d streams: %d ended with [DONE], %d with an error event, %d were answered 503, %d lost their connection without either.", n, done, errEvents, status503, dropped),
 		fmt.Sprintf("- The process exited with %s, %.2f s after SIGTERM.", exit, took.Seconds()),
+	}
+}
+
+// drainStreams starts n streams of body. started is done once running of
+// them have their first chunk, finished once all have ended; results are
+// theirs, to read after finished.
+func drainStreams(ctx context.Context, s *server, n, running int, body map[string]any) (results []streamResult, started, finished *sync.WaitGroup) {
+	started, finished = &sync.WaitGroup{}, &sync.WaitGroup{}
+	started.Add(running)
+	var count sync.Mutex
+	left := running
+	results = make([]streamResult, n)
+	for i := range n {
+		finished.Add(1)
+		go func() {
+			defer finished.Done()
+			b := map[string]any{}
+			for k, v := range body {
+				b[k] = v
+			}
+			var once sync.Once
+			results[i] = s.stream(ctx, b, func() {
+				once.Do(func() {
+					count.Lock()
+					if left > 0 {
+						left--
+						started.Done()
+					}
+					count.Unlock()
+				})
+			}, 0, 0)
+		}()
+	}
+	return results, started, finished
+}
+
+// duringDrain asks /healthz and for a new completion, and says how each
+// was answered.
+func duringDrain(ctx context.Context, s *server) (health, newReq string) {
+	hz, hzErr := client.Get(s.url + "/healthz")
+	health = "refused"
+	if hzErr == nil {
+		health = fmt.Sprintf("%d (Retry-After %q)", hz.StatusCode, hz.Header.Get("Retry-After"))
+		hz.Body.Close()
+	}
+	st, _, _, err := s.post(ctx, "/v1/completions", map[string]any{"prompt": prompt})
+	newReq = fmt.Sprint(st)
+	if err != nil {
+		newReq = "refused"
+	}
+	return health, newReq
+}
+
+// waitExit waits up to 40 s for the process to exit (then kills it) and says
+// how it exited.
+func (s *server) waitExit() string {
+	select {
+	case err := <-s.exited:
+		if err == nil {
+			return "0"
+		}
+		lines := strings.Split(strings.TrimSpace(s.stderr.String()), "\n")
+		return err.Error() + fmt.Sprintf(" (%q)", lines[len(lines)-1])
+	case <-time.After(40 * time.Second):
+		s.cmd.Process.Kill()
+		return "still running after 40 s (killed)"
 	}
 }
 
