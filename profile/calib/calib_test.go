@@ -80,7 +80,7 @@ func TestThresholdRealizesPlanOnCalibrationText(t *testing.T) {
 	}
 	s := e.NewState(256, 64)
 	r := rand.New(rand.NewPCG(3, 3))
-	p := &plan.Plan{Version: plan.Version, Model: plan.Identify(m), Method: "random", Mode: plan.ModeThreshold, Target: 0.5, Sites: plan.Sites(&m.Config)}
+	p := &plan.Plan{Version: plan.Version, Selection: plan.SelectMagnitude, Model: plan.Identify(m), Method: "random", Mode: plan.ModeThreshold, Target: 0.5, Sites: plan.Sites(&m.Config)}
 	for i := range p.Sites {
 		p.Sites[i].Sparsity = 0.3 + 0.6*r.Float64()
 		p.Sites[i].K = plan.KeepFor(p.Sites[i].Sparsity, p.Sites[i].DIn)

@@ -39,7 +39,7 @@ func refThreshold(x []float64, t float64) []float64 {
 // randomPlan gives every site a random budget.
 func randomPlan(m *model.Model, seed uint64) *plan.Plan {
 	r := rand.New(rand.NewPCG(seed, 3))
-	p := &plan.Plan{Version: plan.Version, Model: plan.Identify(m), Method: "random", Mode: plan.ModeTopK, Target: 0.5, Sites: plan.Sites(&m.Config)}
+	p := &plan.Plan{Version: plan.Version, Selection: plan.SelectMagnitude, Model: plan.Identify(m), Method: "random", Mode: plan.ModeTopK, Target: 0.5, Sites: plan.Sites(&m.Config)}
 	for i := range p.Sites {
 		s := &p.Sites[i]
 		s.Sparsity = 0.9 * r.Float64()
