@@ -179,6 +179,11 @@ type Site struct {
 	TopK      bool
 	K         int
 	Threshold float32
+	// Scale, when set (one value per input), makes the selection
+	// weight-informed: input j is ranked, and compared with Threshold, by
+	// |x_j|·Scale[j] (the weight's column norm, plan.SelectWINA) instead
+	// of |x_j|. The products still use x itself. Shared, never written.
+	Scale []float32
 }
 
 // Budgets is one run's activation budgets: a Site per plan site, in plan
@@ -218,6 +223,14 @@ func (s Site) Dense(din int) bool {
 		return s.K >= din
 	}
 	return s.Threshold <= 0
+}
+
+// Equal reports whether s and o are the same budget: equal fields, and
+// the same Scale (by identity: the sites of a table share their scale
+// vectors, which are never written).
+func (s Site) Equal(o Site) bool {
+	sameScale := len(s.Scale) == len(o.Scale) && (len(s.Scale) == 0 || &s.Scale[0] == &o.Scale[0])
+	return s.ID == o.ID && s.TopK == o.TopK && s.K == o.K && s.Threshold == o.Threshold && sameScale
 }
 
 // ModeName is "topk" or "threshold".

@@ -102,3 +102,15 @@ func TestCheckMatrix(t *testing.T) {
 		}
 	}
 }
+
+// Budgets with weight-informed scores are refused with a sticky error,
+// before any device call, rather than run as |x| selection.
+func TestRefusesWeightInformed(t *testing.T) {
+	var b Backend // no device: any launch would panic on the nil device
+	mt := &Mat{DType: model.BF16, Out: 172, In: 64, Trans: true}
+	site := backend.Site{ID: 0, TopK: true, K: 5, Scale: make([]float32, 64)}
+	b.SparseMatMul(&Buf{n: 172}, mt, &Buf{n: 64}, 1, site)
+	if err := b.Err(); err == nil || !strings.Contains(err.Error(), "weight-informed selection is not on CUDA yet") {
+		t.Fatalf("err %v", err)
+	}
+}
