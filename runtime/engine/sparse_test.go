@@ -162,3 +162,139 @@ func TestSparseLoadDenseEqualsDense(t *testing.T) {
 		t.Fatal("a state ran under a table of the wrong size")
 	}
 }
+
+// refNorms is ‖W[:,j]‖₂ of every site's weight in float64, over the
+// weights of every site in its group when shared (q/k/v, gate/up).
+func refNorms(r *refModel, shared bool) [][]float64 {
+	group := func(p model.Projection) []model.Projection {
+		switch {
+		case !shared:
+			return []model.Projection{p}
+		case p <= model.ProjV:
+			return []model.Projection{model.ProjQ, model.ProjK, model.ProjV}
+		case p == model.ProjGate || p == model.ProjUp:
+			return []model.Projection{model.ProjGate, model.ProjUp}
+		}
+		return []model.Projection{p}
+	}
+	var out [][]float64
+	for l := range r.c.NLayers {
+		for p := range model.NumProjections {
+			out = append(out, nil)
+			for _, q := range group(p) {
+				dout, din := q.Shape(&r.c)
+				w := r.w[model.ProjName(l, q)]
+				if out[len(out)-1] == nil {
+					out[len(out)-1] = make([]float64, din)
+				}
+				for o := range dout {
+					for j := range din {
+						out[len(out)-1][j] += w[o*din+j] * w[o*din+j]
+					}
+				}
+			}
+			for j, v := range out[len(out)-1] {
+				out[len(out)-1][j] = math.Sqrt(v)
+			}
+		}
+	}
+	return out
+}
+
+// keepScored keeps the x_j whose score is among the k largest (ties
+// toward lower index), or above t when k < 0.
+func keepScored(x, score []float64, k int, t float64) []float64 {
+	idx := make([]int, len(x))
+	for i := range idx {
+		idx[i] = i
+	}
+	if k < 0 {
+		idx = idx[:0]
+		for j, s := range score {
+			if s > t {
+				idx = append(idx, j)
+			}
+		}
+	} else {
+		sort.SliceStable(idx, func(a, b int) bool { return score[idx[a]] > score[idx[b]] })
+		idx = idx[:k]
+	}
+	y := make([]float64, len(x))
+	for _, i := range idx {
+		y[i] = x[i]
+	}
+	return y
+}
+
+// Under a weight-informed plan the sparse engine equals the float64
+// reference that keeps inputs by |x_j|·‖W[:,j]‖₂ (norms per projection,
+// or shared by the projections of one input), in both modes; and the
+// shared selection gives the sites of a group one scale vector.
+func TestWeightInformedMatchesMaskedReference(t *testing.T) {
+	c := smallConfig()
+	c.HiddenDim = 172
+	m := randomModel(t, c, model.BF16, 6)
+	e, err := LoadWith(cpu.New(0), m, Options{Sparse: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sel := range []plan.Selection{plan.SelectWINA, plan.SelectWINAShared} {
+		ref := newRef(m)
+		norms := refNorms(ref, sel == plan.SelectWINAShared)
+		p := randomPlan(m, 12)
+		p.Selection = sel
+		for i := range p.Sites { // thresholds in the scores' units
+			var mean float64
+			for _, v := range norms[i] {
+				mean += v / float64(len(norms[i]))
+			}
+			p.Sites[i].Threshold *= float32(mean)
+		}
+		for _, mode := range []plan.Mode{plan.ModeTopK, plan.ModeThreshold} {
+			bud, err := e.Budgets(p, mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q, k := bud.Sites[plan.Index(1, model.ProjQ)].Scale, bud.Sites[plan.Index(1, model.ProjK)].Scale; (&q[0] == &k[0]) != (sel == plan.SelectWINAShared) {
+				t.Fatalf("%s: q and k share their scale: %v", sel, &q[0] == &k[0])
+			}
+			ref := newRef(m)
+			ref.mask = func(l int, pr model.Projection, x []float64) []float64 {
+				i := plan.Index(l, pr)
+				score := make([]float64, len(x))
+				for j, v := range x {
+					score[j] = math.Abs(v) * norms[i][j]
+				}
+				if mode == plan.ModeTopK {
+					return keepScored(x, score, p.Sites[i].K, 0)
+				}
+				return keepScored(x, score, -1, float64(p.Sites[i].Threshold))
+			}
+			tokens := randomTokens(9, c.VocabSize, 7)
+			V := c.VocabSize
+			all := make([]float32, len(tokens)*V)
+			s := e.NewState(0, 4)
+			s.Budgets = bud
+			if err := s.Forward(tokens, all, true); err != nil {
+				t.Fatal(err)
+			}
+			for pos, tok := range tokens {
+				want := ref.step(tok)
+				var scale float64
+				for _, w := range want {
+					scale = math.Max(scale, math.Abs(w))
+				}
+				for i, w := range want {
+					// as TestSparseMatchesMaskedReference: a score at the cut
+					// may fall either side after fp32 rounding
+					if d := math.Abs(float64(all[pos*V+i]) - w); d > 1e-3*scale+1e-5 {
+						t.Fatalf("%s %s pos %d logit %d: got %g, want %g", sel, mode, pos, i, all[pos*V+i], w)
+					}
+				}
+			}
+		}
+	}
+	if _, err := e.Scales("l2"); err == nil {
+		t.Fatal("unknown selection accepted")
+	}
+}
