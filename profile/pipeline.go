@@ -133,7 +133,7 @@ func (p *Pipeline) Calibrate(ctx context.Context, pl *plan.Plan) error {
 		return errors.New("calibrating thresholds: no calibration text")
 	}
 	pl.Calibration = &plan.Calibration{File: p.CalibFile, Tokens: len(p.calib)}
-	_, err := calib.Calibrate(ctx, p.state, p.calib, pl.Sites, p.CalibPasses)
+	_, err := calib.Calibrate(ctx, p.state, p.calib, pl.Sites, pl.Selection, p.CalibPasses)
 	return err
 }
 
