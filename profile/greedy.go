@@ -45,6 +45,9 @@ type GreedyOptions struct {
 	Holdout []int `json:"-"`
 	// Progress, if set, hears each finished level.
 	Progress func(level, loss float64) `json:"-"`
+	// Selection is the run-time selection the moves are scored under
+	// ("": plan.SelectMagnitude).
+	Selection plan.Selection `json:"-"`
 }
 
 // Greedy searches budgets on calibration tokens: from the seed, it
@@ -76,6 +79,7 @@ type greedy struct {
 	tokens []int
 	sites  []plan.Site
 	o      GreedyOptions // defaults filled in
+	scales [][]float32   // of o.Selection (engine.Model.Scales)
 	levels []float64     // o.Levels, sorted
 	total  float64       // Σ P_i over the sites
 	cur    []float64     // the allocation: a sparsity per site
@@ -106,7 +110,11 @@ func newGreedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.
 	if o.Seed != nil && len(o.Seed) != len(sites) {
 		return nil, fmt.Errorf("greedy: seed has %d sites, model %d", len(o.Seed), len(sites))
 	}
-	g := &greedy{ctx: ctx, s: s, tokens: tokens, sites: sites, o: o, levels: levels, cur: make([]float64, len(sites))}
+	scales, err := s.Model().Scales(o.Selection)
+	if err != nil {
+		return nil, fmt.Errorf("greedy: %w", err)
+	}
+	g := &greedy{ctx: ctx, s: s, tokens: tokens, sites: sites, o: o, scales: scales, levels: levels, cur: make([]float64, len(sites))}
 	if o.Seed != nil {
 		copy(g.cur, o.Seed)
 	} else {
@@ -345,6 +353,9 @@ func (g *greedy) lossOn(sp []float64, toks []int) (float64, error) {
 	bs := make([]backend.Site, len(g.sites))
 	for i, st := range g.sites {
 		bs[i] = backend.Site{ID: i, TopK: true, K: plan.KeepFor(sp[i], st.DIn)}
+		if g.scales != nil {
+			bs[i].Scale = g.scales[i]
+		}
 	}
 	var err error
 	if g.s.Budgets, err = g.s.Model().SiteBudgets(bs); err != nil {

@@ -141,7 +141,7 @@ func (p *Pipeline) Calibrate(ctx context.Context, pl *plan.Plan) error {
 // seeded by p.Seeds.
 func greedySearch(ctx context.Context, p *Pipeline, o Options, levels []float64) ([][]float64, error) {
 	g := p.Search
-	g.Levels = levels
+	g.Levels, g.Selection = levels, o.Selection
 	if len(levels) > 0 && (g.Start <= 0 || g.Start > levels[0]) {
 		g.Start = levels[0] * 0.6
 	}

@@ -22,6 +22,7 @@ import (
 // planFlags are the allocation flags `profile` and `bench` share.
 type planFlags struct {
 	method, direction, xmin, mode string
+	selection                     string
 	eps, sMin, sMax               float64
 	blockAverage                  bool
 	ctx, calibTokens, calibSample int
@@ -42,6 +43,7 @@ func (f *planFlags) register(fs *pflag.FlagSet) {
 	fs.Float64Var(&f.sMin, "s-min", 0, "lowest sparsity of one projection")
 	fs.Float64Var(&f.sMax, "s-max", alloc.DefaultSMax, "highest sparsity of one projection")
 	fs.StringVar(&f.mode, "mode", string(plan.ModeTopK), "run-time masking: topk (exact k per token) or threshold (calibrated |x| cut)")
+	fs.StringVar(&f.selection, "selection", string(plan.SelectMagnitude), "run-time input ranking: magnitude (|x|), wina (|x|·‖W[:,j]‖₂, CPU only) or wina-shared (one norm per q/k/v and gate/up input, CPU only)")
 	fs.IntVar(&f.ctx, "calib-ctx", 256, "calibration window length in tokens")
 	fs.IntVar(&f.calibTokens, "calib-tokens", 0, "use only the first N calibration tokens (0: all)")
 	fs.IntVar(&f.calibSample, "calib-sample", 0, "add N tokens of text sampled from the model itself to the calibration text (data-free calibration)")
@@ -61,7 +63,11 @@ func (f *planFlags) options(target float64) (profile.Options, error) {
 	if err != nil {
 		return profile.Options{}, fmt.Errorf("--method: %w", err)
 	}
-	o := profile.Options{Method: method, Xmin: xm, Mode: mode, Options: alloc.Options{
+	sel, err := plan.ParseSelection(f.selection)
+	if err != nil {
+		return profile.Options{}, fmt.Errorf("--selection: %w", err)
+	}
+	o := profile.Options{Method: method, Xmin: xm, Mode: mode, Selection: sel, Options: alloc.Options{
 		Target: target, Eps: f.eps, Direction: alloc.Direction(f.direction), BlockAverage: f.blockAverage, SMin: f.sMin, SMax: f.sMax}}
 	return o, o.Options.Validate()
 }
