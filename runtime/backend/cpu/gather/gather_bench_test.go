@@ -120,6 +120,20 @@ func BenchmarkTopK(b *testing.B) {
 				idx = Threshold(idx[:0], x, 1.28) // about 20% of a normal
 			}
 		})
+		scale := make([]float32, n)
+		for j := range scale {
+			scale[j] = 0.5 + float32(j%7)/7
+		}
+		b.Run(fmt.Sprintf("topk-scaled/%d", n), func(b *testing.B) {
+			for range b.N {
+				idx = TopKScaled(idx[:0], x, scale, n/5)
+			}
+		})
+		b.Run(fmt.Sprintf("threshold-scaled/%d", n), func(b *testing.B) {
+			for range b.N {
+				idx = ThresholdScaled(idx[:0], x, scale, 1.28)
+			}
+		})
 	}
 }
 
