@@ -162,7 +162,7 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := p.Save(*out); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "wrote %s: %s, target %.3f, realized %.4f over %d projections (%s mode)\n", *out, p.Method, p.Target, p.Realized, len(p.Sites), p.Mode)
+	fmt.Fprintf(stdout, "wrote %s: %s, target %.3f, realized %.4f over %d projections (%s mode, %s selection)\n", *out, p.Method, p.Target, p.Realized, len(p.Sites), p.Mode, p.Selection)
 	return nil
 }
 
@@ -184,7 +184,7 @@ func runProfileShow(args []string, stdout, stderr io.Writer) error {
 	if p.Params.Eps != 0 {
 		fmt.Fprintf(stdout, " (ε %g, %s, xmin %s)", p.Params.Eps, p.Params.Direction, p.Params.Xmin)
 	}
-	fmt.Fprintf(stdout, "\nmode      %s\nsparsity  target %.4f, realized %.4f (parameter-weighted, integer k)\n\n", p.Mode, p.Target, p.Realized)
+	fmt.Fprintf(stdout, "\nselection %s\nmode      %s\nsparsity  target %.4f, realized %.4f (parameter-weighted, integer k)\n\n", p.Selection, p.Mode, p.Target, p.Realized)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "layer\tproj\td_in\td_out\talpha\tsparsity\tk\tthreshold\t")
 	for _, s := range p.Sites {
