@@ -25,7 +25,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var mf modelFlags
 	mf.register(fs)
 	var pf planFlags
-	pf.register(fs)
+	pf.register(fs, plan.SelectMagnitude)
 	fs.Lookup("method").Hidden = true
 	var bf benchFlags
 	bf.register(fs)

@@ -181,7 +181,8 @@ func TestProfilePlanErrors(t *testing.T) {
 	if code, out, errs := cli(t, "profile", "--model", stories(t), "--calib", calib, "--target", "0.5", "--method", "uniform", "--out", p); code != 0 {
 		t.Fatalf("profile: exit %d: %s %s", code, out, errs)
 	}
-	if code, out, errs := cli(t, "profile", "show", p); code != 0 || !strings.Contains(out, "down") {
+	// the default selection is wina, and the plan names it
+	if code, out, errs := cli(t, "profile", "show", p); code != 0 || !strings.Contains(out, "down") || !strings.Contains(out, "selection wina\n") {
 		t.Fatalf("show: exit %d: %s %s", code, out, errs)
 	}
 	short := filepath.Join(dir, "short.txt")

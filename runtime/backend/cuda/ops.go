@@ -562,7 +562,7 @@ func (b *Backend) countStat(id int) {
 // errWeightInformed refuses budgets whose sites rank by |x|·scale
 // (backend.Site.Scale): the select kernels rank by |x| alone, and would
 // silently compute another selection.
-var errWeightInformed = errors.New("weight-informed selection is not on CUDA yet (plan selection wina or wina-shared); run it on the CPU backend")
+var errWeightInformed = errors.New("weight-informed selection is not on CUDA yet (plan selection wina or wina-shared): profile with --selection magnitude, or run on the CPU backend")
 
 // SparseMatMul is SparseMatMuls of one product.
 func (b *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, rows int, s backend.Site) {
