@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sort"
@@ -34,6 +35,32 @@ func refThreshold(x []float64, t float64) []float64 {
 		}
 	}
 	return y
+}
+
+// checkMasked runs tokens through s as one prompt and checks every
+// position's logits against the reference (with its mask) to 1e-3 of the
+// largest logit. Looser than the dense test: an input whose score sits at
+// the cut can fall on either side after fp32 rounding; the random budgets
+// make that rare but possible.
+func checkMasked(t *testing.T, s *State, ref *refModel, tokens []int, what string) {
+	t.Helper()
+	V := s.Model().Config.VocabSize
+	all := make([]float32, len(tokens)*V)
+	if err := s.Forward(tokens, all, true); err != nil {
+		t.Fatal(err)
+	}
+	for pos, tok := range tokens {
+		want := ref.step(tok)
+		var scale float64
+		for _, w := range want {
+			scale = math.Max(scale, math.Abs(w))
+		}
+		for i, w := range want {
+			if d := math.Abs(float64(all[pos*V+i]) - w); d > 1e-3*scale+1e-5 {
+				t.Fatalf("%s pos %d logit %d: got %g, want %g", what, pos, i, all[pos*V+i], w)
+			}
+		}
+	}
 }
 
 // randomPlan gives every site a random budget.
@@ -80,28 +107,9 @@ func TestSparseMatchesMaskedReference(t *testing.T) {
 				}
 				return refThreshold(x, float64(s.Threshold))
 			}
-			V := c.VocabSize
-			all := make([]float32, len(tokens)*V)
 			s := e.NewState(0, 4)
 			s.Budgets, s.SparseFrom = bud, from
-			if err := s.Forward(tokens, all, true); err != nil {
-				t.Fatal(err)
-			}
-			for pos, tok := range tokens {
-				want := ref.step(tok)
-				var scale float64
-				for _, w := range want {
-					scale = math.Max(scale, math.Abs(w))
-				}
-				for i, w := range want {
-					// Looser than the dense test: an input whose |x| sits at
-					// the cut can fall on either side after fp32 rounding;
-					// the random thresholds make that rare but possible.
-					if d := math.Abs(float64(all[pos*V+i]) - w); d > 1e-3*scale+1e-5 {
-						t.Fatalf("%s %s pos %d logit %d: got %g, want %g", mode, dt, pos, i, all[pos*V+i], w)
-					}
-				}
-			}
+			checkMasked(t, s, ref, tokens, fmt.Sprintf("%s %s", mode, dt))
 			per, w := e.Realized()
 			if math.IsNaN(w) || w <= 0 {
 				t.Fatalf("realized sparsity %g", w)
@@ -271,27 +279,9 @@ func TestWeightInformedMatchesMaskedReference(t *testing.T) {
 				return keepScored(x, score, -1, float64(p.Sites[i].Threshold))
 			}
 			tokens := randomTokens(9, c.VocabSize, 7)
-			V := c.VocabSize
-			all := make([]float32, len(tokens)*V)
 			s := e.NewState(0, 4)
 			s.Budgets = bud
-			if err := s.Forward(tokens, all, true); err != nil {
-				t.Fatal(err)
-			}
-			for pos, tok := range tokens {
-				want := ref.step(tok)
-				var scale float64
-				for _, w := range want {
-					scale = math.Max(scale, math.Abs(w))
-				}
-				for i, w := range want {
-					// as TestSparseMatchesMaskedReference: a score at the cut
-					// may fall either side after fp32 rounding
-					if d := math.Abs(float64(all[pos*V+i]) - w); d > 1e-3*scale+1e-5 {
-						t.Fatalf("%s %s pos %d logit %d: got %g, want %g", sel, mode, pos, i, all[pos*V+i], w)
-					}
-				}
-			}
+			checkMasked(t, s, ref, tokens, fmt.Sprintf("%s %s", sel, mode))
 		}
 	}
 	if _, err := e.Scales("l2"); err == nil {
