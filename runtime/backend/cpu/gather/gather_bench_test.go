@@ -105,9 +105,9 @@ func BenchmarkGather(b *testing.B) {
 	}
 }
 
-// BenchmarkTopK selects 20% of a decode activation.
+// BenchmarkTopK selects 20% of a decode activation (110M and 7B widths).
 func BenchmarkTopK(b *testing.B) {
-	for _, n := range []int{4096, 11008} {
+	for _, n := range []int{768, 2048, 4096, 11008} {
 		x := cputest.RandVec(rand.New(rand.NewPCG(1, uint64(n))), n)
 		idx := make([]int32, 0, n)
 		b.Run(fmt.Sprintf("topk/%d", n), func(b *testing.B) {
