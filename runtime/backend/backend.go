@@ -134,6 +134,15 @@ type Picker interface {
 	Pick(logits Buffer, rows, n int, temps, us []float32) []int
 }
 
+// BudgetsChecker is a Backend that cannot run every table of budgets.
+// engine.Model.SiteBudgets asks it when a table is made, so that a table
+// it cannot run is refused there, with an error, and not by a sticky
+// device error at its first product (which would stop every sequence
+// sharing the backend).
+type BudgetsChecker interface {
+	CheckBudgets(t *Budgets) error
+}
+
 // Chainer is a Picker whose pick can stay on the device and feed the next
 // decode step, so that the step is queued before the host has the token:
 // the device goes from one step to the next without waiting for the host,

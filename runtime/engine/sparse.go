@@ -178,6 +178,11 @@ func (m *Model) checkBudgets(t *backend.Budgets) error {
 	case len(t.Sites) != n:
 		return fmt.Errorf("budgets: %d sites for a model with %d", len(t.Sites), n)
 	}
+	if c, ok := m.Backend.(backend.BudgetsChecker); ok {
+		if err := c.CheckBudgets(t); err != nil {
+			return fmt.Errorf("budgets on %s: %w", m.Backend.Name(), err)
+		}
+	}
 	return nil
 }
 

@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/acttail/acttail-gpu/runtime/backend"
@@ -286,5 +288,36 @@ func TestWeightInformedMatchesMaskedReference(t *testing.T) {
 	}
 	if _, err := e.Scales("l2"); err == nil {
 		t.Fatal("unknown selection accepted")
+	}
+}
+
+// refusing is a CPU backend that cannot run weight-informed budgets, as
+// the CUDA backend cannot yet.
+type refusing struct{ *cpu.Backend }
+
+func (refusing) CheckBudgets(t *backend.Budgets) error {
+	for _, s := range t.Sites {
+		if s.Scale != nil {
+			return errors.New("no scales here")
+		}
+	}
+	return nil
+}
+
+// A backend that cannot run a table (backend.BudgetsChecker) has it
+// refused when the table is made.
+func TestBudgetsChecker(t *testing.T) {
+	m := randomModel(t, smallConfig(), model.F32, 9)
+	e, err := LoadWith(refusing{cpu.New(1)}, m, Options{Sparse: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := randomPlan(m, 2)
+	if _, err := e.Budgets(p, ""); err != nil {
+		t.Fatalf("magnitude plan: %v", err)
+	}
+	p.Selection = plan.SelectWINA
+	if _, err := e.Budgets(p, ""); err == nil || !strings.Contains(err.Error(), "no scales here") {
+		t.Fatalf("wina plan on a refusing backend: %v", err)
 	}
 }

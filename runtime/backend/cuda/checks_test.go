@@ -114,3 +114,17 @@ func TestRefusesWeightInformed(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// Tables with weight-informed sites are refused when they are made
+// (backend.BudgetsChecker); others pass.
+func TestCheckBudgets(t *testing.T) {
+	var b Backend
+	ok := &backend.Budgets{Sites: []backend.Site{{ID: 0, TopK: true, K: 3}}}
+	wina := &backend.Budgets{Sites: []backend.Site{{ID: 0, TopK: true, K: 3, Scale: []float32{1, 2}}}}
+	if err := b.CheckBudgets(ok); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CheckBudgets(wina); err == nil || !strings.Contains(err.Error(), "not on CUDA yet") {
+		t.Fatalf("wina table: %v", err)
+	}
+}

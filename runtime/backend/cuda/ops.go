@@ -564,6 +564,19 @@ func (b *Backend) countStat(id int) {
 // silently compute another selection.
 var errWeightInformed = errors.New("weight-informed selection is not on CUDA yet (plan selection wina or wina-shared): profile with --selection magnitude, or run on the CPU backend")
 
+var _ backend.BudgetsChecker = (*Backend)(nil)
+
+// CheckBudgets implements backend.BudgetsChecker: it refuses tables with
+// weight-informed sites (errWeightInformed).
+func (b *Backend) CheckBudgets(t *backend.Budgets) error {
+	for _, s := range t.Sites {
+		if s.Scale != nil {
+			return errWeightInformed
+		}
+	}
+	return nil
+}
+
 // SparseMatMul is SparseMatMuls of one product.
 func (b *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, rows int, s backend.Site) {
 	b.SparseMatMuls(x, rows, []backend.Proj{{Dst: dst, W: w, Site: s}})
