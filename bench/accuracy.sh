@@ -14,13 +14,14 @@ data=${DATA:-../shared/data}
 mkdir -p "$out"
 head -n 4 "$data/tinystories-calib.txt" >"$out/calib-fit.txt"
 tail -n +5 "$data/tinystories-calib.txt" >"$out/calib-held.txt"
-go build -o "$out/acttail-gpu" ./cmd/acttail-gpu
+bin=$(mktemp -d)/acttail-gpu # not into OUT_DIR, which may be under docs/
+go build -o "$bin" ./cmd/acttail-gpu
 model=${MODEL:-../shared/models/stories260K/stories260K.bin}
 for seed in 1 2 3 4 5 6 7 8 9 10 11 12; do
-	"$out/acttail-gpu" generate --model "$model" --temperature 1 --max-tokens 480 --seed $seed 2>/dev/null | tr '\n' ' '
+	"$bin" generate --model "$model" --temperature 1 --max-tokens 480 --seed $seed 2>/dev/null | tr '\n' ' '
 	echo
 done >"$out/sampled.txt"
-nice "$out/acttail-gpu" bench --model "$model" --sparsity-sweep --speed=false \
+nice "$bin" bench --model "$model" --sparsity-sweep --speed=false \
 	--levels 0.5,0.6,0.7,0.8,0.9 --methods uniform,acttail \
 	--selections magnitude,wina,wina-shared --eps-list 0.1,0.3 \
 	--ctx 512 --stride 256 --max-eval-tokens 6000 \
