@@ -19,7 +19,7 @@ import (
 
 // decodeBytes is the weight bytes one decode step reads: every matrix
 // (the classifier included) once, plus one embedding row.
-func decodeBytes(m *model.Model) int64 {
+func decodeBytes(m *model.Checkpoint) int64 {
 	var n int64
 	for _, t := range m.Tensors {
 		if len(t.Shape) == 2 && t.Name != model.NameEmbed {
@@ -35,7 +35,7 @@ func decodeBytes(m *model.Model) int64 {
 
 // benchDecode measures one-token decode steps; the cache is reset before it
 // fills, so every step attends to a short, similar context.
-func benchDecode(b *testing.B, m *model.Model, memBW float64) {
+func benchDecode(b *testing.B, m *model.Checkpoint, memBW float64) {
 	e, err := engine.Load(cpu.New(0), m)
 	if err != nil {
 		b.Fatal(err)
@@ -71,7 +71,7 @@ func BenchmarkDecodeStories260K(b *testing.B) {
 }
 
 // model110M is the synthetic f32 model of about 110M parameters.
-func model110M(b *testing.B) *model.Model {
+func model110M(b *testing.B) *model.Checkpoint {
 	c, err := synth.Preset("llama-110m")
 	if err != nil {
 		b.Fatal(err)

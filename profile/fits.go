@@ -27,7 +27,7 @@ type fitsFile struct {
 // (a JSON file) when it holds fits for these weights and this xmin rule,
 // else computed and, if cache is not empty, written there. progress gets
 // a progress bar when it is a terminal.
-func Fits(ctx context.Context, m *model.Model, xmin htsr.XminMethod, cache string, progress io.Writer) ([]htsr.Fit, error) {
+func Fits(ctx context.Context, m *model.Checkpoint, xmin htsr.XminMethod, cache string, progress io.Writer) ([]htsr.Fit, error) {
 	id := plan.Identify(m)
 	if cache != "" {
 		b, err := os.ReadFile(cache)
@@ -44,7 +44,7 @@ func Fits(ctx context.Context, m *model.Model, xmin htsr.XminMethod, cache strin
 			return nil, fmt.Errorf("fits cache: %w", err)
 		}
 	}
-	fits, err := htsr.Profile(ctx, m, htsr.Options{Method: xmin, Progress: progress})
+	fits, err := htsr.FitModel(ctx, m, htsr.Options{Method: xmin, Progress: progress})
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +63,7 @@ func Fits(ctx context.Context, m *model.Model, xmin htsr.XminMethod, cache strin
 // FitsFor is Fits when one of methods reads the fits (Method.NeedsFits),
 // else nil: uniform needs no spectra, which take minutes on 7B-sized
 // models.
-func FitsFor(ctx context.Context, m *model.Model, methods []Method, xmin htsr.XminMethod, cache string, progress io.Writer) ([]htsr.Fit, error) {
+func FitsFor(ctx context.Context, m *model.Checkpoint, methods []Method, xmin htsr.XminMethod, cache string, progress io.Writer) ([]htsr.Fit, error) {
 	for _, meth := range methods {
 		if meth.NeedsFits() {
 			return Fits(ctx, m, xmin, cache, progress)

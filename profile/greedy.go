@@ -350,9 +350,9 @@ func (g *greedy) loss(sp []float64) (float64, error) { return g.lossOn(sp, g.tok
 // lossOn is the mean NLL of toks with every token sparse under
 // allocation sp, in top-k mode.
 func (g *greedy) lossOn(sp []float64, toks []int) (float64, error) {
-	bs := make([]backend.Site, len(g.sites))
+	bs := make([]backend.Budget, len(g.sites))
 	for i, st := range g.sites {
-		bs[i] = backend.Site{ID: i, TopK: true, K: plan.KeepFor(sp[i], st.DIn)}
+		bs[i] = backend.Budget{ID: i, TopK: true, K: plan.KeepFor(sp[i], st.DIn)}
 		if g.scales != nil {
 			bs[i].Scale = g.scales[i]
 		}

@@ -45,9 +45,9 @@ func TestGreedyOnStories(t *testing.T) {
 		t.Fatal(err)
 	}
 	lossAt := func(sp []float64) float64 {
-		bs := make([]backend.Site, len(sites))
+		bs := make([]backend.Budget, len(sites))
 		for i, st := range sites {
-			bs[i] = backend.Site{ID: i, TopK: true, K: plan.KeepFor(sp[i], st.DIn)}
+			bs[i] = backend.Budget{ID: i, TopK: true, K: plan.KeepFor(sp[i], st.DIn)}
 		}
 		var err error
 		if s.Budgets, err = e.SiteBudgets(bs); err != nil {

@@ -24,7 +24,7 @@ import (
 // The search and the calibration run on the pipeline's state, under
 // budgets of their own; its Budgets are left as they were.
 type Pipeline struct {
-	model *model.Model
+	model *model.Checkpoint
 	state *engine.State
 	sites []plan.Site // the model's, fits filled in
 	calib []int
@@ -56,7 +56,7 @@ type Pipeline struct {
 // when no method run needs them: FitsFor), s a state of m on an engine
 // loaded sparse, and calib the calibration tokens (nil when no plan made
 // needs them: NeedsCalib).
-func New(m *model.Model, fits []htsr.Fit, s *engine.State, calib []int) (*Pipeline, error) {
+func New(m *model.Checkpoint, fits []htsr.Fit, s *engine.State, calib []int) (*Pipeline, error) {
 	sites, err := sitesOf(m, fits)
 	if err != nil {
 		return nil, err

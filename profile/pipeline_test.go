@@ -93,7 +93,7 @@ func TestVariantsAndLabels(t *testing.T) {
 }
 
 // tinyPipeline is the pipeline on a random-weight model, with fits.
-func tinyPipeline(t *testing.T) (*Pipeline, *model.Model) {
+func tinyPipeline(t *testing.T) (*Pipeline, *model.Checkpoint) {
 	t.Helper()
 	cfg := model.Config{Arch: "llama", Dim: 64, HiddenDim: 96, NLayers: 2, NHeads: 4, NKVHeads: 2, HeadDim: 16,
 		VocabSize: 97, SeqLen: 64, NormEps: 1e-5, RopeTheta: 10000}

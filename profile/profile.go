@@ -36,7 +36,7 @@ func (o Options) selection() plan.Selection {
 
 // sitesOf returns the plan sites of m with the heavy-tail fits filled in
 // (fits may be nil).
-func sitesOf(m *model.Model, fits []htsr.Fit) ([]plan.Site, error) {
+func sitesOf(m *model.Checkpoint, fits []htsr.Fit) ([]plan.Site, error) {
 	sites := plan.Sites(&m.Config)
 	if fits == nil {
 		return sites, nil
@@ -54,7 +54,7 @@ func sitesOf(m *model.Model, fits []htsr.Fit) ([]plan.Site, error) {
 // newPlan rounds budgets s to integer K with alloc.Round (so that every
 // method realizes the same weighted sparsity at a target) and returns the
 // plan. Thresholds are left zero: calib.Calibrate fills them.
-func newPlan(m *model.Model, sites []plan.Site, s []float64, o Options) (*plan.Plan, error) {
+func newPlan(m *model.Checkpoint, sites []plan.Site, s []float64, o Options) (*plan.Plan, error) {
 	if err := o.Options.Validate(); err != nil {
 		return nil, err
 	}

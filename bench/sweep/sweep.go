@@ -100,7 +100,7 @@ type Row struct {
 //
 // The speed runs take their prompt from the start of the first text (data,
 // then calibration) that is long enough, else fixed pseudo-random ids.
-func Run(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int, data []Data, fits []htsr.Fit, c Config, log io.Writer) ([]Row, error) {
+func Run(ctx context.Context, e *engine.Model, m *model.Checkpoint, calibTokens []int, data []Data, fits []htsr.Fit, c Config, log io.Writer) ([]Row, error) {
 	r, err := newRun(ctx, e, m, calibTokens, data, fits, c, log)
 	if err != nil {
 		return nil, err
@@ -146,7 +146,7 @@ type run struct {
 }
 
 // newRun checks c and sets up the states and the pipeline.
-func newRun(ctx context.Context, e *engine.Model, m *model.Model, calibTokens []int, data []Data, fits []htsr.Fit, c Config, log io.Writer) (*run, error) {
+func newRun(ctx context.Context, e *engine.Model, m *model.Checkpoint, calibTokens []int, data []Data, fits []htsr.Fit, c Config, log io.Writer) (*run, error) {
 	if why := c.NeedsCalib(); why != "" && len(calibTokens) == 0 {
 		return nil, fmt.Errorf("sweep: %s", why)
 	}

@@ -75,7 +75,7 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return tw.Flush()
 }
 
-func vocabLen(m *model.Model) int {
+func vocabLen(m *model.Checkpoint) int {
 	if m.Vocab == nil {
 		return 0
 	}

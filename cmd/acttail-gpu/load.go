@@ -41,7 +41,7 @@ func (f *modelFlags) register(fs *pflag.FlagSet) {
 }
 
 // open loads the checkpoint named by the flags (or the default model).
-func (f *modelFlags) open(ctx context.Context, stderr io.Writer) (*model.Model, error) {
+func (f *modelFlags) open(ctx context.Context, stderr io.Writer) (*model.Checkpoint, error) {
 	path := f.path
 	if path == "" {
 		dir, err := fetch.DefaultModel(ctx, stderr)
@@ -80,7 +80,7 @@ func (f *modelFlags) backend(stderr io.Writer) (backend.Backend, error) {
 
 // loaded is a model ready to run.
 type loaded struct {
-	file   *model.Model
+	file   *model.Checkpoint
 	engine *engine.Model
 	tok    *tokenizer.Tokenizer
 }

@@ -222,7 +222,7 @@ func Calibrate(ctx context.Context, s *engine.State, tokens []int, sites []plan.
 	}
 	defer func(b *backend.Budgets) { s.Budgets = b }(s.Budgets)
 	for range passes {
-		if s.Budgets, err = m.SiteBudgets(ThresholdSites(sites, scales)); err != nil {
+		if s.Budgets, err = m.SiteBudgets(ThresholdBudgets(sites, scales)); err != nil {
 			return nil, err
 		}
 		if rec, err = Run(ctx, s, tokens, scales, true); err != nil {
@@ -235,12 +235,12 @@ func Calibrate(ctx context.Context, s *engine.State, tokens []int, sites []plan.
 	return rec, nil
 }
 
-// ThresholdSites turns plan sites into run-time threshold budgets, under
+// ThresholdBudgets turns plan sites into run-time threshold budgets, under
 // scales (engine.Model.Scales; nil: |x|).
-func ThresholdSites(sites []plan.Site, scales [][]float32) []backend.Site {
-	out := make([]backend.Site, len(sites))
+func ThresholdBudgets(sites []plan.Site, scales [][]float32) []backend.Budget {
+	out := make([]backend.Budget, len(sites))
 	for i, s := range sites {
-		out[i] = backend.Site{ID: i, K: s.K, Threshold: s.Threshold}
+		out[i] = backend.Budget{ID: i, K: s.K, Threshold: s.Threshold}
 		if scales != nil {
 			out[i].Scale = scales[i]
 		}

@@ -218,7 +218,7 @@ func TestErrors(t *testing.T) {
 }
 
 // randomModel builds a 2-layer model with Gaussian float32 weights.
-func randomModel(t *testing.T) *model.Model {
+func randomModel(t *testing.T) *model.Checkpoint {
 	t.Helper()
 	cfg := model.Config{Arch: "llama", Dim: 24, HiddenDim: 56, NLayers: 2, NHeads: 4, NKVHeads: 2, HeadDim: 6,
 		VocabSize: 40, SeqLen: 16, NormEps: 1e-5, RopeTheta: 1e4, Synthetic: true}
@@ -244,7 +244,7 @@ func randomModel(t *testing.T) *model.Model {
 func TestProfileRandomModel(t *testing.T) {
 	m := randomModel(t)
 	sites := plan.Sites(&m.Config)
-	one, err := Profile(context.Background(), m, Options{Workers: 1})
+	one, err := FitModel(context.Background(), m, Options{Workers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestProfileRandomModel(t *testing.T) {
 			t.Errorf("site %d: N %d, want %d", i, one[i].N, min(s.DIn, s.DOut))
 		}
 	}
-	two, err := Profile(context.Background(), m, Options{Workers: 2, Method: XminKS})
+	two, err := FitModel(context.Background(), m, Options{Workers: 2, Method: XminKS})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,10 +278,10 @@ func TestProfileErrors(t *testing.T) {
 	m := randomModel(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := Profile(ctx, m, Options{}); !errors.Is(err, context.Canceled) {
+	if _, err := FitModel(ctx, m, Options{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: error %v", err)
 	}
-	if _, err := Profile(context.Background(), m, Options{Method: "max"}); err == nil {
+	if _, err := FitModel(context.Background(), m, Options{Method: "max"}); err == nil {
 		t.Error("bad method: no error")
 	}
 	name := model.ProjName(1, model.ProjV)
@@ -289,7 +289,7 @@ func TestProfileErrors(t *testing.T) {
 	w, _ := tensor.Float32()
 	w[7] = float32(math.NaN())
 	tensor.Data, _ = model.Encode(w, model.F32)
-	_, err := Profile(context.Background(), m, Options{Workers: 2})
+	_, err := FitModel(context.Background(), m, Options{Workers: 2})
 	if err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "NaN") {
 		t.Errorf("NaN weight: error %v, want one naming %s", err, name)
 	}
@@ -303,7 +303,7 @@ func TestProfileStories260K(t *testing.T) {
 	defer m.Close()
 	sites := plan.Sites(&m.Config)
 	for _, method := range methods {
-		fits, err := Profile(context.Background(), m, Options{Method: method})
+		fits, err := FitModel(context.Background(), m, Options{Method: method})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -167,19 +167,19 @@ type Ticket int
 type Proj struct {
 	Dst  Buffer
 	W    Weight
-	Site Site // SparseMatMuls only
-	// Budgets is the table Site comes from (Site = Budgets.Sites[Site.ID]),
+	Budget Budget // SparseMatMuls only
+	// Table is the table Site comes from (Site = Table.Sites[Site.ID]),
 	// nil for a site of no table (a dense one, say). A backend may keep
 	// per-table state keyed by it, as the CUDA backend keeps its device
 	// copy of the table.
-	Budgets *Budgets
+	Table *Budgets
 	// Add makes the product add to Dst (Dst += W·x: the residual add fused
 	// into the projection) instead of overwriting it.
 	Add bool
 }
 
-// Site is one projection's activation budget at run time.
-type Site struct {
+// Budget is one projection's activation budget at run time.
+type Budget struct {
 	// ID indexes the plan's sites (layer·7 + projection), for statistics;
 	// a negative ID is not counted.
 	ID int
@@ -203,14 +203,14 @@ type Site struct {
 // it runs under (engine.State.Budgets), so one model serves any number of
 // plans, each row of a batch under its own.
 type Budgets struct {
-	Sites []Site
+	Sites []Budget
 }
 
 // CountedAt is a copy of the table whose sites count under IDs base,
 // base+1, … in SparseStats, so that tables running in one step are
 // counted apart.
 func (b *Budgets) CountedAt(base int) *Budgets {
-	t := &Budgets{Sites: append([]Site(nil), b.Sites...)}
+	t := &Budgets{Sites: append([]Budget(nil), b.Sites...)}
 	for i := range t.Sites {
 		t.Sites[i].ID = base + i
 	}
@@ -227,7 +227,7 @@ func (b *Budgets) Mode() string {
 }
 
 // Dense reports whether the site keeps every one of din inputs.
-func (s Site) Dense(din int) bool {
+func (s Budget) Dense(din int) bool {
 	if s.TopK {
 		return s.K >= din
 	}
@@ -237,13 +237,13 @@ func (s Site) Dense(din int) bool {
 // Equal reports whether s and o are the same budget: equal fields, and
 // the same Scale (by identity: the sites of a table share their scale
 // vectors, which are never written).
-func (s Site) Equal(o Site) bool {
+func (s Budget) Equal(o Budget) bool {
 	sameScale := len(s.Scale) == len(o.Scale) && (len(s.Scale) == 0 || &s.Scale[0] == &o.Scale[0])
 	return s.ID == o.ID && s.TopK == o.TopK && s.K == o.K && s.Threshold == o.Threshold && sameScale
 }
 
 // ModeName is "topk" or "threshold".
-func (s Site) ModeName() string {
+func (s Budget) ModeName() string {
 	if s.TopK {
 		return "topk"
 	}

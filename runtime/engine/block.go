@@ -133,9 +133,9 @@ func (p *pass) linear(l int, x backend.Buffer, outs ...out) {
 			switch {
 			case !m.sparse:
 			case g.bud != nil:
-				ps[i].Site, ps[i].Budgets = g.bud.Sites[l*int(model.NumProjections)+int(o.p)], g.bud
+				ps[i].Budget, ps[i].Table = g.bud.Sites[l*int(model.NumProjections)+int(o.p)], g.bud
 			default:
-				ps[i].Site = backend.Site{ID: -1, TopK: true, K: L.in[o.p]} // dense, not counted
+				ps[i].Budget = backend.Budget{ID: -1, TopK: true, K: L.in[o.p]} // dense, not counted
 			}
 		}
 		if m.sparse {

@@ -32,7 +32,7 @@ type Model struct {
 	sparse bool
 	// src is the checkpoint, for the column norms of weight-informed
 	// budgets (Scales), made on first use.
-	src    *model.Model
+	src    *model.Checkpoint
 	scales scaleCache
 }
 
@@ -52,12 +52,12 @@ type layer struct {
 
 // Load uploads every tensor of m to b. m must stay open while the Model is
 // used (a CPU backend reads the memory-mapped file directly).
-func Load(b backend.Backend, m *model.Model) (*Model, error) {
+func Load(b backend.Backend, m *model.Checkpoint) (*Model, error) {
 	return LoadWith(b, m, Options{})
 }
 
 // LoadWith is Load with options.
-func LoadWith(b backend.Backend, m *model.Model, o Options) (*Model, error) {
+func LoadWith(b backend.Backend, m *model.Checkpoint, o Options) (*Model, error) {
 	if err := m.Check(); err != nil {
 		return nil, err
 	}

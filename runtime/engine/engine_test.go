@@ -19,7 +19,7 @@ import (
 )
 
 // randomModel builds a small model with fresh random weights in dtype d.
-func randomModel(t testing.TB, c model.Config, d model.DType, seed uint64) *model.Model {
+func randomModel(t testing.TB, c model.Config, d model.DType, seed uint64) *model.Checkpoint {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 7))
 	m := model.New(c)
@@ -61,7 +61,7 @@ func smallConfig() model.Config {
 // compare checks engine logits against the float64 reference for every
 // position. Tolerance: 1e-4 of the largest |logit| of the row plus 1e-5
 // (fp32 accumulation over a few hundred terms).
-func compare(t *testing.T, m *model.Model, tokens []int, maxRows int, tol float64) {
+func compare(t *testing.T, m *model.Checkpoint, tokens []int, maxRows int, tol float64) {
 	t.Helper()
 	e, err := Load(cpu.New(0), m)
 	if err != nil {
@@ -137,7 +137,7 @@ func TestForwardMatchesReference(t *testing.T) {
 	}
 }
 
-func loadStories(t *testing.T) *model.Model {
+func loadStories(t *testing.T) *model.Checkpoint {
 	m, err := llama2c.Load(filepath.Join(testfiles.Stories260K(t), "stories260K.bin"))
 	if err != nil {
 		t.Fatal(err)

@@ -28,7 +28,7 @@ func (r *refModel) proj(l int, p model.Projection, x []float64, out int) []float
 	return matvec(r.w[model.ProjName(l, p)], x, out)
 }
 
-func newRef(m *model.Model) *refModel {
+func newRef(m *model.Checkpoint) *refModel {
 	r := &refModel{c: m.Config, w: map[string][]float64{}}
 	for n, t := range m.Tensors {
 		f, err := t.Float32()

@@ -35,12 +35,12 @@ func (m *Model) Budgets(p *plan.Plan, mode plan.Mode) (*backend.Budgets, error) 
 	if err != nil {
 		return nil, fmt.Errorf("budgets: %w", err)
 	}
-	sites := make([]backend.Site, len(p.Sites))
+	sites := make([]backend.Budget, len(p.Sites))
 	for i, s := range p.Sites {
 		if s.DIn != want[i].DIn || s.DOut != want[i].DOut {
 			return nil, fmt.Errorf("budgets: site %d (layer %d %s) is %d×%d, the model's is %d×%d", i, s.Layer, s.Proj, s.DOut, s.DIn, want[i].DOut, want[i].DIn)
 		}
-		sites[i] = backend.Site{ID: i, TopK: mode == plan.ModeTopK, K: s.K, Threshold: s.Threshold}
+		sites[i] = backend.Budget{ID: i, TopK: mode == plan.ModeTopK, K: s.K, Threshold: s.Threshold}
 		if scales != nil {
 			sites[i].Scale = scales[i]
 		}
@@ -95,7 +95,7 @@ func (c *scaleCache) get(sel plan.Selection, build func() ([][]float32, error)) 
 // in plan site order; with shared, the norm over the stacked weights of
 // the projections that read the same input (the square root of the sum
 // of their squared column norms), one slice for the group.
-func columnNorms(src *model.Model, shared bool) ([][]float32, error) {
+func columnNorms(src *model.Checkpoint, shared bool) ([][]float32, error) {
 	if src == nil {
 		return nil, errors.New("weight-informed selection: the model has no checkpoint to take column norms from")
 	}
@@ -160,8 +160,8 @@ func groupLead(p model.Projection) model.Projection {
 // SiteBudgets makes a table of run-time budgets from sites (one per plan
 // site, in plan order), which it copies; searches use it to try
 // allocations without writing a plan.
-func (m *Model) SiteBudgets(sites []backend.Site) (*backend.Budgets, error) {
-	t := &backend.Budgets{Sites: append([]backend.Site(nil), sites...)}
+func (m *Model) SiteBudgets(sites []backend.Budget) (*backend.Budgets, error) {
+	t := &backend.Budgets{Sites: append([]backend.Budget(nil), sites...)}
 	if err := m.checkBudgets(t); err != nil {
 		return nil, err
 	}

@@ -66,7 +66,7 @@ func checkMasked(t *testing.T, s *State, ref *refModel, tokens []int, what strin
 }
 
 // randomPlan gives every site a random budget.
-func randomPlan(m *model.Model, seed uint64) *plan.Plan {
+func randomPlan(m *model.Checkpoint, seed uint64) *plan.Plan {
 	r := rand.New(rand.NewPCG(seed, 3))
 	p := &plan.Plan{Version: plan.Version, Selection: plan.SelectMagnitude, Model: plan.Identify(m), Method: "random", Mode: plan.ModeTopK, Target: 0.5, Sites: plan.Sites(&m.Config)}
 	for i := range p.Sites {
@@ -151,7 +151,7 @@ func TestSparseLoadDenseEqualsDense(t *testing.T) {
 	if _, err := dense.Budgets(randomPlan(m, 1), ""); err == nil {
 		t.Fatal("plan accepted on a dense-loaded model")
 	}
-	if _, err := sp.SiteBudgets(make([]backend.Site, 3)); err == nil {
+	if _, err := sp.SiteBudgets(make([]backend.Budget, 3)); err == nil {
 		t.Fatal("wrong site count accepted")
 	}
 	bud, err := sp.Budgets(randomPlan(m, 1), "")

@@ -16,7 +16,7 @@ import (
 )
 
 // Load detects the format of path and loads it.
-func Load(path string) (*model.Model, error) {
+func Load(path string) (*model.Checkpoint, error) {
 	kind, file, err := Detect(path)
 	if err != nil {
 		return nil, err

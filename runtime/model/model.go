@@ -108,8 +108,8 @@ func (t *Tensor) Float32() ([]float32, error) {
 	return out, nil
 }
 
-// Model is a loaded checkpoint.
-type Model struct {
+// Checkpoint is a loaded checkpoint.
+type Checkpoint struct {
 	Config  Config
 	Tensors map[string]*Tensor
 	Vocab   *Vocab
@@ -119,18 +119,18 @@ type Model struct {
 }
 
 // New returns an empty model with the given config.
-func New(cfg Config) *Model {
-	return &Model{Config: cfg, Tensors: map[string]*Tensor{}}
+func New(cfg Config) *Checkpoint {
+	return &Checkpoint{Config: cfg, Tensors: map[string]*Tensor{}}
 }
 
 // Add stores a tensor under its name, replacing any earlier one.
-func (m *Model) Add(t *Tensor) { m.Tensors[t.Name] = t }
+func (m *Checkpoint) Add(t *Tensor) { m.Tensors[t.Name] = t }
 
 // OnClose registers a resource (a memory mapping) to release in Close.
-func (m *Model) OnClose(c io.Closer) { m.closers = append(m.closers, c) }
+func (m *Checkpoint) OnClose(c io.Closer) { m.closers = append(m.closers, c) }
 
 // Close releases memory mappings. Tensor data must not be used afterwards.
-func (m *Model) Close() error {
+func (m *Checkpoint) Close() error {
 	var errs []error
 	for i := len(m.closers) - 1; i >= 0; i-- {
 		errs = append(errs, m.closers[i].Close())
@@ -141,7 +141,7 @@ func (m *Model) Close() error {
 
 // Names returns the tensor names in a stable order: embedding, layers in
 // order, then the rest alphabetically.
-func (m *Model) Names() []string {
+func (m *Checkpoint) Names() []string {
 	names := make([]string, 0, len(m.Tensors))
 	for n := range m.Tensors {
 		names = append(names, n)
@@ -152,7 +152,7 @@ func (m *Model) Names() []string {
 
 // Tensor returns the named tensor after checking its shape, so callers can
 // index it without further checks.
-func (m *Model) Tensor(name string, shape ...int) (*Tensor, error) {
+func (m *Checkpoint) Tensor(name string, shape ...int) (*Tensor, error) {
 	t, ok := m.Tensors[name]
 	if !ok {
 		return nil, fmt.Errorf("model %s: missing tensor %q", m.Source, name)
@@ -173,7 +173,7 @@ func (m *Model) Tensor(name string, shape ...int) (*Tensor, error) {
 
 // Check verifies that every tensor the Llama graph needs is present with
 // the shape the config implies.
-func (m *Model) Check() error {
+func (m *Checkpoint) Check() error {
 	if err := m.Config.Validate(); err != nil {
 		return fmt.Errorf("model %s: %w", m.Source, err)
 	}
@@ -186,7 +186,7 @@ func (m *Model) Check() error {
 }
 
 // ParamCount is the total number of weights.
-func (m *Model) ParamCount() int64 {
+func (m *Checkpoint) ParamCount() int64 {
 	var n int64
 	for _, t := range m.Tensors {
 		n += int64(t.Elems())
@@ -195,7 +195,7 @@ func (m *Model) ParamCount() int64 {
 }
 
 // ByteCount is the total size of the tensor data.
-func (m *Model) ByteCount() int64 {
+func (m *Checkpoint) ByteCount() int64 {
 	var n int64
 	for _, t := range m.Tensors {
 		n += int64(len(t.Data))

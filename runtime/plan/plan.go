@@ -236,7 +236,7 @@ func (p *Plan) Validate() error {
 }
 
 // Check verifies that the plan was made for m (same shapes and weights).
-func (p *Plan) Check(m *model.Model) error {
+func (p *Plan) Check(m *model.Checkpoint) error {
 	id := Identify(m)
 	if p.Model.Layers != id.Layers || p.Model.Dim != id.Dim || p.Model.HiddenDim != id.HiddenDim {
 		return fmt.Errorf("plan is for %s (%d layers, dim %d, hidden %d), not %s (%d layers, dim %d, hidden %d)",
@@ -260,7 +260,7 @@ func (p *Plan) Check(m *model.Model) error {
 // format but does on the dtype. Hashing every byte of a 13 GB checkpoint
 // at every start would cost seconds; the sample still tells apart any two
 // real checkpoints.
-func Identify(m *model.Model) ModelID {
+func Identify(m *model.Checkpoint) ModelID {
 	h := sha256.New()
 	var buf [8]byte
 	for _, n := range m.Names() {

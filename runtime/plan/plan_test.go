@@ -10,7 +10,7 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
 
-func testModel(seed byte) *model.Model {
+func testModel(seed byte) *model.Checkpoint {
 	c := model.Config{Arch: "llama", Dim: 16, HiddenDim: 24, NLayers: 2, NHeads: 2, NKVHeads: 1, HeadDim: 8, VocabSize: 10, SeqLen: 8, NormEps: 1e-5, RopeTheta: 1e4, Name: "t"}
 	m := model.New(c)
 	for _, s := range c.Shapes() {
@@ -20,7 +20,7 @@ func testModel(seed byte) *model.Model {
 	return m
 }
 
-func testPlan(m *model.Model) *Plan {
+func testPlan(m *model.Checkpoint) *Plan {
 	p := &Plan{Version: Version, Model: Identify(m), Method: "uniform", Mode: ModeTopK, Selection: SelectMagnitude, Target: 0.5, Sites: Sites(&m.Config)}
 	for i := range p.Sites {
 		p.Sites[i].Sparsity = 0.5

@@ -32,7 +32,7 @@ import (
 )
 
 // stories opens stories260K and its tokenizer (skipping when absent).
-func stories(t *testing.T) (*model.Model, *tokenizer.Tokenizer) {
+func stories(t *testing.T) (*model.Checkpoint, *tokenizer.Tokenizer) {
 	t.Helper()
 	m, err := llama2c.Load(filepath.Join(testfiles.Stories260K(t), "stories260K.bin"))
 	if err != nil {
@@ -47,7 +47,7 @@ func stories(t *testing.T) (*model.Model, *tokenizer.Tokenizer) {
 }
 
 // halfPlan keeps half of every projection's inputs.
-func halfPlan(t *testing.T, m *model.Model) *plan.Plan {
+func halfPlan(t *testing.T, m *model.Checkpoint) *plan.Plan {
 	t.Helper()
 	p := &plan.Plan{Version: plan.Version, Selection: plan.SelectMagnitude, Model: plan.Identify(m), Method: "uniform", Mode: plan.ModeTopK, Target: 0.5, Sites: plan.Sites(&m.Config)}
 	for i := range p.Sites {
@@ -68,7 +68,7 @@ func halfPlan(t *testing.T, m *model.Model) *plan.Plan {
 type fixture struct {
 	s    *Server
 	ts   *httptest.Server
-	m    *model.Model
+	m    *model.Checkpoint
 	tok  *tokenizer.Tokenizer
 	half *plan.Plan // served as model "half" when the fixture has plans
 	key  string
@@ -79,11 +79,11 @@ type fixture struct {
 // Plans filled in) and shuts it down at the end of the test.
 func start(t *testing.T, cfg Config, withPlan bool) *fixture {
 	t.Helper()
-	return startOn(t, cfg, withPlan, func(*model.Model) backend.Backend { return cpu.New(0) })
+	return startOn(t, cfg, withPlan, func(*model.Checkpoint) backend.Backend { return cpu.New(0) })
 }
 
 // startOn is start on the backend newBackend makes for the model.
-func startOn(t *testing.T, cfg Config, withPlan bool, newBackend func(*model.Model) backend.Backend) *fixture {
+func startOn(t *testing.T, cfg Config, withPlan bool, newBackend func(*model.Checkpoint) backend.Backend) *fixture {
 	t.Helper()
 	m, tok := stories(t)
 	f := &fixture{m: m, tok: tok, key: cfg.APIKey}
@@ -615,7 +615,7 @@ func TestDevicePicks(t *testing.T) {
 	var hp *hostpick.Backend
 	cfg := Config{MaxBatch: 8, Queue: 64}
 	entered, release := holdScheduler(&cfg)
-	picking := startOn(t, cfg, false, func(m *model.Model) backend.Backend {
+	picking := startOn(t, cfg, false, func(m *model.Checkpoint) backend.Backend {
 		hp = &hostpick.Backend{Backend: cpu.New(0), Vocab: m.Config.VocabSize}
 		return hp
 	})

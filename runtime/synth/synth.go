@@ -87,7 +87,7 @@ type Options struct {
 // New returns a model with every tensor of cfg.Shapes() filled with random
 // values (see the package comment) encoded in dtype, and a synthetic
 // vocabulary (see Vocab). The same cfg, dtype and seed give the same bytes.
-func New(cfg model.Config, dtype model.DType, seed uint64) (*model.Model, error) {
+func New(cfg model.Config, dtype model.DType, seed uint64) (*model.Checkpoint, error) {
 	return NewWith(cfg, dtype, seed, Options{})
 }
 
@@ -103,7 +103,7 @@ type job struct {
 }
 
 // NewWith is New with options.
-func NewWith(cfg model.Config, dtype model.DType, seed uint64, opt Options) (*model.Model, error) {
+func NewWith(cfg model.Config, dtype model.DType, seed uint64, opt Options) (*model.Checkpoint, error) {
 	if err := checkDType(&cfg, dtype); err != nil {
 		return nil, err
 	}

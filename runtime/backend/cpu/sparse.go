@@ -76,7 +76,7 @@ func (c *Backend) SparseStats() (kept, seen []int64) {
 // SparseMatMul is SparseMatMuls of one product. A site that keeps every input
 // runs all rows as one dense product through the transposed weights;
 // otherwise each row selects its inputs and gathers their weight rows.
-func (c *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, rows int, s backend.Site) {
+func (c *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, rows int, s backend.Budget) {
 	m := w.(*TMat).M
 	xs, ds := d(x), d(dst)
 	if s.Dense(m.In) {
@@ -96,7 +96,7 @@ func (c *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.B
 func (c *Backend) SparseMatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
 	for _, p := range ps {
 		dst := c.sum(p, rows)
-		c.SparseMatMul(dst, p.W, x, rows, p.Site)
+		c.SparseMatMul(dst, p.W, x, rows, p.Budget)
 		c.added(p, dst, rows)
 	}
 }
@@ -105,7 +105,7 @@ func (c *Backend) SparseMatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
 // order: the K of largest score (ties broken toward lower index) or those
 // with score > Threshold; every input when s.Dense(len(x)). The score is
 // |x_j|, or |x_j|·s.Scale[j] when the site has a Scale.
-func Select(idx []int32, x []float32, s backend.Site) []int32 {
+func Select(idx []int32, x []float32, s backend.Budget) []int32 {
 	switch {
 	case s.Dense(len(x)):
 		return gather.TopK(idx, x, len(x))

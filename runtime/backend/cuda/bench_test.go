@@ -212,18 +212,18 @@ func BenchmarkSparse(b *testing.B) {
 	if smoke() {
 		reps = 2
 	}
-	dense := timeIt(g, reps, func() { g.SparseMatMul(y, w, x, 1, backend.Site{ID: -1, TopK: true, K: in}) })
+	dense := timeIt(g, reps, func() { g.SparseMatMul(y, w, x, 1, backend.Budget{ID: -1, TopK: true, K: in}) })
 	b.Run("dense", func(b *testing.B) {
 		for range b.N {
-			g.SparseMatMul(y, w, x, 1, backend.Site{ID: -1, TopK: true, K: in})
+			g.SparseMatMul(y, w, x, 1, backend.Budget{ID: -1, TopK: true, K: in})
 		}
 		g.Sync()
 		b.ReportMetric(float64(2*out*in)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 	})
 	for _, s := range []float64{0.5, 0.7, 0.8, 0.9} {
 		k := int(float64(in) * (1 - s))
-		topk := backend.Site{ID: 0, TopK: true, K: k}
-		thr := backend.Site{ID: 1, Threshold: float32(mags[in-k-1])} // keeps the k largest (no ties in random data)
+		topk := backend.Budget{ID: 0, TopK: true, K: k}
+		thr := backend.Budget{ID: 1, Threshold: float32(mags[in-k-1])} // keeps the k largest (no ties in random data)
 		// The gather alone, on the kept list of one top-k select; it adds
 		// to y (accum) so that nothing else runs.
 		g.SparseMatMul(y, w, x, 1, topk)
@@ -262,10 +262,10 @@ func BenchmarkSparse(b *testing.B) {
 	}
 }
 
-// profileSteps times 8 decode steps of e under bud op by op and prints where their
+// timeSteps times 8 decode steps of e under bud op by op and prints where their
 // device time went, a line a kind of op ("profile NAME OP ..."), for the
 // GPU check's summary.
-func profileSteps(b *testing.B, g *Backend, e *engine.Model, bud *backend.Budgets, name string) {
+func timeSteps(b *testing.B, g *Backend, e *engine.Model, bud *backend.Budgets, name string) {
 	const steps = 8
 	st := e.NewState(512, 1)
 	st.Budgets = bud
@@ -273,13 +273,13 @@ func profileSteps(b *testing.B, g *Backend, e *engine.Model, bud *backend.Budget
 	if err := st.Forward([]int{1, 2, 3, 4}, make([]float32, e.Config.VocabSize), false); err != nil {
 		b.Fatal(err)
 	}
-	g.StartProfile()
+	g.StartTiming()
 	for i := range steps {
 		if err := st.Forward([]int{(5 + i) % e.Config.VocabSize}, logits, false); err != nil {
 			b.Fatal(err)
 		}
 	}
-	kt, err := g.StopProfile()
+	kt, err := g.StopTiming()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func profileSteps(b *testing.B, g *Backend, e *engine.Model, bud *backend.Budget
 
 var (
 	llamaOnce sync.Once
-	llama     *model.Model
+	llama     *model.Checkpoint
 	llamaErr  error
 )
 
@@ -443,7 +443,7 @@ func BenchmarkDecode7B(b *testing.B) {
 						if _, err := calib.Calibrate(context.Background(), st, toks, p.Sites, plan.SelectMagnitude, 1); err != nil {
 							b.Fatal(err)
 						}
-						if bud, err = e.SiteBudgets(calib.ThresholdSites(p.Sites, nil)); err != nil {
+						if bud, err = e.SiteBudgets(calib.ThresholdBudgets(p.Sites, nil)); err != nil {
 							b.Fatal(err)
 						}
 					}
@@ -472,7 +472,7 @@ func BenchmarkDecode7B(b *testing.B) {
 			if gs := g.GraphStats(); gs.Failed > 0 {
 				b.Logf("%s: %d graph captures failed: %v", name, gs.Failed, gs.LastError)
 			}
-			profileSteps(b, g, e, bud, "Decode7B/"+name)
+			timeSteps(b, g, e, bud, "Decode7B/"+name)
 		}
 		if err := g.Close(); err != nil {
 			b.Fatal(err)
@@ -521,7 +521,7 @@ func BenchmarkDecodeFloor(b *testing.B) {
 			for i := range p.Sites {
 				p.Sites[i].Threshold = 0.5
 			}
-			bud, err = e.SiteBudgets(calib.ThresholdSites(p.Sites, nil))
+			bud, err = e.SiteBudgets(calib.ThresholdBudgets(p.Sites, nil))
 		}
 		if err != nil {
 			b.Fatal(err)

@@ -31,7 +31,7 @@ func TestHostChecks(t *testing.T) {
 		"add":        func() { b.Add(bf(0), bf(0), 0) },
 		"copy":       func() { b.Copy(bf(4), 4, bf(4), 0, 0) },
 		"embed":      func() { b.Embed(bf(0), m, nil) },
-		"sparse":     func() { b.SparseMatMul(bf(0), mt, bf(0), 0, backend.Site{ID: 3, TopK: true, K: 5}) },
+		"sparse":     func() { b.SparseMatMul(bf(0), mt, bf(0), 0, backend.Budget{ID: 3, TopK: true, K: 5}) },
 		"write none": func() { b.Write(bf(4), 4, []float32{1, 2}) },
 	}
 	for name, fn := range noops {
@@ -64,7 +64,7 @@ func TestHostChecks(t *testing.T) {
 		{"embed token", "token 172", func() { b.Embed(bf(128), m, []int{0, 172}) }},
 		{"embed negative", "token -1", func() { b.Embed(bf(128), m, []int{-1}) }},
 		{"embed short", "need 128", func() { b.Embed(bf(127), m, []int{0, 1}) }},
-		{"sparse short", "need 128", func() { b.SparseMatMul(bf(344), mt, bf(100), 2, backend.Site{TopK: true, K: 3}) }},
+		{"sparse short", "need 128", func() { b.SparseMatMul(bf(344), mt, bf(100), 2, backend.Budget{TopK: true, K: 3}) }},
 		{"read offset", "outside a buffer of 4", func() { b.Read(make([]float32, 1), bf(4), 5) }},
 		{"write offset", "outside a buffer of 4", func() { b.Write(bf(4), -1, []float32{1}) }},
 		{"pick size", "2 rows of 3 logits in a buffer of 5", func() { b.Pick(bf(5), 2, 3, []float32{0, 0}, []float32{0, 0}) }},
@@ -108,7 +108,7 @@ func TestCheckMatrix(t *testing.T) {
 func TestRefusesWeightInformed(t *testing.T) {
 	var b Backend // no device: any launch would panic on the nil device
 	mt := &Mat{DType: model.BF16, Out: 172, In: 64, Trans: true}
-	site := backend.Site{ID: 0, TopK: true, K: 5, Scale: make([]float32, 64)}
+	site := backend.Budget{ID: 0, TopK: true, K: 5, Scale: make([]float32, 64)}
 	b.SparseMatMul(&Buf{n: 172}, mt, &Buf{n: 64}, 1, site)
 	if err := b.Err(); err == nil || !strings.Contains(err.Error(), "weight-informed selection is not on CUDA yet") {
 		t.Fatalf("err %v", err)
@@ -119,8 +119,8 @@ func TestRefusesWeightInformed(t *testing.T) {
 // (backend.BudgetsChecker); others pass.
 func TestCheckBudgets(t *testing.T) {
 	var b Backend
-	ok := &backend.Budgets{Sites: []backend.Site{{ID: 0, TopK: true, K: 3}}}
-	wina := &backend.Budgets{Sites: []backend.Site{{ID: 0, TopK: true, K: 3, Scale: []float32{1, 2}}}}
+	ok := &backend.Budgets{Sites: []backend.Budget{{ID: 0, TopK: true, K: 3}}}
+	wina := &backend.Budgets{Sites: []backend.Budget{{ID: 0, TopK: true, K: 3, Scale: []float32{1, 2}}}}
 	if err := b.CheckBudgets(ok); err != nil {
 		t.Fatal(err)
 	}

@@ -87,14 +87,14 @@ type Backend struct {
 	norm         *pendingNorm      // an RMSNorm not queued yet (ops.go, flush)
 	swiglu       *pendingSwiGLU    // a SwiGLU not queued yet; at most one of the two is set
 	varsDev      cudadrv.DevicePtr // the step variables (graph.go)
-	profiling    bool              // StartProfile (profile.go)
+	timingOn    bool              // StartProfile (profile.go)
 
 	// Device-thread state: touched only inside Do/Go closures.
 	scratch [numScratch]cudadrv.DevicePtr
 	stats   cudadrv.DevicePtr // 2 uint64 per site: kept, seen
 	dFreqs  cudadrv.DevicePtr
 	graph   graphState
-	prof    profile
+	timing    timing
 	chain   chain // backend.Chainer (chain.go); issued and read are caller-side
 }
 
@@ -207,7 +207,7 @@ func (b *Backend) Close() error {
 	err := b.dev.Do(func(c *cudadrv.Ctx) error {
 		var errs []error
 		errs = append(errs, c.StreamSynchronize(b.stream))
-		errs = append(errs, b.graph.destroyAll(c), b.prof.destroyEvents(c), c.CloseBLAS(b.blas), b.chain.free(c))
+		errs = append(errs, b.graph.destroyAll(c), b.timing.destroyEvents(c), c.CloseBLAS(b.blas), b.chain.free(c))
 		for p := range b.allocs {
 			errs = append(errs, c.MemFree(p))
 		}
@@ -545,7 +545,7 @@ func (b *Backend) queueNow(tag string, f func(*cudadrv.Ctx) error) {
 	if b.err != nil {
 		return
 	}
-	if b.profiling {
+	if b.timingOn {
 		f = b.timedOp(tag, f)
 	}
 	if b.step.on {

@@ -299,7 +299,7 @@ func TestGPUMatMul(t *testing.T) {
 						x := newPair(g, c, randVec(r, rows*in))
 						y := newPair(g, c, randVec(r, rows*out))
 						if sparse { // dense site on the transposed layout
-							s := backend.Site{ID: -1, TopK: true, K: in}
+							s := backend.Budget{ID: -1, TopK: true, K: in}
 							g.SparseMatMul(y.g, gw, x.g, rows, s)
 							c.SparseMatMul(y.c, cw, x.c, rows, s)
 						} else {
@@ -357,7 +357,7 @@ func TestGPUSparseMatMul(t *testing.T) {
 				continue
 			}
 			gw, cw := upload(t, g, c, randTensor(t, r, d, out, in), true)
-			sites := []backend.Site{
+			sites := []backend.Budget{
 				{ID: 0, TopK: true, K: 1},
 				{ID: 1, TopK: true, K: in / 2},
 				{ID: 2, TopK: true, K: in - 1},
@@ -435,9 +435,9 @@ func checkGroups(t *testing.T, g *Backend, c *cpu.Backend, r *rand.Rand, groups 
 				if sparse {
 					tol = transposedTolerance(d)
 				}
-				budgets := [][]backend.Site{{}} // dense
+				budgets := [][]backend.Budget{{}} // dense
 				if sparse {
-					budgets = [][]backend.Site{
+					budgets = [][]backend.Budget{
 						{{ID: 0, TopK: true, K: in / 2}, {ID: 1, TopK: true, K: in / 5}, {ID: 2, TopK: true, K: 1}},
 						{{ID: 3, Threshold: 0.5}, {ID: 4, TopK: true, K: in / 3}, {ID: 5, TopK: true, K: in}},
 						{{ID: -1, TopK: true, K: in}, {ID: 6, Threshold: 1.1}, {ID: -1, TopK: true, K: in}},
@@ -454,7 +454,7 @@ func checkGroups(t *testing.T, g *Backend, c *cpu.Backend, r *rand.Rand, groups 
 							add := (i+rows)%2 == 1 // some products add to what the output holds
 							gp[i], cp[i] = backend.Proj{Dst: ys[i].g, W: gws[i], Add: add}, backend.Proj{Dst: ys[i].c, W: cws[i], Add: add}
 							if sparse {
-								gp[i].Site, cp[i].Site = sites[i%len(sites)], sites[i%len(sites)]
+								gp[i].Budget, cp[i].Budget = sites[i%len(sites)], sites[i%len(sites)]
 							}
 						}
 						if sparse {
@@ -466,7 +466,7 @@ func checkGroups(t *testing.T, g *Backend, c *cpu.Backend, r *rand.Rand, groups 
 						}
 						for i := range ys {
 							ys[i].check(t, g, c, fmt.Sprintf("group %s in=%d outs=%v rows=%d sparse=%v: projection %d site %+v (%s)",
-								d, in, gr.outs, rows, sparse, i, gp[i].Site, g.BLAS()), tol)
+								d, in, gr.outs, rows, sparse, i, gp[i].Budget, g.BLAS()), tol)
 						}
 					}
 				}
@@ -490,17 +490,17 @@ func TestGPUSiteTables(t *testing.T) {
 	g, c := newGPU(t), cpu.New(0)
 	r := rand.New(rand.NewPCG(13, 14))
 	gw, cw := upload(t, g, c, randTensor(t, r, model.BF16, 96, 128), true)
-	a := &backend.Budgets{Sites: []backend.Site{{ID: 0, TopK: true, K: 10}, {ID: 1, Threshold: 0.7}}}
-	b := &backend.Budgets{Sites: []backend.Site{{ID: 0, TopK: true, K: 50}, {ID: 1, Threshold: 0.2}}}
-	big := &backend.Budgets{Sites: make([]backend.Site, maxSites-2)}
+	a := &backend.Budgets{Sites: []backend.Budget{{ID: 0, TopK: true, K: 10}, {ID: 1, Threshold: 0.7}}}
+	b := &backend.Budgets{Sites: []backend.Budget{{ID: 0, TopK: true, K: 50}, {ID: 1, Threshold: 0.2}}}
+	big := &backend.Budgets{Sites: make([]backend.Budget, maxSites-2)}
 	for i := range big.Sites {
-		big.Sites[i] = backend.Site{ID: i, TopK: true, K: 1 + i%100}
+		big.Sites[i] = backend.Budget{ID: i, TopK: true, K: 1 + i%100}
 	}
 	for n, tab := range []*backend.Budgets{a, b, a, b, big, a} {
 		for i := range min(2, len(tab.Sites)) {
 			x := newPair(g, c, randVec(r, 128))
 			y := newPair(g, c, make([]float32, 96))
-			ps := []backend.Proj{{Dst: y.g, W: gw, Site: tab.Sites[i], Budgets: tab}}
+			ps := []backend.Proj{{Dst: y.g, W: gw, Budget: tab.Sites[i], Table: tab}}
 			g.SparseMatMuls(x.g, 1, ps)
 			ps[0].Dst, ps[0].W = y.c, cw
 			c.SparseMatMuls(x.c, 1, ps)
@@ -609,7 +609,7 @@ func TestGPUNormThenGroup(t *testing.T) {
 	for i, out := range outs {
 		ws[i][0], ws[i][1] = upload(t, g, c, randTensor(t, r, model.BF16, out, in), true)
 	}
-	for _, sites := range [][]backend.Site{
+	for _, sites := range [][]backend.Budget{
 		{{ID: 0, Threshold: 0.5}, {ID: 1, Threshold: 0.9}, {ID: 2, Threshold: 0.2}},
 		{{ID: -1, TopK: true, K: in}, {ID: -1, TopK: true, K: in}, {ID: -1, TopK: true, K: in}}, // dense
 		{{ID: 3, TopK: true, K: in / 3}, {ID: 4, TopK: true, K: in / 2}, {ID: 5, TopK: true, K: 7}},
@@ -622,8 +622,8 @@ func TestGPUNormThenGroup(t *testing.T) {
 			for i, out := range outs {
 				ys[i] = newPair(g, c, randVec(r, rows*out)) // what an accumulating output holds
 				add := i == 1
-				gp[i] = backend.Proj{Dst: ys[i].g, W: ws[i][0], Add: add, Site: sites[i]}
-				cp[i] = backend.Proj{Dst: ys[i].c, W: ws[i][1], Add: add, Site: sites[i]}
+				gp[i] = backend.Proj{Dst: ys[i].g, W: ws[i][0], Add: add, Budget: sites[i]}
+				cp[i] = backend.Proj{Dst: ys[i].c, W: ws[i][1], Add: add, Budget: sites[i]}
 			}
 			// Nothing between the norm and the group, as in the engine; then
 			// once more with the norm in place (dst = x).
@@ -648,14 +648,14 @@ func TestGPUNormThenGroup(t *testing.T) {
 	// still leave silu(gate) * up in gate; other sites run it as is.
 	const hidden = 172
 	dw, dc := upload(t, g, c, randTensor(t, r, model.BF16, in, hidden), true)
-	for _, site := range []backend.Site{{ID: 6, TopK: true, K: hidden / 5}, {ID: 7, Threshold: 0.3}, {ID: -1, TopK: true, K: hidden}} {
+	for _, site := range []backend.Budget{{ID: 6, TopK: true, K: hidden / 5}, {ID: 7, Threshold: 0.3}, {ID: -1, TopK: true, K: hidden}} {
 		for _, rows := range []int{1, 3} {
 			gate, up := newPair(g, c, randVec(r, rows*hidden)), newPair(g, c, randVec(r, rows*hidden))
 			y := newPair(g, c, randVec(r, rows*in)) // the residual stream the product adds to
 			g.SwiGLU(gate.g, up.g, rows*hidden)
 			c.SwiGLU(gate.c, up.c, rows*hidden)
-			g.SparseMatMuls(gate.g, rows, []backend.Proj{{Dst: y.g, W: dw, Add: true, Site: site}})
-			c.SparseMatMuls(gate.c, rows, []backend.Proj{{Dst: y.c, W: dc, Add: true, Site: site}})
+			g.SparseMatMuls(gate.g, rows, []backend.Proj{{Dst: y.g, W: dw, Add: true, Budget: site}})
+			c.SparseMatMuls(gate.c, rows, []backend.Proj{{Dst: y.c, W: dc, Add: true, Budget: site}})
 			y.check(t, g, c, fmt.Sprintf("swiglu then down, rows=%d site %+v", rows, site), 2e-2)
 			gate.check(t, g, c, fmt.Sprintf("swiglu then down, rows=%d site %+v: the swiglu", rows, site), 1e-5)
 		}

@@ -157,7 +157,7 @@ func (b *Backend) EndStep() {
 	b.step.ops = make([]func(*cudadrv.Ctx) error, 0, len(ops))
 	b.step.vars = make([]int32, 0, len(vars))
 	b.step.mu.Lock()
-	eager := b.step.eager || !b.step.graphs || len(ops) == 0 || b.profiling
+	eager := b.step.eager || !b.step.graphs || len(ops) == 0 || b.timingOn
 	b.step.mu.Unlock()
 	if b.err != nil {
 		return

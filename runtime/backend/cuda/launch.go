@@ -179,7 +179,7 @@ func gatherThrLaunch(rows int, outs []int, in, sms, vecElems int) launch {
 }
 
 // packSite encodes a site as the kernels' at_site: k, threshold, topk, 0.
-func packSite(s backend.Site) [siteBytes]byte {
+func packSite(s backend.Budget) [siteBytes]byte {
 	var b [siteBytes]byte
 	k := min(max(s.K, 0), math.MaxInt32)
 	binary.LittleEndian.PutUint32(b[0:], uint32(int32(k)))

@@ -134,12 +134,12 @@ func TestSuffixAndSparseDType(t *testing.T) {
 }
 
 func TestPackSites(t *testing.T) {
-	p := packSite(backend.Site{ID: 3, TopK: true, K: 2048, Threshold: 0.5})
+	p := packSite(backend.Budget{ID: 3, TopK: true, K: 2048, Threshold: 0.5})
 	want := [siteBytes]byte{0x00, 0x08, 0, 0, 0, 0, 0, 0x3f, 1, 0, 0, 0, 0, 0, 0, 0}
 	if p != want {
 		t.Errorf("packSite = % x, want % x", p, want)
 	}
-	p = packSite(backend.Site{ID: 0, K: -5, Threshold: 0.25})
+	p = packSite(backend.Budget{ID: 0, K: -5, Threshold: 0.25})
 	if k := int32(binary.LittleEndian.Uint32(p[0:])); k != 0 {
 		t.Errorf("negative K packed as %d", k)
 	}
@@ -152,8 +152,8 @@ func TestPackSites(t *testing.T) {
 // A site's slot is its place in its table; a site of no table, or one
 // its table does not hold, goes to the shared last slot.
 func TestTableIndex(t *testing.T) {
-	tab := &backend.Budgets{Sites: []backend.Site{{ID: 4, TopK: true, K: 3}, {ID: 5, Threshold: 0.5}, {ID: 6, TopK: true, K: 1}}}
-	big := &backend.Budgets{Sites: make([]backend.Site, maxSites)}
+	tab := &backend.Budgets{Sites: []backend.Budget{{ID: 4, TopK: true, K: 3}, {ID: 5, Threshold: 0.5}, {ID: 6, TopK: true, K: 1}}}
+	big := &backend.Budgets{Sites: make([]backend.Budget, maxSites)}
 	for i := range big.Sites {
 		big.Sites[i].ID = i
 	}
@@ -162,17 +162,17 @@ func TestTableIndex(t *testing.T) {
 		i  int
 		ok bool
 	}{
-		{backend.Proj{Site: tab.Sites[0], Budgets: tab}, 0, true},
-		{backend.Proj{Site: tab.Sites[2], Budgets: tab}, 2, true},
-		{backend.Proj{Site: backend.Site{ID: 5, Threshold: 0.25}, Budgets: tab}, 0, false}, // not the table's
-		{backend.Proj{Site: backend.Site{ID: 7, TopK: true, K: 1}, Budgets: tab}, 0, false},
-		{backend.Proj{Site: backend.Site{ID: 3}, Budgets: tab}, 0, false},
-		{backend.Proj{Site: tab.Sites[1]}, 0, false},               // no table
-		{backend.Proj{Site: big.Sites[1], Budgets: big}, 0, false}, // too big for c_sites
-		{backend.Proj{Site: backend.Site{ID: -1, TopK: true, K: 9}}, 0, false},
+		{backend.Proj{Budget: tab.Sites[0], Table: tab}, 0, true},
+		{backend.Proj{Budget: tab.Sites[2], Table: tab}, 2, true},
+		{backend.Proj{Budget: backend.Budget{ID: 5, Threshold: 0.25}, Table: tab}, 0, false}, // not the table's
+		{backend.Proj{Budget: backend.Budget{ID: 7, TopK: true, K: 1}, Table: tab}, 0, false},
+		{backend.Proj{Budget: backend.Budget{ID: 3}, Table: tab}, 0, false},
+		{backend.Proj{Budget: tab.Sites[1]}, 0, false},               // no table
+		{backend.Proj{Budget: big.Sites[1], Table: big}, 0, false}, // too big for c_sites
+		{backend.Proj{Budget: backend.Budget{ID: -1, TopK: true, K: 9}}, 0, false},
 	} {
 		if i, ok := tableIndex(tc.p); i != tc.i || ok != tc.ok {
-			t.Errorf("tableIndex(%+v) = %d, %v; want %d, %v", tc.p.Site, i, ok, tc.i, tc.ok)
+			t.Errorf("tableIndex(%+v) = %d, %v; want %d, %v", tc.p.Budget, i, ok, tc.i, tc.ok)
 		}
 	}
 }
@@ -217,14 +217,14 @@ func TestPackGroup(t *testing.T) {
 
 func TestFusable(t *testing.T) {
 	bf := func(out, in int) *Mat { return &Mat{DType: model.BF16, Out: out, In: in, Trans: true} }
-	tab := &backend.Budgets{Sites: []backend.Site{{ID: 0}, {ID: 1}, {ID: 2}, {ID: 3}}}
+	tab := &backend.Budgets{Sites: []backend.Budget{{ID: 0}, {ID: 1}, {ID: 2}, {ID: 3}}}
 	// p is a product under site id of tab; ids that tab does not hold have
 	// no table, so they take the shared slot.
 	p := func(m *Mat, id int) backend.Proj {
 		if id >= 0 && id < len(tab.Sites) {
-			return backend.Proj{W: m, Site: tab.Sites[id], Budgets: tab}
+			return backend.Proj{W: m, Budget: tab.Sites[id], Table: tab}
 		}
-		return backend.Proj{W: m, Site: backend.Site{ID: id}}
+		return backend.Proj{W: m, Budget: backend.Budget{ID: id}}
 	}
 	q, k, v, o := bf(4096, 4096), bf(1024, 4096), bf(1024, 4096), bf(4096, 11008)
 	f16 := &Mat{DType: model.F16, Out: 1024, In: 4096, Trans: true}

@@ -33,7 +33,7 @@ func uniformPlan(c *model.Config, s float64) *plan.Plan {
 // compareModel runs a 20-token prompt (prefill in chunks of 16: GEMM and
 // small-batch paths) and 8 greedy decode steps on the CPU and the GPU,
 // dense and at 50% uniform top-k, and compares every logit.
-func compareModel(t *testing.T, g *Backend, m *model.Model, tol float64) {
+func compareModel(t *testing.T, g *Backend, m *model.Checkpoint, tol float64) {
 	c := &m.Config
 	for _, sparsity := range []float64{0, 0.5} {
 		name := fmt.Sprintf("%s sparsity %.1f", m.Source, sparsity)
@@ -132,7 +132,7 @@ func TestGPUStories260K(t *testing.T) {
 // variates), then with an end token in the middle (the step queued ahead
 // is dropped) followed by a second prompt on the same state. The tokens
 // and positions must agree.
-func compareGenerate(t *testing.T, g *Backend, m *model.Model) {
+func compareGenerate(t *testing.T, g *Backend, m *model.Checkpoint) {
 	t.Helper()
 	gen := func(b backend.Backend, o sample.Options, end func(int) bool) ([]int, []int) {
 		e, err := engine.Load(b, m)
@@ -169,7 +169,7 @@ func compareGenerate(t *testing.T, g *Backend, m *model.Model) {
 
 // prefilled loads m (dense) on b and starts n sequences with room for ctx
 // tokens, in chunks of rows: sequence j runs the prompt {1+j, second}.
-func prefilled(t *testing.T, b *Backend, m *model.Model, n, ctx, rows, second int) (*engine.Model, []*engine.State) {
+func prefilled(t *testing.T, b *Backend, m *model.Checkpoint, n, ctx, rows, second int) (*engine.Model, []*engine.State) {
 	t.Helper()
 	e, err := engine.LoadWith(b, m, engine.Options{})
 	if err != nil {

@@ -467,12 +467,12 @@ type siteTables struct {
 // tableIndex is p's site's index in its table, if it has one that this
 // backend can place (of at most maxSites-1 sites, holding the site).
 func tableIndex(p backend.Proj) (int, bool) {
-	t := p.Budgets
+	t := p.Table
 	if t == nil || len(t.Sites) == 0 || len(t.Sites) > maxSites-1 {
 		return 0, false
 	}
-	i := p.Site.ID - t.Sites[0].ID
-	if i < 0 || i >= len(t.Sites) || !t.Sites[i].Equal(p.Site) {
+	i := p.Budget.ID - t.Sites[0].ID
+	if i < 0 || i >= len(t.Sites) || !t.Sites[i].Equal(p.Budget) {
 		return 0, false
 	}
 	return i, true
@@ -482,11 +482,11 @@ func tableIndex(p backend.Proj) (int, bool) {
 func (b *Backend) useSite(p backend.Proj) int {
 	i, ok := tableIndex(p)
 	if !ok {
-		return b.writeSlot(maxSites-1, p.Site)
+		return b.writeSlot(maxSites-1, p.Budget)
 	}
-	base, ok := b.tables.base[p.Budgets]
+	base, ok := b.tables.base[p.Table]
 	if !ok {
-		base = b.placeTable(p.Budgets)
+		base = b.placeTable(p.Table)
 	}
 	return base + i
 }
@@ -517,7 +517,7 @@ func (b *Backend) placeTable(t *backend.Budgets) int {
 
 // writeSlot makes slot hold s, queuing its upload if it does not, and
 // returns the slot.
-func (b *Backend) writeSlot(slot int, s backend.Site) int {
+func (b *Backend) writeSlot(slot int, s backend.Budget) int {
 	if packed := packSite(s); b.mirror[slot] != packed {
 		b.mirror[slot] = packed
 		p := packed // the closure's own copy (a variable it captures lives on the heap)
@@ -578,8 +578,8 @@ func (b *Backend) CheckBudgets(t *backend.Budgets) error {
 }
 
 // SparseMatMul is SparseMatMuls of one product.
-func (b *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, rows int, s backend.Site) {
-	b.SparseMatMuls(x, rows, []backend.Proj{{Dst: dst, W: w, Site: s}})
+func (b *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, rows int, s backend.Budget) {
+	b.SparseMatMuls(x, rows, []backend.Proj{{Dst: dst, W: w, Budget: s}})
 }
 
 // SparseMatMuls implements backend.Backend. Sites that keep every input
@@ -604,7 +604,7 @@ func (b *Backend) SparseMatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
 		return
 	}
 	for _, p := range ps {
-		if p.Site.Scale != nil && !p.Site.Dense(mat(p.W).In) {
+		if p.Budget.Scale != nil && !p.Budget.Dense(mat(p.W).In) {
 			b.fail(errWeightInformed)
 			return
 		}
@@ -613,16 +613,16 @@ func (b *Backend) SparseMatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
 	dense, topk, thr := db[:0], tb[:0], hb[:0]
 	for _, p := range ps {
 		m := mat(p.W)
-		if !p.Site.Dense(m.In) {
-			if p.Site.TopK {
+		if !p.Budget.Dense(m.In) {
+			if p.Budget.TopK {
 				topk = append(topk, p)
 			} else {
 				thr = append(thr, p)
 			}
 			continue
 		}
-		if p.Site.ID >= 0 {
-			b.countHost(p.Site.ID, rows*m.In)
+		if p.Budget.ID >= 0 {
+			b.countHost(p.Budget.ID, rows*m.In)
 		}
 		dense = append(dense, p)
 	}
@@ -650,13 +650,13 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 	maxKept := 0
 	for i, p := range ps {
 		g[i].slot = b.useSite(p)
-		if p.Site.ID >= 0 {
-			b.countStat(p.Site.ID)
-			g[i].stat = p.Site.ID
+		if p.Budget.ID >= 0 {
+			b.countStat(p.Budget.ID)
+			g[i].stat = p.Budget.ID
 		}
 		kept := in
-		if p.Site.TopK {
-			kept = p.Site.K
+		if p.Budget.TopK {
+			kept = p.Budget.K
 		}
 		maxKept = max(maxKept, kept)
 	}
@@ -673,7 +673,7 @@ func (b *Backend) sparse(x backend.Buffer, rows int, ps []backend.Proj) {
 		return
 	}
 	vec := vecAll(m.DType, g)
-	if !ps[0].Site.TopK { // threshold: no at_select
+	if !ps[0].Budget.TopK { // threshold: no at_select
 		l, f := gatherThrLaunch(rows, outs(g), in, b.info.SMs, vecElems(m.DType, vec)), b.fn["at_gather_thr_"+sfx]
 		b.zeroFor(g, rows, image, buf(x))
 		b.queue("at_gather_thr_"+sfx, func(c *cudadrv.Ctx) error {

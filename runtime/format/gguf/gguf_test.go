@@ -23,7 +23,7 @@ func testConfig() model.Config {
 
 // randModel fills every tensor cfg implies with random values: matrices in
 // dtype, norms in F32.
-func randModel(t *testing.T, cfg model.Config, dtype model.DType, seed uint64) *model.Model {
+func randModel(t *testing.T, cfg model.Config, dtype model.DType, seed uint64) *model.Checkpoint {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 7))
 	m := model.New(cfg)
@@ -72,7 +72,7 @@ func bpeVocab(n int) *model.Vocab {
 	return v
 }
 
-func writeLoad(t *testing.T, m *model.Model, dtype model.DType) *model.Model {
+func writeLoad(t *testing.T, m *model.Checkpoint, dtype model.DType) *model.Checkpoint {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "m.gguf")
 	if err := Write(m, path, dtype); err != nil {
@@ -89,7 +89,7 @@ func writeLoad(t *testing.T, m *model.Model, dtype model.DType) *model.Model {
 	return got
 }
 
-func sameTensors(t *testing.T, want, got *model.Model) {
+func sameTensors(t *testing.T, want, got *model.Checkpoint) {
 	t.Helper()
 	if len(got.Tensors) != len(want.Tensors) {
 		t.Fatalf("%d tensors, want %d", len(got.Tensors), len(want.Tensors))

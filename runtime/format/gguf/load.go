@@ -39,7 +39,7 @@ const (
 // Config.RopeScale, from this package's acttail.rope.scaling.* keys when
 // present, else by matching it against Llama-3.x's scaling parameters; a
 // tensor that matches neither is an error.
-func Load(path string) (*model.Model, error) {
+func Load(path string) (*model.Checkpoint, error) {
 	mp, err := mapFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", path, err)
@@ -54,7 +54,7 @@ func Load(path string) (*model.Model, error) {
 }
 
 // decode builds a model whose tensors are windows into data, a whole file.
-func decode(data []byte, path string) (*model.Model, error) {
+func decode(data []byte, path string) (*model.Checkpoint, error) {
 	f, err := ReadFile(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		return nil, err

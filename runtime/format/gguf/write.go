@@ -30,7 +30,7 @@ var fileTypes = map[model.DType]uint32{model.F32: 0, model.F16: 1, model.Q8_0: 7
 // stays 1e-5). Config.RopeScale is written as llama.cpp's rope_freqs tensor
 // plus acttail.rope.scaling.* keys that keep its parameters. A BPE vocabulary
 // with an empty PreTokenizer is written as "llama-bpe" and loads as "llama3".
-func Write(m *model.Model, path string, dtype model.DType) error {
+func Write(m *model.Checkpoint, path string, dtype model.DType) error {
 	if err := write(m, path, dtype); err != nil {
 		return fmt.Errorf("gguf: write %s: %w", path, err)
 	}
@@ -44,7 +44,7 @@ type outTensor struct {
 	to   model.DType
 }
 
-func write(m *model.Model, path string, dtype model.DType) error {
+func write(m *model.Checkpoint, path string, dtype model.DType) error {
 	if _, ok := fileTypes[dtype]; !ok {
 		return fmt.Errorf("unsupported dtype %s", dtype)
 	}
@@ -95,7 +95,7 @@ func write(m *model.Model, path string, dtype model.DType) error {
 
 // plan lists the tensors in the config's order with their GGUF names,
 // target types and offsets.
-func plan(m *model.Model, dtype model.DType) ([]outTensor, error) {
+func plan(m *model.Checkpoint, dtype model.DType) ([]outTensor, error) {
 	cfg := &m.Config
 	names := tensorNames(cfg)
 	var out []outTensor
@@ -142,7 +142,7 @@ func plan(m *model.Model, dtype model.DType) ([]outTensor, error) {
 }
 
 // metadata lists the key/value pairs of m's file.
-func metadata(m *model.Model, dtype model.DType) ([]KV, error) {
+func metadata(m *model.Checkpoint, dtype model.DType) ([]KV, error) {
 	c := &m.Config
 	kvs := []KV{
 		{"general.architecture", str(archLlama)},

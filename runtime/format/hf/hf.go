@@ -49,7 +49,7 @@ func IsDir(path string) bool {
 // Load reads the Llama or Mistral checkpoint in dir. Tensor data stays
 // memory-mapped until the model is closed. The vocabulary is nil when dir
 // has no tokenizer.json.
-func Load(dir string) (*model.Model, error) {
+func Load(dir string) (*model.Checkpoint, error) {
 	data, err := os.ReadFile(filepath.Join(dir, configFile))
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", dir, err)
@@ -68,7 +68,7 @@ func Load(dir string) (*model.Model, error) {
 }
 
 // loadRest fills m from dir once the config is known.
-func loadRest(m *model.Model, dir string) error {
+func loadRest(m *model.Checkpoint, dir string) error {
 	cfg := &m.Config
 	if err := loadWeights(m, dir); err != nil {
 		return err
@@ -93,7 +93,7 @@ func loadRest(m *model.Model, dir string) error {
 
 // loadWeights maps model.safetensors, or else every shard named in
 // model.safetensors.index.json, and adds their tensors to m.
-func loadWeights(m *model.Model, dir string) error {
+func loadWeights(m *model.Checkpoint, dir string) error {
 	single := filepath.Join(dir, weightsFile)
 	if _, err := os.Stat(single); err == nil {
 		return addFile(m, single, nil)
@@ -137,7 +137,7 @@ func loadWeights(m *model.Model, dir string) error {
 
 // addFile maps one safetensors file into m, registering the unmapping.
 // want lists tensors an index promises the file holds.
-func addFile(m *model.Model, path string, want []string) error {
+func addFile(m *model.Checkpoint, path string, want []string) error {
 	mf, tensors, err := openSafetensors(path)
 	if err != nil {
 		return err
@@ -195,7 +195,7 @@ func loadVocab(dir string, vocabSize int) (*model.Vocab, error) {
 // permuteQK replaces layer l's q and k projections by copies with rows in
 // the runtime's order (toHF false) or in transformers' order (toHF true).
 // Tensors absent or of the wrong shape are left for Model.Check to report.
-func permuteQK(m *model.Model, l int, toHF bool) error {
+func permuteQK(m *model.Checkpoint, l int, toHF bool) error {
 	c := &m.Config
 	for _, p := range []struct {
 		proj  model.Projection
@@ -256,7 +256,7 @@ func metaSource(r, headDim int) int {
 // same config, tensors and vocabulary; a scores-only SentencePiece
 // vocabulary gains the merges spmMerges derives. Existing files are
 // replaced atomically, so dir may be the directory m was loaded from.
-func Write(m *model.Model, dir string, dtype model.DType) error {
+func Write(m *model.Checkpoint, dir string, dtype model.DType) error {
 	if _, err := stName(dtype); err != nil {
 		return fmt.Errorf("write %s: %w", dir, err)
 	}

@@ -24,7 +24,7 @@ func testConfig(tied bool) model.Config {
 }
 
 // randomModel fills every tensor cfg needs with normal values stored as d.
-func randomModel(t testing.TB, cfg model.Config, d model.DType, seed uint64) *model.Model {
+func randomModel(t testing.TB, cfg model.Config, d model.DType, seed uint64) *model.Checkpoint {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 7))
 	m := model.New(cfg)
@@ -402,7 +402,7 @@ func TestReadHeaderValid(t *testing.T) {
 }
 
 // writeModelDir writes m to a new directory and returns it.
-func writeModelDir(t *testing.T, m *model.Model) string {
+func writeModelDir(t *testing.T, m *model.Checkpoint) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := Write(m, dir, model.F32); err != nil {

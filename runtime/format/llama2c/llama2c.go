@@ -133,7 +133,7 @@ func weightCount(c *model.Config, version int) int64 {
 
 // Load memory-maps a llama2.c checkpoint and, if a tokenizer.bin (or
 // tok<vocab>.bin) lies beside it, its vocabulary.
-func Load(path string) (*model.Model, error) {
+func Load(path string) (*model.Checkpoint, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", path, err)
@@ -176,7 +176,7 @@ type unmapper []byte
 func (u unmapper) Close() error { return syscall.Munmap(u) }
 
 // FromBytes builds a model whose tensors are windows into data.
-func fromBytes(data []byte, name string) (*model.Model, error) {
+func fromBytes(data []byte, name string) (*model.Checkpoint, error) {
 	h, err := ParseHeader(data, int64(len(data)), name)
 	if err != nil {
 		return nil, fmt.Errorf("load %s", err)
@@ -240,7 +240,7 @@ func IsCheckpoint(path string) bool {
 
 // Write stores m as a version 1 (fp32) llama2.c checkpoint. RoPE tables are
 // not part of version 1; weights of any dtype are widened to fp32.
-func Write(m *model.Model, path string) (err error) {
+func Write(m *model.Checkpoint, path string) (err error) {
 	c := m.Config
 	if err := m.Check(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)

@@ -21,8 +21,8 @@ type KernelTime struct {
 	Seconds float64 // total device time
 }
 
-// profile is the device-thread side of a profile.
-type profile struct {
+// timing is the device-thread side of a timing.
+type timing struct {
 	on      bool
 	free    []cudadrv.Event // created, unused
 	pending []timed         // recorded, not read yet
@@ -33,30 +33,30 @@ type timed struct {
 	start, end cudadrv.Event
 }
 
-// StartProfile starts timing every queued op; decode steps run op by op
+// StartTiming starts timing every queued op; decode steps run op by op
 // until StopProfile.
-func (b *Backend) StartProfile() {
+func (b *Backend) StartTiming() {
 	b.flush(nil) // the pending op goes first
 	b.outsideStep("start profile")
-	b.profiling = true
-	b.dev.Go(func(*cudadrv.Ctx) error { b.prof.on = true; return nil })
+	b.timingOn = true
+	b.dev.Go(func(*cudadrv.Ctx) error { b.timing.on = true; return nil })
 }
 
-// StopProfile waits for the work queued so far and returns the device time
+// StopTiming waits for the work queued so far and returns the device time
 // of each kind of op since StartProfile, the largest total first.
-func (b *Backend) StopProfile() ([]KernelTime, error) {
+func (b *Backend) StopTiming() ([]KernelTime, error) {
 	b.flush(nil) // the pending op goes first
 	b.outsideStep("stop profile")
-	b.profiling = false
+	b.timingOn = false
 	var out []KernelTime
 	err := b.dev.Do(func(c *cudadrv.Ctx) error {
-		b.prof.on = false
+		b.timing.on = false
 		if err := c.StreamSynchronize(b.stream); err != nil {
 			return err
 		}
 		by := map[string]*KernelTime{}
 		var errs []error
-		for _, t := range b.prof.pending {
+		for _, t := range b.timing.pending {
 			ms, err := c.EventElapsed(t.start, t.end)
 			errs = append(errs, err)
 			k := by[t.tag]
@@ -66,9 +66,9 @@ func (b *Backend) StopProfile() ([]KernelTime, error) {
 			}
 			k.Calls++
 			k.Seconds += float64(ms) / 1e3
-			b.prof.free = append(b.prof.free, t.start, t.end)
+			b.timing.free = append(b.timing.free, t.start, t.end)
 		}
-		b.prof.pending = b.prof.pending[:0]
+		b.timing.pending = b.timing.pending[:0]
 		for _, k := range by {
 			out = append(out, *k)
 		}
@@ -89,7 +89,7 @@ func (b *Backend) StopProfile() ([]KernelTime, error) {
 // timedOp wraps f in two events when profiling (on the device thread).
 func (b *Backend) timedOp(tag string, f func(*cudadrv.Ctx) error) func(*cudadrv.Ctx) error {
 	return func(c *cudadrv.Ctx) error {
-		if !b.prof.on {
+		if !b.timing.on {
 			return f(c)
 		}
 		start, err := b.event(c)
@@ -106,22 +106,22 @@ func (b *Backend) timedOp(tag string, f func(*cudadrv.Ctx) error) func(*cudadrv.
 		if err := f(c); err != nil {
 			return err
 		}
-		b.prof.pending = append(b.prof.pending, timed{tag, start, end})
+		b.timing.pending = append(b.timing.pending, timed{tag, start, end})
 		return c.EventRecord(end, b.stream)
 	}
 }
 
 func (b *Backend) event(c *cudadrv.Ctx) (cudadrv.Event, error) {
-	if n := len(b.prof.free); n > 0 {
-		e := b.prof.free[n-1]
-		b.prof.free = b.prof.free[:n-1]
+	if n := len(b.timing.free); n > 0 {
+		e := b.timing.free[n-1]
+		b.timing.free = b.timing.free[:n-1]
 		return e, nil
 	}
 	return c.EventCreate()
 }
 
 // destroyEvents frees the profile's events (Close).
-func (p *profile) destroyEvents(c *cudadrv.Ctx) error {
+func (p *timing) destroyEvents(c *cudadrv.Ctx) error {
 	var errs []error
 	for _, e := range p.free {
 		errs = append(errs, c.EventDestroy(e))

@@ -25,10 +25,10 @@ type Options struct {
 	Progress io.Writer
 }
 
-// Profile fits every linear projection of m, returning one Fit per
+// FitModel fits every linear projection of m, returning one Fit per
 // projection in plan.Sites(&m.Config) order. Cancelling ctx stops it
 // between matrices; a matrix already started runs to the end.
-func Profile(ctx context.Context, m *model.Model, o Options) ([]Fit, error) {
+func FitModel(ctx context.Context, m *model.Checkpoint, o Options) ([]Fit, error) {
 	method := o.Method
 	if method == "" {
 		method = XminKS
@@ -52,7 +52,7 @@ func Profile(ctx context.Context, m *model.Model, o Options) ([]Fit, error) {
 	for range min(workers, len(sites)) {
 		wg.Go(func() {
 			for i := range next {
-				f, err := profileSite(m, &sites[i], method)
+				f, err := fitSite(m, &sites[i], method)
 				if err != nil {
 					cancel(err)
 					return
@@ -78,8 +78,8 @@ feed:
 	return fits, nil
 }
 
-// profileSite fits one projection's weight.
-func profileSite(m *model.Model, s *plan.Site, method XminMethod) (Fit, error) {
+// fitSite fits one projection's weight.
+func fitSite(m *model.Checkpoint, s *plan.Site, method XminMethod) (Fit, error) {
 	p, err := model.ParseProjection(s.Proj)
 	if err != nil {
 		return Fit{}, err
