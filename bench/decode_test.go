@@ -117,7 +117,7 @@ func BenchmarkDecodeSparse110M(b *testing.B) {
 	}
 	for _, sp := range []float64{0.5, 0.8, 0.9} {
 		b.Run(fmt.Sprintf("s=%.1f", sp), func(b *testing.B) {
-			p := &plan.Plan{Version: plan.Version, Model: plan.Identify(m), Method: "uniform", Mode: plan.ModeTopK, Target: sp, Sites: plan.Sites(&c)}
+			p := &plan.Plan{Version: plan.Version, Selection: plan.SelectMagnitude, Model: plan.Identify(m), Method: "uniform", Mode: plan.ModeTopK, Target: sp, Sites: plan.Sites(&c)}
 			for i := range p.Sites {
 				p.Sites[i].Sparsity = sp
 				p.Sites[i].K = plan.KeepFor(sp, p.Sites[i].DIn)

@@ -50,6 +50,9 @@ type GreedyOptions struct {
 	// from Start to the last level and the refinement rounds at each level,
 	// in proportion to their estimated cost.
 	Bar *progress.Bar `json:"-"`
+	// Selection is the run-time selection the moves are scored under
+	// ("": plan.SelectMagnitude).
+	Selection plan.Selection `json:"-"`
 }
 
 // GreedyBarTotal is the count of GreedyOptions.Bar at the last level.
@@ -84,6 +87,7 @@ type greedy struct {
 	tokens []int
 	sites  []plan.Site
 	o      GreedyOptions // defaults filled in
+	scales [][]float32   // of o.Selection (engine.Model.Scales)
 	levels []float64     // o.Levels, sorted
 	total  float64       // Σ P_i over the sites
 	cur    []float64     // the allocation: a sparsity per site
@@ -148,7 +152,11 @@ func newGreedy(ctx context.Context, s *engine.State, tokens []int, sites []plan.
 	if o.Seed != nil && len(o.Seed) != len(sites) {
 		return nil, fmt.Errorf("greedy: seed has %d sites, model %d", len(o.Seed), len(sites))
 	}
-	g := &greedy{ctx: ctx, s: s, tokens: tokens, sites: sites, o: o, levels: levels, cur: make([]float64, len(sites))}
+	scales, err := s.Model().Scales(o.Selection)
+	if err != nil {
+		return nil, fmt.Errorf("greedy: %w", err)
+	}
+	g := &greedy{ctx: ctx, s: s, tokens: tokens, sites: sites, o: o, scales: scales, levels: levels, cur: make([]float64, len(sites))}
 	if o.Seed != nil {
 		copy(g.cur, o.Seed)
 	} else {
@@ -393,6 +401,9 @@ func (g *greedy) lossOn(sp []float64, toks []int) (float64, error) {
 	bs := make([]backend.Budget, len(g.sites))
 	for i, st := range g.sites {
 		bs[i] = backend.Budget{ID: i, TopK: true, K: plan.KeepFor(sp[i], st.DIn)}
+		if g.scales != nil {
+			bs[i].Scale = g.scales[i]
+		}
 	}
 	var err error
 	if g.s.Budgets, err = g.s.Model().SiteBudgets(bs); err != nil {

@@ -174,14 +174,19 @@ func Variants(o Options, g Grid) ([]Options, error) {
 }
 
 // Label names o in a sweep's tables: the method, with its ActTail
-// settings if it has them ("acttail eps=0.1 smaller-alpha-sparser").
+// settings if it has them ("acttail eps=0.1 smaller-alpha-sparser"), and
+// its selection unless that is magnitude ("uniform +wina").
 func (o Options) Label() string {
+	sel := ""
+	if s := o.selection(); s != plan.SelectMagnitude {
+		sel = " +" + string(s)
+	}
 	if sp, ok := lookup(o.Method); !ok || !sp.grid {
-		return string(o.Method)
+		return string(o.Method) + sel
 	}
 	d := alloc.LargerAlphaSparser // alloc's default
 	if o.Direction == alloc.SmallerAlphaSparser {
 		d = alloc.SmallerAlphaSparser
 	}
-	return fmt.Sprintf("%s eps=%g %s", o.Method, o.Eps, d)
+	return fmt.Sprintf("%s eps=%g %s%s", o.Method, o.Eps, d, sel)
 }

@@ -133,7 +133,7 @@ func (p *Pipeline) Calibrate(ctx context.Context, pl *plan.Plan) error {
 		return errors.New("calibrating thresholds: no calibration text")
 	}
 	pl.Calibration = &plan.Calibration{File: p.CalibFile, Tokens: len(p.calib)}
-	_, err := calib.Calibrate(ctx, p.state, p.calib, pl.Sites, p.CalibPasses)
+	_, err := calib.Calibrate(ctx, p.state, p.calib, pl.Sites, pl.Selection, p.CalibPasses)
 	return err
 }
 
@@ -141,7 +141,7 @@ func (p *Pipeline) Calibrate(ctx context.Context, pl *plan.Plan) error {
 // seeded by p.Seeds.
 func greedySearch(ctx context.Context, p *Pipeline, o Options, levels []float64) ([][]float64, error) {
 	g := p.Search
-	g.Levels = levels
+	g.Levels, g.Selection = levels, o.Selection
 	if len(levels) > 0 && (g.Start <= 0 || g.Start > levels[0]) {
 		g.Start = levels[0] * 0.6
 	}

@@ -156,6 +156,33 @@ func TestMake(t *testing.T) {
 	}
 }
 
+// A weight-informed plan names its selection and its label says it; its
+// threshold calibration and greedy search run under it.
+func TestMakeWeightInformed(t *testing.T) {
+	p, m := tinyPipeline(t)
+	p.CalibPasses = 1
+	p.Search = GreedyOptions{Step: 0.1, Refine: -1}
+	for _, o := range []Options{
+		{Method: MethodActTail, Mode: plan.ModeThreshold, Selection: plan.SelectWINAShared, Options: alloc.Options{Eps: 0.3}},
+		{Method: MethodGreedy, Mode: plan.ModeTopK, Selection: plan.SelectWINA},
+	} {
+		plans, err := p.Make(context.Background(), o, []float64{0.5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl := plans[0]
+		if err := pl.Check(m); err != nil || pl.Selection != o.Selection || !strings.HasSuffix(o.Label(), " +"+string(o.Selection)) {
+			t.Fatalf("%s: selection %q, label %q, %v", o.Method, pl.Selection, o.Label(), err)
+		}
+		if o.Mode == plan.ModeThreshold && !(pl.Sites[0].Threshold > 0) {
+			t.Errorf("%s: threshold plan not calibrated", o.Label())
+		}
+	}
+	if (Options{Method: MethodUniform}).Label() != "uniform" {
+		t.Error("magnitude selection shows in the label")
+	}
+}
+
 // Budgets hands a search its levels sorted and once each, and returns
 // its allocations in the order of the levels asked for.
 func TestBudgetsSearchOrder(t *testing.T) {

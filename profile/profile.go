@@ -20,6 +20,18 @@ type Options struct {
 	alloc.Options
 	Xmin htsr.XminMethod
 	Mode plan.Mode // plan.ModeTopK ("" too) or plan.ModeThreshold
+	// Selection ranks the inputs at run time (plan.Selection; "" is
+	// plan.SelectMagnitude). The greedy search scores its moves, and the
+	// calibration takes its thresholds, under it.
+	Selection plan.Selection
+}
+
+// selection is o.Selection, "" read as plan.SelectMagnitude.
+func (o Options) selection() plan.Selection {
+	if o.Selection == "" {
+		return plan.SelectMagnitude
+	}
+	return o.Selection
 }
 
 // sitesOf returns the plan sites of m with the heavy-tail fits filled in
@@ -61,13 +73,14 @@ func newPlan(m *model.Checkpoint, sites []plan.Site, s []float64, o Options) (*p
 		mode = plan.ModeTopK
 	}
 	p := &plan.Plan{
-		Version: plan.Version,
-		Model:   plan.Identify(m),
-		Method:  string(o.Method),
-		Mode:    mode,
-		Target:  o.Target,
-		Sites:   sites,
-		Params:  plan.Params{SMin: o.SMin, SMax: o.SMax},
+		Version:   plan.Version,
+		Model:     plan.Identify(m),
+		Method:    string(o.Method),
+		Mode:      mode,
+		Selection: o.selection(),
+		Target:    o.Target,
+		Sites:     sites,
+		Params:    plan.Params{SMin: o.SMin, SMax: o.SMax},
 	}
 	if sp.record != nil {
 		sp.record(&p.Params, o)

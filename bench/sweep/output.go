@@ -26,7 +26,7 @@ func Table(w io.Writer, rows []Row) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprint(tw, "level\tmethod\tplanned\t")
+	fmt.Fprint(tw, "level\tmethod\tplanned\tprofile s\t")
 	for _, r := range rows[0].Results {
 		fmt.Fprintf(tw, "%s ppl\tvs uniform\trealized\t", r.Data)
 	}
@@ -35,7 +35,7 @@ func Table(w io.Writer, rows []Row) error {
 	}
 	fmt.Fprintln(tw)
 	for _, row := range rows {
-		fmt.Fprintf(tw, "%.2f\t%s\t%.4f\t", row.Level, row.Label, row.Planned)
+		fmt.Fprintf(tw, "%.2f\t%s\t%.4f\t%.2f\t", row.Level, row.Label, row.Planned, row.ProfileSeconds)
 		for _, r := range row.Results {
 			fmt.Fprintf(tw, "%.4f\t%s\t%.4f\t", r.Perplexity, pct(r.VsUniform), r.Realized)
 		}
@@ -71,7 +71,7 @@ func WriteCSV(path string, rows []Row) error {
 	}
 	timed := len(rows) > 0 && rows[0].Speed != nil
 	w := csv.NewWriter(f)
-	head := []string{"level", "method", "label", "eps", "direction", "planned_sparsity", "data", "perplexity", "mean_nll", "realized_sparsity", "vs_uniform", "seconds"}
+	head := []string{"level", "method", "label", "eps", "direction", "planned_sparsity", "data", "perplexity", "mean_nll", "realized_sparsity", "vs_uniform", "seconds", "selection", "profile_seconds"}
 	if timed {
 		head = append(head, "prefill_tokens_per_s", "decode_tokens_per_s", "speedup_vs_dense", "decode_p50_ms", "decode_p99_ms", "joules_per_token", "decode_realized_sparsity")
 	}
@@ -83,7 +83,7 @@ func WriteCSV(path string, rows []Row) error {
 		}
 		for _, r := range results {
 			line := []string{ff(row.Level), row.Method, row.Label, ff(row.Eps), row.Direction, ff(row.Planned), r.Data,
-				ff(r.Perplexity), ff(r.MeanNLL), ff(r.Realized), ff(r.VsUniform), ff(r.Seconds)}
+				ff(r.Perplexity), ff(r.MeanNLL), ff(r.Realized), ff(r.VsUniform), ff(r.Seconds), row.Selection, ff(row.ProfileSeconds)}
 			if s := row.Speed; timed && s != nil {
 				line = append(line, ff(s.PrefillTPS), ff(s.DecodeTPS), ff(s.SpeedUp), ff(s.P50), ff(s.P99), ff(s.JoulesPerToken), ff(s.Realized))
 			}

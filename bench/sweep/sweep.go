@@ -15,6 +15,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/acttail/acttail-gpu/profile"
 	"github.com/acttail/acttail-gpu/profile/alloc"
@@ -36,10 +37,13 @@ type Config struct {
 	BlockAverage bool
 	SMin, SMax   float64
 	Mode         plan.Mode // plan.ModeTopK or plan.ModeThreshold
-	Ctx, Stride  int
-	Sparse       string // eval.SparseAll, SparseSecondHalf or SparseNone
-	CalibPasses  int
-	Greedy       profile.GreedyOptions // the pipeline sets Levels, Candidates, Holdout and a zero Start (profile.Pipeline.Search)
+	// Selections are the run-time rankings every method's variants run
+	// under (plan.Selection; none: magnitude alone).
+	Selections  []plan.Selection
+	Ctx, Stride int
+	Sparse      string // eval.SparseAll, SparseSecondHalf or SparseNone
+	CalibPasses int
+	Greedy      profile.GreedyOptions // the pipeline sets Levels, Candidates, Holdout and a zero Start (profile.Pipeline.Search)
 	// GreedyTokens caps the calibration tokens the greedy search scores
 	// each candidate on (0: all); thresholds still use all of them.
 	GreedyTokens int
@@ -74,15 +78,20 @@ type Result struct {
 
 // Row is one (level, method) plan and its results.
 type Row struct {
-	Level     float64    `json:"level"`
-	Method    string     `json:"method"` // "dense" or a profile.Method
-	Label     string     `json:"label"`
-	Eps       float64    `json:"eps,omitempty"`
-	Direction string     `json:"direction,omitempty"`
-	Planned   float64    `json:"planned_sparsity"` // parameter-weighted, integer k
-	Results   []Result   `json:"results"`
-	Speed     *Speed     `json:"speed,omitempty"` // nil when the sweep ran without speed
-	Plan      *plan.Plan `json:"-"`
+	Level     float64 `json:"level"`
+	Method    string  `json:"method"` // "dense" or a profile.Method
+	Label     string  `json:"label"`
+	Selection string  `json:"selection,omitempty"` // plan.Selection; "" for dense
+	Eps       float64 `json:"eps,omitempty"`
+	Direction string  `json:"direction,omitempty"`
+	Planned   float64 `json:"planned_sparsity"` // parameter-weighted, integer k
+	// ProfileSeconds is the time the pipeline took to make the plans of
+	// the row's variant at every level of the sweep together (budgets,
+	// rounding, calibration; not the heavy-tail fits, made once before).
+	ProfileSeconds float64    `json:"profile_seconds,omitempty"`
+	Results        []Result   `json:"results"`
+	Speed          *Speed     `json:"speed,omitempty"` // nil when the sweep ran without speed
+	Plan           *plan.Plan `json:"-"`
 }
 
 // Run executes the sweep. e must be loaded sparse from m; calib are the
@@ -189,19 +198,27 @@ func (r *run) build(levels []float64) (groups [][]Row, err error) {
 	}
 	base := alloc.Options{BlockAverage: r.c.BlockAverage, SMin: r.c.SMin, SMax: r.c.SMax}
 	grid := profile.Grid{Eps: r.c.Eps, Directions: r.c.Directions}
+	sels := r.c.Selections
+	if len(sels) == 0 {
+		sels = []plan.Selection{plan.SelectMagnitude}
+	}
 	for _, method := range r.c.Methods {
-		variants, err := profile.Variants(profile.Options{Method: method, Mode: r.c.Mode, Options: base}, grid)
-		if err != nil {
-			return nil, fmt.Errorf("sweep: %w", err)
-		}
-		for _, o := range variants {
-			plans, err := r.pipe.Make(r.ctx, o, levels)
+		for _, sel := range sels {
+			variants, err := profile.Variants(profile.Options{Method: method, Mode: r.c.Mode, Selection: sel, Options: base}, grid)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("sweep: %w", err)
 			}
-			for i, p := range plans {
-				groups[i] = append(groups[i], Row{Level: levels[i], Method: string(method), Label: o.Label(),
-					Eps: o.Eps, Direction: string(o.Direction), Planned: p.Realized, Plan: p})
+			for _, o := range variants {
+				start := time.Now()
+				plans, err := r.pipe.Make(r.ctx, o, levels)
+				if err != nil {
+					return nil, err
+				}
+				took := time.Since(start).Seconds()
+				for i, p := range plans {
+					groups[i] = append(groups[i], Row{Level: levels[i], Method: string(method), Label: o.Label(), Selection: string(p.Selection),
+						Eps: o.Eps, Direction: string(o.Direction), Planned: p.Realized, ProfileSeconds: took, Plan: p})
+				}
 			}
 		}
 	}
@@ -282,11 +299,12 @@ func (r *run) logRow(row *Row) {
 	r.bar.Add(1)
 }
 
-// compareToUniform fills VsUniform for the rows of one level.
+// compareToUniform fills VsUniform for the rows of one level, against
+// uniform allocation with magnitude selection (TEAL).
 func compareToUniform(group []Row) {
 	var uni *Row
 	for i := range group {
-		if group[i].Method == string(profile.MethodUniform) {
+		if group[i].Method == string(profile.MethodUniform) && (group[i].Selection == "" || group[i].Selection == string(plan.SelectMagnitude)) {
 			uni = &group[i]
 		}
 	}

@@ -37,6 +37,13 @@ func tinySweepWith(t *testing.T, data []Data, speed SpeedOptions) []Row {
 // tinySweepOn is tinySweepWith on backend b.
 func tinySweepOn(t *testing.T, data []Data, speed SpeedOptions, b backend.Backend) []Row {
 	t.Helper()
+	return tinySweepConfig(t, data, b, func(c *Config) { c.Speed = speed })
+}
+
+// tinySweepConfig is the tiny sweep on backend b with its config changed
+// by set.
+func tinySweepConfig(t *testing.T, data []Data, b backend.Backend, set func(*Config)) []Row {
+	t.Helper()
 	cfg := model.Config{Arch: "llama", Dim: 64, HiddenDim: 96, NLayers: 2, NHeads: 4, NKVHeads: 2, HeadDim: 16,
 		VocabSize: 97, SeqLen: 64, NormEps: 1e-5, RopeTheta: 10000}
 	m, err := synth.New(cfg, model.F32, 3)
@@ -55,8 +62,8 @@ func tinySweepOn(t *testing.T, data []Data, speed SpeedOptions, b backend.Backen
 		Levels: []float64{0.5, 0, 0.8}, Methods: []profile.Method{profile.MethodUniform, profile.MethodActTail}, Eps: []float64{0.3},
 		Directions: []alloc.Direction{alloc.LargerAlphaSparser}, SMax: alloc.DefaultSMax, Mode: plan.ModeTopK,
 		Ctx: 32, Sparse: eval.SparseSecondHalf,
-		Speed: speed,
 	}
+	set(&c)
 	var log bytes.Buffer
 	rows, err := Run(context.Background(), e, m, nil, data, fits, c, &log)
 	if err != nil {
@@ -306,3 +313,31 @@ func (m *fakeMeter) Stop() (power.Reading, error) {
 	return power.Reading{Joules: m.joules, Seconds: 1, Method: "fake"}, nil
 }
 func (m *fakeMeter) Name() string { return "fake" }
+
+// Every method runs under each selection; a row is compared with uniform
+// under magnitude selection (TEAL), and says its selection.
+func TestSelections(t *testing.T) {
+	ids := make([]int, 80)
+	for i := range ids {
+		ids[i] = (i * 7) % 97
+	}
+	data := []Data{{Name: "t", Tokens: ids}}
+	rows := tinySweepConfig(t, data, cpu.New(1), func(c *Config) {
+		c.Levels, c.Selections = []float64{0.6}, []plan.Selection{plan.SelectMagnitude, plan.SelectWINAShared}
+	})
+	var labels []string
+	for _, r := range rows {
+		labels = append(labels, r.Label)
+		vs := r.Results[0].VsUniform
+		if isRef := r.Label == "uniform"; isRef != math.IsNaN(vs) {
+			t.Errorf("%s: vs uniform %g", r.Label, vs)
+		}
+		if r.Plan != nil && string(r.Plan.Selection) != r.Selection {
+			t.Errorf("%s: row selection %q, plan's %q", r.Label, r.Selection, r.Plan.Selection)
+		}
+	}
+	want := []string{"uniform", "uniform +wina-shared", "acttail eps=0.3 larger-alpha-sparser", "acttail eps=0.3 larger-alpha-sparser +wina-shared"}
+	if !slices.Equal(labels, want) {
+		t.Fatalf("rows %q, want %q", labels, want)
+	}
+}

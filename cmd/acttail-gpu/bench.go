@@ -25,7 +25,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var pf planFlags
 	var bf benchFlags
 	bf.register(fs)
-	pf.register(fs)
+	pf.register(fs, plan.SelectMagnitude)
 	fs.Lookup("method").Hidden = true
 	if err := parse(fs, args); err != nil {
 		return err
@@ -54,7 +54,7 @@ type benchFlags struct {
 	isSweep, speed, replot             bool
 	calibPath, sparseTokens            string
 	outDir, plotExt                    string
-	data, methods, dirs                []string
+	data, methods, dirs, selections    []string
 	levels, epsList                    []float64
 	evalCtx, stride, maxEval           int
 	greedyStep                         float64
@@ -69,6 +69,7 @@ func (f *benchFlags) register(fs *flagSet) {
 	fs.StringArrayVar(&f.data, "data", nil, "evaluation text; repeat for several (none: a speed-only sweep)")
 	fs.Float64SliceVar(&f.levels, "levels", []float64{0, 0.5, 0.6, 0.7, 0.8, 0.9}, "sparsity levels (0 is the dense baseline)")
 	fs.StringSliceVar(&f.methods, "methods", []string{"uniform", "acttail", "greedy"}, "allocation methods: uniform, acttail, greedy")
+	fs.StringSliceVar(&f.selections, "selections", nil, "run-time input rankings to run every method under: magnitude, wina, wina-shared (none: --selection)")
 	fs.Float64SliceVar(&f.epsList, "eps-list", []float64{0.1, 0.3, 0.5}, "ActTail ε values")
 	fs.StringSliceVar(&f.dirs, "directions", []string{string(alloc.LargerAlphaSparser), string(alloc.SmallerAlphaSparser)}, "ActTail directions to run")
 	fs.IntVar(&f.evalCtx, "ctx", 256, "perplexity window length")
@@ -140,9 +141,20 @@ func (f *benchFlags) config(pf *planFlags) (sweep.Config, htsr.XminMethod, error
 	if err != nil {
 		return cfg, "", err
 	}
+	selections := []plan.Selection{opts.Selection}
+	if len(f.selections) > 0 {
+		selections = nil
+		for _, s := range f.selections {
+			sel, err := plan.ParseSelection(s)
+			if err != nil {
+				return cfg, "", fmt.Errorf("--selections: %w", err)
+			}
+			selections = append(selections, sel)
+		}
+	}
 	cfg = sweep.Config{
 		Levels: f.levels, Methods: methods, Eps: f.epsList, Directions: directions, BlockAverage: pf.blockAverage,
-		SMin: pf.sMin, SMax: pf.sMax, Mode: opts.Mode, Ctx: f.evalCtx, Stride: f.stride, Sparse: f.sparseTokens, CalibPasses: f.passes,
+		SMin: pf.sMin, SMax: pf.sMax, Mode: opts.Mode, Selections: selections, Ctx: f.evalCtx, Stride: f.stride, Sparse: f.sparseTokens, CalibPasses: f.passes,
 		Greedy:       profile.GreedyOptions{Step: f.greedyStep, Refine: f.greedyRefine, SMax: pf.sMax},
 		GreedyTokens: f.greedyTokens,
 	}

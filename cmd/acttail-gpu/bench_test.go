@@ -50,6 +50,8 @@ func TestBenchBadFlags(t *testing.T) {
 	}{
 		{[]string{"--levels", "1.5"}, "outside [0, 1)"},
 		{[]string{"--methods", "foo"}, "--methods"},
+		{[]string{"--selections", "magnitude,l1"}, `--selections: unknown selection "l1"`},
+		{[]string{"--selection", "l1"}, "--selection"},
 		{[]string{"--plot-format", "gif"}, "--plot-format"},
 		{[]string{"--speed=false"}, "--data"},
 		{[]string{"--mode", "threshold"}, "--calib"},

@@ -215,7 +215,8 @@ func TestProfilePlanErrors(t *testing.T) {
 	if code, out, errs := cli(t, "profile", "--model", stories(t), "--calib", calib, "--target", "0.5", "--method", "uniform", "--out", p); code != 0 {
 		t.Fatalf("profile: exit %d: %s %s", code, out, errs)
 	}
-	if code, out, errs := cli(t, "profile", "show", p); code != 0 || !strings.Contains(out, "down") {
+	// the default selection is magnitude (it runs on CUDA too), and the plan names it
+	if code, out, errs := cli(t, "profile", "show", p); code != 0 || !strings.Contains(out, "down") || !strings.Contains(out, "selection magnitude\n") {
 		t.Fatalf("show: exit %d: %s %s", code, out, errs)
 	}
 	checkPlot(t, p)
@@ -236,6 +237,7 @@ func TestProfilePlanErrors(t *testing.T) {
 		{[]string{"profile", "--model", stories(t), "--calib", calib, "--target", "-0.1", "--out", filepath.Join(dir, "x.json")}, "target"},
 		{[]string{"profile", "--model", stories(t), "--calib", short, "--target", "0.5", "--out", filepath.Join(dir, "x.json")}, "shorter than one window"},
 		{[]string{"profile", "--model", stories(t), "--calib", calib, "--method", "magic", "--out", filepath.Join(dir, "x.json")}, "method"},
+		{[]string{"profile", "--model", stories(t), "--calib", calib, "--selection", "l1", "--out", filepath.Join(dir, "x.json")}, "--selection"},
 		{[]string{"eval", "--model", other, "--data", calib, "--plan", p}, "weights differ"},
 		{[]string{"eval", "--model", stories(t), "--data", calib, "--plan", bad}, "not a plan file"},
 		{[]string{"generate", "--model", stories(t), "--plan", filepath.Join(dir, "missing.json")}, "no such file"},

@@ -56,9 +56,37 @@ func TestQuantileMatchesSorted(t *testing.T) {
 	}
 }
 
+// AddScaled counts what Add counts of the products x_j·scale_j.
+func TestAddScaled(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 2))
+	const rows, width = 7, 33
+	xs, scale, prod := make([]float32, rows*width), make([]float32, width), make([]float32, rows*width)
+	for j := range scale {
+		scale[j] = float32(r.Float64() * 3)
+	}
+	scale[5] = 0
+	for i := range xs {
+		xs[i] = float32(r.NormFloat64())
+		prod[i] = xs[i] * scale[i%width]
+	}
+	var a, b Hist
+	a.AddScaled(xs, scale)
+	b.Add(prod)
+	if a != b {
+		t.Fatal("AddScaled differs from Add of the products")
+	}
+}
+
 // Thresholds calibrated on text realize the planned sparsity on that text
-// within ±2% (the bar), per site.
+// within ±2% (the bar), per site, under every selection: the
+// thresholds of a weight-informed plan are quantiles of its scores.
 func TestThresholdRealizesPlanOnCalibrationText(t *testing.T) {
+	for _, sel := range plan.Selections() {
+		t.Run(string(sel), func(t *testing.T) { testThresholdRealizes(t, sel) })
+	}
+}
+
+func testThresholdRealizes(t *testing.T, sel plan.Selection) {
 	m := testmodel.Stories260K(t)
 	defer m.Close()
 	tok, err := tokenizer.New(m.Vocab)
@@ -77,13 +105,13 @@ func TestThresholdRealizesPlanOnCalibrationText(t *testing.T) {
 	}
 	s := e.NewState(256, 64)
 	r := rand.New(rand.NewPCG(3, 3))
-	p := &plan.Plan{Version: plan.Version, Model: plan.Identify(m), Method: "random", Mode: plan.ModeThreshold, Target: 0.5, Sites: plan.Sites(&m.Config)}
+	p := &plan.Plan{Version: plan.Version, Selection: sel, Model: plan.Identify(m), Method: "random", Mode: plan.ModeThreshold, Target: 0.5, Sites: plan.Sites(&m.Config)}
 	for i := range p.Sites {
 		p.Sites[i].Sparsity = 0.3 + 0.6*r.Float64()
 		p.Sites[i].K = plan.KeepFor(p.Sites[i].Sparsity, p.Sites[i].DIn)
 	}
 	bar := progress.New(nil, 0, "")
-	rec, err := Calibrate(progress.NewContext(context.Background(), bar), s, ids, p.Sites, 3)
+	rec, err := Calibrate(progress.NewContext(context.Background(), bar), s, ids, p.Sites, sel, 3)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -134,6 +134,15 @@ type Picker interface {
 	Pick(logits Buffer, rows, n int, temps, us []float32) []int
 }
 
+// BudgetsChecker is a Backend that cannot run every table of budgets.
+// engine.Model.SiteBudgets asks it when a table is made, so that a table
+// it cannot run is refused there, with an error, and not by a sticky
+// device error at its first product (which would stop every sequence
+// sharing the backend).
+type BudgetsChecker interface {
+	CheckBudgets(t *Budgets) error
+}
+
 // Chainer is a Picker whose pick can stay on the device and feed the next
 // decode step, so that the step is queued before the host has the token:
 // the device goes from one step to the next without waiting for the host,
@@ -180,6 +189,11 @@ type Budget struct {
 	TopK      bool
 	K         int
 	Threshold float32
+	// Scale, when set (one value per input), makes the selection
+	// weight-informed: input j is ranked, and compared with Threshold, by
+	// |x_j|·Scale[j] (the weight's column norm, plan.SelectWINA) instead
+	// of |x_j|. The products still use x itself. Shared, never written.
+	Scale []float32
 }
 
 // Budgets is one run's activation budgets: a Budget per plan site, in plan
@@ -219,6 +233,14 @@ func (s Budget) Dense(din int) bool {
 		return s.K >= din
 	}
 	return s.Threshold <= 0
+}
+
+// Equal reports whether s and o are the same budget: equal fields, and
+// the same Scale (by identity: the sites of a table share their scale
+// vectors, which are never written).
+func (s Budget) Equal(o Budget) bool {
+	sameScale := len(s.Scale) == len(o.Scale) && (len(s.Scale) == 0 || &s.Scale[0] == &o.Scale[0])
+	return s.ID == o.ID && s.TopK == o.TopK && s.K == o.K && s.Threshold == o.Threshold && sameScale
 }
 
 // ModeName is "topk" or "threshold".

@@ -30,6 +30,10 @@ type Model struct {
 	// sparse: the projections were uploaded for SparseMatMul, so a state
 	// may run under budgets.
 	sparse bool
+	// src is the checkpoint, for the column norms of weight-informed
+	// budgets (Scales), made on first use.
+	src    *model.Checkpoint
+	scales scaleCache
 }
 
 // Options control Load.
@@ -61,7 +65,7 @@ func LoadWith(b backend.Backend, m *model.Checkpoint, o Options) (*Model, error)
 		return nil, err
 	}
 	cfg := m.Config
-	e := &Model{Config: cfg, Backend: b, layers: make([]layer, cfg.NLayers), freqs: RopeFreqs(&cfg), sparse: o.Sparse}
+	e := &Model{Config: cfg, Backend: b, layers: make([]layer, cfg.NLayers), freqs: RopeFreqs(&cfg), sparse: o.Sparse, src: m}
 	up := func(name string) (backend.Weight, error) {
 		upload := b.Upload
 		if o.Sparse && len(m.Tensors[name].Shape) == 2 && name != model.NameEmbed && name != model.NameOutput {

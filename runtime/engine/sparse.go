@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/acttail/acttail-gpu/runtime/backend"
 	"github.com/acttail/acttail-gpu/runtime/model"
@@ -30,14 +31,130 @@ func (m *Model) Budgets(p *plan.Plan, mode plan.Mode) (*backend.Budgets, error) 
 	if len(p.Sites) != len(want) {
 		return nil, fmt.Errorf("budgets: %d sites for a model with %d", len(p.Sites), len(want))
 	}
+	scales, err := m.Scales(p.Selection)
+	if err != nil {
+		return nil, fmt.Errorf("budgets: %w", err)
+	}
 	sites := make([]backend.Budget, len(p.Sites))
 	for i, s := range p.Sites {
 		if s.DIn != want[i].DIn || s.DOut != want[i].DOut {
 			return nil, fmt.Errorf("budgets: site %d (layer %d %s) is %d×%d, the model's is %d×%d", i, s.Layer, s.Proj, s.DOut, s.DIn, want[i].DOut, want[i].DIn)
 		}
 		sites[i] = backend.Budget{ID: i, TopK: mode == plan.ModeTopK, K: s.K, Threshold: s.Threshold}
+		if scales != nil {
+			sites[i].Scale = scales[i]
+		}
 	}
 	return m.SiteBudgets(sites)
+}
+
+// Scales returns the score scale of every plan site under selection sel
+// (backend.Site.Scale): nil for plan.SelectMagnitude ("" too); for the
+// weight-informed selections the column norms ‖W[:,j]‖₂ of each site's
+// weight (plan.SelectWINA), or of the stacked weights of the sites that
+// share its input (plan.SelectWINAShared: q/k/v, gate/up; the sites of a
+// group then share one slice). They are computed in float64 from the
+// checkpoint once, on first use, and shared by every table after: never
+// write them.
+func (m *Model) Scales(sel plan.Selection) ([][]float32, error) {
+	switch sel {
+	case "", plan.SelectMagnitude:
+		return nil, nil
+	case plan.SelectWINA, plan.SelectWINAShared:
+	default:
+		_, err := plan.ParseSelection(string(sel))
+		return nil, err
+	}
+	return m.scales.get(sel, func() ([][]float32, error) { return columnNorms(m.src, sel == plan.SelectWINAShared) })
+}
+
+// scaleCache holds the scales of each weight-informed selection, made once.
+type scaleCache struct {
+	mu  sync.Mutex
+	got map[plan.Selection][][]float32
+}
+
+func (c *scaleCache) get(sel plan.Selection, build func() ([][]float32, error)) ([][]float32, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s, ok := c.got[sel]; ok {
+		return s, nil
+	}
+	s, err := build()
+	if err != nil {
+		return nil, err
+	}
+	if c.got == nil {
+		c.got = map[plan.Selection][][]float32{}
+	}
+	c.got[sel] = s
+	return s, nil
+}
+
+// columnNorms is ‖W[:,j]‖₂ for every input j of every projection of src,
+// in plan site order; with shared, the norm over the stacked weights of
+// the projections that read the same input (the square root of the sum
+// of their squared column norms), one slice for the group.
+func columnNorms(src *model.Checkpoint, shared bool) ([][]float32, error) {
+	if src == nil {
+		return nil, errors.New("weight-informed selection: the model has no checkpoint to take column norms from")
+	}
+	c := &src.Config
+	out := make([][]float32, c.NLayers*int(model.NumProjections))
+	for l := range c.NLayers {
+		var sq [model.NumProjections][]float64
+		for p := range model.NumProjections {
+			name := model.ProjName(l, p)
+			t, ok := src.Tensors[name]
+			if !ok {
+				return nil, fmt.Errorf("column norms: no tensor %s", name)
+			}
+			w, err := t.Float32()
+			if err != nil {
+				return nil, fmt.Errorf("column norms of %s: %w", name, err)
+			}
+			in := t.Shape[1]
+			s := make([]float64, in)
+			for o := range t.Shape[0] {
+				for j, v := range w[o*in : (o+1)*in] {
+					s[j] += float64(v) * float64(v)
+				}
+			}
+			sq[p] = s
+		}
+		for p := range model.NumProjections {
+			lead := p
+			if shared {
+				lead = groupLead(p)
+			}
+			i := plan.Index(l, p)
+			if lead != p {
+				out[i] = out[plan.Index(l, lead)]
+				continue
+			}
+			n := make([]float32, len(sq[p]))
+			for j := range n {
+				v := sq[p][j]
+				for q := p + 1; shared && q < model.NumProjections && groupLead(q) == p; q++ {
+					v += sq[q][j]
+				}
+				n[j] = float32(math.Sqrt(v))
+			}
+			out[i] = n
+		}
+	}
+	return out, nil
+}
+
+// groupLead is the first projection of the group that reads p's input.
+func groupLead(p model.Projection) model.Projection {
+	switch p {
+	case model.ProjK, model.ProjV:
+		return model.ProjQ
+	case model.ProjUp:
+		return model.ProjGate
+	}
+	return p
 }
 
 // SiteBudgets makes a table of run-time budgets from sites (one per plan
@@ -60,6 +177,11 @@ func (m *Model) checkBudgets(t *backend.Budgets) error {
 		return errors.New("budgets: the model was loaded dense; load it with Options.Sparse")
 	case len(t.Sites) != n:
 		return fmt.Errorf("budgets: %d sites for a model with %d", len(t.Sites), n)
+	}
+	if c, ok := m.Backend.(backend.BudgetsChecker); ok {
+		if err := c.CheckBudgets(t); err != nil {
+			return fmt.Errorf("budgets on %s: %w", m.Backend.Name(), err)
+		}
 	}
 	return nil
 }

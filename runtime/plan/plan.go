@@ -19,8 +19,10 @@ import (
 	"github.com/acttail/acttail-gpu/runtime/model"
 )
 
-// Version is the plan file format this package writes and reads.
-const Version = 1
+// Version is the plan file format this package writes. It reads it and
+// every older one: version 1 had no Selection, and reads as
+// SelectMagnitude.
+const Version = 2
 
 // Mode is how a budget is applied at run time.
 type Mode string
@@ -44,6 +46,42 @@ func ParseMode(s string) (Mode, error) {
 	return "", fmt.Errorf("unknown mode %q (want %s or %s)", s, ModeTopK, ModeThreshold)
 }
 
+// Selection is how a site ranks its inputs before keeping the top K (or
+// those above Threshold): by score |x_j|, or by |x_j|·‖W[:,j]‖₂ with the
+// column norms of the projection's weight (WINA, Chen et al. 2025). The
+// norms come from the weights at run time (engine.Model.Budgets), which
+// the plan's fingerprint pins; thresholds are in units of the score.
+type Selection string
+
+// Selections.
+const (
+	// SelectMagnitude scores input j by |x_j| (TEAL, ActTail).
+	SelectMagnitude Selection = "magnitude"
+	// SelectWINA scores input j of a projection by |x_j|·‖W[:,j]‖₂, its
+	// own weight's column norm.
+	SelectWINA Selection = "wina"
+	// SelectWINAShared scores input j by |x_j| times the column norm of
+	// the stacked weights of the projections that share the input
+	// (q/k/v, gate/up; o and down alone), so that one ranking serves the
+	// group.
+	SelectWINAShared Selection = "wina-shared"
+)
+
+// Selections lists the selections.
+func Selections() []Selection {
+	return []Selection{SelectMagnitude, SelectWINA, SelectWINAShared}
+}
+
+// ParseSelection reads a selection's name; the flags and the plan loader
+// both use it.
+func ParseSelection(s string) (Selection, error) {
+	switch v := Selection(s); v {
+	case SelectMagnitude, SelectWINA, SelectWINAShared:
+		return v, nil
+	}
+	return "", fmt.Errorf("unknown selection %q (want %s, %s or %s)", s, SelectMagnitude, SelectWINA, SelectWINAShared)
+}
+
 // Plan is one model's sparsity allocation.
 type Plan struct {
 	Version int `json:"version"`
@@ -55,6 +93,9 @@ type Plan struct {
 	Params Params `json:"params"`
 	// Mode is ModeTopK or ModeThreshold.
 	Mode Mode `json:"mode"`
+	// Selection ranks the inputs (since version 2; Decode fills in
+	// SelectMagnitude for version 1).
+	Selection Selection `json:"selection"`
 	// Target is the parameter-weighted mean sparsity asked for; Realized is
 	// what the integer K values give.
 	Target   float64 `json:"target"`
@@ -158,9 +199,15 @@ func Index(layer int, p model.Projection) int { return layer*int(model.NumProjec
 // Validate checks the plan's structure on its own.
 func (p *Plan) Validate() error {
 	if p.Version != Version {
-		return fmt.Errorf("plan version %d; this build reads version %d", p.Version, Version)
+		return fmt.Errorf("plan version %d; this build reads versions 1 to %d", p.Version, Version)
 	}
 	if _, err := ParseMode(string(p.Mode)); err != nil {
+		return fmt.Errorf("plan: %w", err)
+	}
+	if p.Selection == "" {
+		return fmt.Errorf("plan version %d has no selection (want %s, %s or %s)", p.Version, SelectMagnitude, SelectWINA, SelectWINAShared)
+	}
+	if _, err := ParseSelection(string(p.Selection)); err != nil {
 		return fmt.Errorf("plan: %w", err)
 	}
 	if !(p.Target >= 0 && p.Target < 1) {
@@ -256,7 +303,8 @@ func Load(path string) (*Plan, error) {
 	return p, nil
 }
 
-// Decode reads and validates a plan from r.
+// Decode reads and validates a plan from r, of this version or an older
+// one (upgraded in memory: see Version).
 func Decode(r io.Reader) (*Plan, error) {
 	dec := json.NewDecoder(r)
 	dec.DisallowUnknownFields()
@@ -266,6 +314,12 @@ func Decode(r io.Reader) (*Plan, error) {
 	}
 	if dec.More() {
 		return nil, errors.New("trailing data after the plan")
+	}
+	if p.Version == 1 {
+		if p.Selection != "" {
+			return nil, fmt.Errorf("plan version 1 has selection %q; selections came with version 2", p.Selection)
+		}
+		p.Version, p.Selection = Version, SelectMagnitude
 	}
 	if err := p.Validate(); err != nil {
 		return nil, err

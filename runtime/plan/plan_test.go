@@ -21,7 +21,7 @@ func testModel(seed byte) *model.Checkpoint {
 }
 
 func testPlan(m *model.Checkpoint) *Plan {
-	p := &Plan{Version: Version, Model: Identify(m), Method: "uniform", Mode: ModeTopK, Target: 0.5, Sites: Sites(&m.Config)}
+	p := &Plan{Version: Version, Model: Identify(m), Method: "uniform", Mode: ModeTopK, Selection: SelectMagnitude, Target: 0.5, Sites: Sites(&m.Config)}
 	for i := range p.Sites {
 		p.Sites[i].Sparsity = 0.5
 		p.Sites[i].K = KeepFor(0.5, p.Sites[i].DIn)
@@ -70,6 +70,8 @@ func TestMalformed(t *testing.T) {
 	for name, mut := range map[string]func(*Plan){
 		"version":   func(p *Plan) { p.Version = 9 },
 		"mode":      func(p *Plan) { p.Mode = "random" },
+		"selection": func(p *Plan) { p.Selection = "norm" },
+		"no select": func(p *Plan) { p.Selection = "" },
 		"target":    func(p *Plan) { p.Target = 1 },
 		"sites":     func(p *Plan) { p.Sites = p.Sites[:3] },
 		"order":     func(p *Plan) { p.Sites[0], p.Sites[1] = p.Sites[1], p.Sites[0] },
@@ -110,6 +112,38 @@ func FuzzDecode(f *testing.F) {
 			t.Fatal("Decode returned an invalid plan")
 		}
 	})
+}
+
+// A version 1 file (no selection) loads as magnitude selection; a
+// version 2 file must name its selection, and a version 1 file may not.
+func TestDecodeVersions(t *testing.T) {
+	v2, err := json.Marshal(testPlan(testModel(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := strings.Replace(strings.Replace(string(v2), `"version":2`, `"version":1`, 1), `"selection":"magnitude",`, "", 1)
+	p, err := Decode(strings.NewReader(v1))
+	if err != nil {
+		t.Fatalf("version 1: %v", err)
+	}
+	if p.Version != Version || p.Selection != SelectMagnitude {
+		t.Fatalf("version 1 read as version %d, selection %q", p.Version, p.Selection)
+	}
+	for name, tc := range map[string]struct{ json, want string }{
+		"v2 without selection": {strings.Replace(string(v2), `"selection":"magnitude",`, "", 1), "has no selection"},
+		"v2 bad selection":     {strings.Replace(string(v2), `"selection":"magnitude"`, `"selection":"l1"`, 1), `unknown selection "l1"`},
+		"v1 with selection":    {strings.Replace(string(v2), `"version":2`, `"version":1`, 1), "came with version 2"},
+		"v3":                   {strings.Replace(string(v2), `"version":2`, `"version":3`, 1), "versions 1 to 2"},
+	} {
+		if _, err := Decode(strings.NewReader(tc.json)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", name, err, tc.want)
+		}
+	}
+	for _, s := range Selections() {
+		if got, err := ParseSelection(string(s)); err != nil || got != s {
+			t.Errorf("ParseSelection(%q) = %q, %v", s, got, err)
+		}
+	}
 }
 
 // ParseMode reads the two modes and refuses anything else, naming both.

@@ -47,7 +47,7 @@ func stories(t *testing.T) (*model.Checkpoint, *tokenizer.Tokenizer) {
 // halfPlan keeps half of every projection's inputs.
 func halfPlan(t *testing.T, m *model.Checkpoint) *plan.Plan {
 	t.Helper()
-	p := &plan.Plan{Version: plan.Version, Model: plan.Identify(m), Method: "uniform", Mode: plan.ModeTopK, Target: 0.5, Sites: plan.Sites(&m.Config)}
+	p := &plan.Plan{Version: plan.Version, Selection: plan.SelectMagnitude, Model: plan.Identify(m), Method: "uniform", Mode: plan.ModeTopK, Target: 0.5, Sites: plan.Sites(&m.Config)}
 	for i := range p.Sites {
 		s := &p.Sites[i]
 		s.Sparsity = 0.5

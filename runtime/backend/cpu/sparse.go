@@ -102,12 +102,17 @@ func (c *Backend) SparseMatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
 }
 
 // Select appends to idx the inputs of x that site s keeps, in increasing
-// order: the K of largest |x| (ties broken toward lower index) or those
-// with |x| > Threshold; every input when s.Dense(len(x)).
+// order: the K of largest score (ties broken toward lower index) or those
+// with score > Threshold; every input when s.Dense(len(x)). The score is
+// |x_j|, or |x_j|·s.Scale[j] when the site has a Scale.
 func Select(idx []int32, x []float32, s backend.Budget) []int32 {
 	switch {
 	case s.Dense(len(x)):
 		return gather.TopK(idx, x, len(x))
+	case s.Scale != nil && s.TopK:
+		return gather.TopKScaled(idx, x, s.Scale, s.K)
+	case s.Scale != nil:
+		return gather.ThresholdScaled(idx, x, s.Scale, s.Threshold)
 	case s.TopK:
 		return gather.TopK(idx, x, s.K)
 	}

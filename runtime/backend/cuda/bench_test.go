@@ -440,10 +440,10 @@ func BenchmarkDecode7B(b *testing.B) {
 						for i := range toks {
 							toks[i] = (7919*i + 13) % c.VocabSize
 						}
-						if _, err := calib.Calibrate(context.Background(), st, toks, p.Sites, 1); err != nil {
+						if _, err := calib.Calibrate(context.Background(), st, toks, p.Sites, plan.SelectMagnitude, 1); err != nil {
 							b.Fatal(err)
 						}
-						if bud, err = e.SiteBudgets(calib.ThresholdBudgets(p.Sites)); err != nil {
+						if bud, err = e.SiteBudgets(calib.ThresholdBudgets(p.Sites, nil)); err != nil {
 							b.Fatal(err)
 						}
 					}
@@ -521,7 +521,7 @@ func BenchmarkDecodeFloor(b *testing.B) {
 			for i := range p.Sites {
 				p.Sites[i].Threshold = 0.5
 			}
-			bud, err = e.SiteBudgets(calib.ThresholdBudgets(p.Sites))
+			bud, err = e.SiteBudgets(calib.ThresholdBudgets(p.Sites, nil))
 		}
 		if err != nil {
 			b.Fatal(err)

@@ -102,3 +102,29 @@ func TestCheckMatrix(t *testing.T) {
 		}
 	}
 }
+
+// Budgets with weight-informed scores are refused with a sticky error,
+// before any device call, rather than run as |x| selection.
+func TestRefusesWeightInformed(t *testing.T) {
+	var b Backend // no device: any launch would panic on the nil device
+	mt := &Mat{DType: model.BF16, Out: 172, In: 64, Trans: true}
+	site := backend.Budget{ID: 0, TopK: true, K: 5, Scale: make([]float32, 64)}
+	b.SparseMatMul(&Buf{n: 172}, mt, &Buf{n: 64}, 1, site)
+	if err := b.Err(); err == nil || !strings.Contains(err.Error(), "weight-informed selection is not on CUDA yet") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+// Tables with weight-informed sites are refused when they are made
+// (backend.BudgetsChecker); others pass.
+func TestCheckBudgets(t *testing.T) {
+	var b Backend
+	ok := &backend.Budgets{Sites: []backend.Budget{{ID: 0, TopK: true, K: 3}}}
+	wina := &backend.Budgets{Sites: []backend.Budget{{ID: 0, TopK: true, K: 3, Scale: []float32{1, 2}}}}
+	if err := b.CheckBudgets(ok); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CheckBudgets(wina); err == nil || !strings.Contains(err.Error(), "not on CUDA yet") {
+		t.Fatalf("wina table: %v", err)
+	}
+}

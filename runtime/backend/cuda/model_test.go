@@ -26,7 +26,7 @@ func uniformPlan(c *model.Config, s float64) *plan.Plan {
 		sites[i].Sparsity = s
 		sites[i].K = plan.KeepFor(s, sites[i].DIn)
 	}
-	return &plan.Plan{Version: plan.Version, Method: "uniform", Mode: plan.ModeTopK, Target: s, Sites: sites,
+	return &plan.Plan{Version: plan.Version, Selection: plan.SelectMagnitude, Method: "uniform", Mode: plan.ModeTopK, Target: s, Sites: sites,
 		Realized: plan.WeightedSparsity(sites, true)}
 }
 

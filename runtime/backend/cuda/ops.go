@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"unsafe"
@@ -471,7 +472,7 @@ func tableIndex(p backend.Proj) (int, bool) {
 		return 0, false
 	}
 	i := p.Budget.ID - t.Sites[0].ID
-	if i < 0 || i >= len(t.Sites) || t.Sites[i] != p.Budget {
+	if i < 0 || i >= len(t.Sites) || !t.Sites[i].Equal(p.Budget) {
 		return 0, false
 	}
 	return i, true
@@ -558,6 +559,24 @@ func (b *Backend) countStat(id int) {
 	b.statCap = n
 }
 
+// errWeightInformed refuses budgets whose sites rank by |x|·scale
+// (backend.Site.Scale): the select kernels rank by |x| alone, and would
+// silently compute another selection.
+var errWeightInformed = errors.New("weight-informed selection is not on CUDA yet (plan selection wina or wina-shared): profile with --selection magnitude, or run on the CPU backend")
+
+var _ backend.BudgetsChecker = (*Backend)(nil)
+
+// CheckBudgets implements backend.BudgetsChecker: it refuses tables with
+// weight-informed sites (errWeightInformed).
+func (b *Backend) CheckBudgets(t *backend.Budgets) error {
+	for _, s := range t.Sites {
+		if s.Scale != nil {
+			return errWeightInformed
+		}
+	}
+	return nil
+}
+
 // SparseMatMul is SparseMatMuls of one product.
 func (b *Backend) SparseMatMul(dst backend.Buffer, w backend.Weight, x backend.Buffer, rows int, s backend.Budget) {
 	b.SparseMatMuls(x, rows, []backend.Proj{{Dst: dst, W: w, Budget: s}})
@@ -583,6 +602,12 @@ func (b *Backend) SparseMatMuls(x backend.Buffer, rows int, ps []backend.Proj) {
 	}
 	if rows <= 0 {
 		return
+	}
+	for _, p := range ps {
+		if p.Budget.Scale != nil && !p.Budget.Dense(mat(p.W).In) {
+			b.fail(errWeightInformed)
+			return
+		}
 	}
 	var db, tb, hb [2 * groupMax]backend.Proj // room for the usual groups without allocating
 	dense, topk, thr := db[:0], tb[:0], hb[:0]

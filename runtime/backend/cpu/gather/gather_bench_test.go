@@ -105,9 +105,9 @@ func BenchmarkGather(b *testing.B) {
 	}
 }
 
-// BenchmarkTopK selects 20% of a decode activation.
+// BenchmarkTopK selects 20% of a decode activation (110M and 7B widths).
 func BenchmarkTopK(b *testing.B) {
-	for _, n := range []int{4096, 11008} {
+	for _, n := range []int{768, 2048, 4096, 11008} {
 		x := cputest.RandVec(rand.New(rand.NewPCG(1, uint64(n))), n)
 		idx := make([]int32, 0, n)
 		b.Run(fmt.Sprintf("topk/%d", n), func(b *testing.B) {
@@ -118,6 +118,20 @@ func BenchmarkTopK(b *testing.B) {
 		b.Run(fmt.Sprintf("threshold/%d", n), func(b *testing.B) {
 			for range b.N {
 				idx = Threshold(idx[:0], x, 1.28) // about 20% of a normal
+			}
+		})
+		scale := make([]float32, n)
+		for j := range scale {
+			scale[j] = 0.5 + float32(j%7)/7
+		}
+		b.Run(fmt.Sprintf("topk-scaled/%d", n), func(b *testing.B) {
+			for range b.N {
+				idx = TopKScaled(idx[:0], x, scale, n/5)
+			}
+		})
+		b.Run(fmt.Sprintf("threshold-scaled/%d", n), func(b *testing.B) {
+			for range b.N {
+				idx = ThresholdScaled(idx[:0], x, scale, 1.28)
 			}
 		})
 	}

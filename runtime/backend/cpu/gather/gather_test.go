@@ -268,6 +268,73 @@ func TestTopK(t *testing.T) {
 	}
 }
 
+// scaleInputs are column-norm-like scales: random positive, with ties
+// (a few levels, zeros included) and all ones.
+func scaleInputs(rng *rand.Rand, n int) map[string][]float32 {
+	pos, ties, ones := make([]float32, n), make([]float32, n), make([]float32, n)
+	levels := []float32{0, 0.25, 1, 4}
+	for i := range n {
+		pos[i] = float32(0.1 + 3*rng.Float64())
+		ties[i] = levels[rng.IntN(len(levels))]
+		ones[i] = 1
+	}
+	return map[string][]float32{"positive": pos, "ties": ties, "ones": ones}
+}
+
+// scaled is the score vector |x_j|·scale_j, multiplied in float32 as the
+// kernels do.
+func scaled(x, scale []float32) []float32 {
+	out := make([]float32, len(x))
+	for j := range x {
+		out[j] = abs(x[j] * scale[j])
+	}
+	return out
+}
+
+// TopKScaled is the sort-based top-k of the scores |x|·scale, exactly
+// (ties toward the lower index); with scale all ones it is TopK.
+func TestTopKScaled(t *testing.T) {
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 6))
+	for _, n := range []int{1, 5, 64, 173, 4096} {
+		for xname, x := range topKInputs(rng, n) {
+			for sname, sc := range scaleInputs(rng, n) {
+				for _, k := range []int{0, 1, n / 3, n / 2, n - 1, n, 1 + rng.IntN(n)} {
+					want := refTopK(scaled(x, sc), k)
+					got := TopKScaled([]int32{-7}, x, sc, k)
+					if got[0] != -7 || !slices.Equal(got[1:], want) {
+						t.Fatalf("%s×%s n=%d k=%d: got %v, want %v", xname, sname, n, k, got[1:], want)
+					}
+				}
+			}
+		}
+	}
+}
+
+// ThresholdScaled keeps exactly the j with |x_j|·scale_j > t.
+func TestThresholdScaled(t *testing.T) {
+	rng := rand.New(rand.NewPCG(rand.Uint64(), 7))
+	for _, n := range []int{0, 1, 7, 4096} {
+		for xname, x := range topKInputs(rng, n) {
+			for sname, sc := range scaleInputs(rng, n) {
+				for _, th := range []float32{0, 0.5, 1, 3} {
+					var want []int32
+					for j, v := range scaled(x, sc) {
+						if v > th {
+							want = append(want, int32(j))
+						}
+					}
+					got := ThresholdScaled([]int32{-7}, x, sc, th)
+					if got[0] != -7 || !slices.Equal(got[1:], want) {
+						t.Fatalf("%s×%s n=%d t=%g: got %v, want %v", xname, sname, n, th, got[1:], want)
+					}
+				}
+			}
+		}
+	}
+}
+
 func TestThreshold(t *testing.T) {
 	rng := rand.New(rand.NewPCG(rand.Uint64(), 5))
 	for _, n := range []int{0, 1, 7, 4096} {
@@ -304,6 +371,8 @@ func TestNoAllocs(t *testing.T) {
 			Gather(dst, m, x, idx)
 			idx = Threshold(idx[:0], x, 1)
 			Gather(dst, m, x, idx)
+			idx = TopKScaled(idx[:0], x, x, 100)
+			idx = ThresholdScaled(idx[:0], x, x, 1)
 			Dense(dst, m, x, 1)
 		})
 		if allocs != 0 {

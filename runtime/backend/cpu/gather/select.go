@@ -18,7 +18,20 @@ import (
 // collects. The loops are branch-free where the data would make branches
 // unpredictable. Scratch space comes from a pool, so nothing is allocated
 // when idx has room for k more.
-func TopK(idx []int32, x []float32, k int) []int32 {
+func TopK(idx []int32, x []float32, k int) []int32 { return topK(idx, x, nil, k) }
+
+// TopKScaled is TopK of the scores |x[j]|·scale[j] (len(scale) = len(x),
+// scale ≥ 0): the weight-informed selection, with the scale folded into
+// the first pass over x.
+func TopKScaled(idx []int32, x, scale []float32, k int) []int32 {
+	if len(scale) != len(x) {
+		panic("gather: TopKScaled: scale and x differ in length")
+	}
+	return topK(idx, x, scale, k)
+}
+
+// topK is TopK of |x|, or of |x|·scale when scale is not nil.
+func topK(idx []int32, x, scale []float32, k int) []int32 {
 	n := len(x)
 	switch {
 	case k <= 0:
@@ -37,10 +50,18 @@ func TopK(idx []int32, x []float32, k int) []int32 {
 	}
 	mags, cand := (*sp)[:n], (*sp)[n:2*n]
 	var hist [1 << 11]int32
-	for j, v := range x {
-		u := mag(v)
-		mags[j] = u
-		hist[u>>20]++
+	if scale == nil {
+		for j, v := range x {
+			u := mag(v)
+			mags[j] = u
+			hist[u>>20]++
+		}
+	} else {
+		for j, v := range x {
+			u := mag(v * scale[j])
+			mags[j] = u
+			hist[u>>20]++
+		}
 	}
 	b, above := pick(hist[:], k)
 	kth := b << 20
@@ -129,6 +150,24 @@ func Threshold(idx []int32, x []float32, t float32) []int32 {
 	for j, v := range x {
 		out[m] = int32(j) // written always, kept only if it passes: no branch to mispredict
 		if abs(v) > t {
+			m++
+		}
+	}
+	return idx[:len(idx)+m]
+}
+
+// ThresholdScaled is Threshold of the scores |x[j]|·scale[j]
+// (len(scale) = len(x)).
+func ThresholdScaled(idx []int32, x, scale []float32, t float32) []int32 {
+	if len(scale) != len(x) {
+		panic("gather: ThresholdScaled: scale and x differ in length")
+	}
+	idx = slices.Grow(idx, len(x))
+	out := idx[len(idx) : len(idx)+len(x)]
+	m := 0
+	for j, v := range x {
+		out[m] = int32(j)
+		if abs(v*scale[j]) > t {
 			m++
 		}
 	}
