@@ -14,6 +14,9 @@ type Batch struct {
 	m   *Model
 	max int
 	sc  scratch // max rows: row i is sequence i of a step
+	// segs and p are the last step's runs of rows and pass, reused.
+	segs []segment
+	p    pass
 }
 
 // NewBatch allocates scratch for up to maxSeqs sequences a step.
@@ -43,7 +46,7 @@ func (bt *Batch) Step(states []*State, tokens []int, logits []float32) error {
 	case logits != nil && len(logits) < n*c.VocabSize:
 		return fmt.Errorf("logits buffer holds %d values, need %d", len(logits), n*c.VocabSize)
 	}
-	var segs []segment
+	segs := bt.segs[:0]
 	for i, s := range states {
 		if s.m != m {
 			return fmt.Errorf("sequence %d belongs to another model", i)
@@ -69,8 +72,9 @@ func (bt *Batch) Step(states []*State, tokens []int, logits []float32) error {
 	if step {
 		st.BeginStep()
 	}
-	m.forward(&pass{m: m, sc: &bt.sc, seqs: states, per: 1, segs: segs},
-		func(dst backend.Buffer) { b.Embed(dst, m.embed, tokens) })
+	bt.segs = segs
+	bt.p = pass{m: m, sc: &bt.sc, seqs: states, per: 1, segs: segs}
+	m.forward(&bt.p, func(dst backend.Buffer) { b.Embed(dst, m.embed, tokens) })
 	m.classify(&bt.sc, n, 0)
 	if step {
 		st.EndStep()

@@ -38,6 +38,8 @@ type State struct {
 	Observe func(layer int, p model.Projection, x []float32, rows, width int)
 	host    []float32 // Observe's copy of one input: rows × width
 	self    [1]*State // the state as the one sequence of its passes
+	p       pass      // the pass of the next chunk (pass), reused
+	seg     [1]segment
 }
 
 // ErrContextFull is returned when a forward pass would pass the context.
@@ -223,7 +225,9 @@ func (s *State) run(tokens []int, logits []float32, all bool) error {
 // pass is the state's next rows tokens as one pass of the block, under
 // its budgets if the chunk lies at or past SparseFrom.
 func (s *State) pass(rows int) *pass {
-	return &pass{m: s.m, sc: &s.sc, seqs: s.self[:], per: rows, segs: []segment{{n: rows, bud: s.budgetsNow()}}}
+	s.seg[0] = segment{n: rows, bud: s.budgetsNow()}
+	s.p = pass{m: s.m, sc: &s.sc, seqs: s.self[:], per: rows, segs: s.seg[:]}
+	return &s.p
 }
 
 // budgetsNow is the budgets the next token runs under: nil before

@@ -346,7 +346,7 @@ func (sc *scheduler) countRealized() {
 			hi++
 		}
 		if vr := sc.s.variants[v]; vr.budgets != nil {
-			if _, w := sc.m.RealizedOf(kept, seen, vr.base); !math.IsNaN(w) {
+			if _, w := sc.m.RealizedOf(kept, seen, vr.budgets.Sites[0].ID); !math.IsNaN(w) {
 				sc.s.metrics.realized(v, hi-lo, w)
 			}
 		}

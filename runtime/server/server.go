@@ -204,8 +204,7 @@ type Plan struct {
 // variant is one servable model name and the budgets it runs under.
 type variant struct {
 	name    string
-	budgets *backend.Budgets // nil: dense
-	base    int              // the ID of the budgets' first site (SparseStats)
+	budgets *backend.Budgets // nil: dense; its sites count from budgets.Sites[0].ID
 }
 
 // Server serves one engine.Model over HTTP.
@@ -330,7 +329,7 @@ func (s *Server) resolvePlans() error {
 		}
 		base := (len(s.variants) - 1) * len(bud.Sites)
 		s.byName[p.Name] = len(s.variants)
-		s.variants = append(s.variants, variant{name: p.Name, budgets: bud.CountedAt(base), base: base})
+		s.variants = append(s.variants, variant{name: p.Name, budgets: bud.CountedAt(base)})
 	}
 	s.byName[DenseModel] = 0
 	if def := s.cfg.Default; def != "" {
