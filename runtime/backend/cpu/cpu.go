@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"sync"
 
 	"github.com/acttail/acttail-gpu/runtime/backend"
+	"github.com/acttail/acttail-gpu/runtime/backend/cpu/attend"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu/gather"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu/matmul"
 	"github.com/acttail/acttail-gpu/runtime/backend/cpu/pool"
@@ -218,52 +220,24 @@ func (*Backend) Copy(dst backend.Buffer, dstOff int, src backend.Buffer, srcOff,
 	copy(d(dst)[dstOff:dstOff+n], d(src)[srcOff:srcOff+n])
 }
 
-// Attention implements backend.Backend. Work is split over (row, head)
-// pairs; each pair is independent.
+// Attention implements backend.Backend: package attend's kernels, split
+// over (row, head) pairs, each independent.
 func (c *Backend) Attention(out, q, kc, vc backend.Buffer, rows, nHeads, nKVHeads, headDim, pos0 int) {
 	os, qs, ks, vs := d(out), d(q), d(kc), d(vc)
-	group := nHeads / nKVHeads
-	kvDim := nKVHeads * headDim
-	scale := float32(1 / math.Sqrt(float64(headDim)))
+	s := attend.Shape{Rows: rows, NHeads: nHeads, NKVHeads: nKVHeads, HeadDim: headDim, Pos0: pos0}
 	work := rows * nHeads * (pos0 + rows) * headDim
-	c.parallel(rows*nHeads, work, func(lo, hi int) {
-		att := make([]float32, pos0+rows)
-		for job := lo; job < hi; job++ {
-			r, h := job/nHeads, job%nHeads
-			n := pos0 + r + 1
-			qv := qs[(r*nHeads+h)*headDim : (r*nHeads+h+1)*headDim]
-			koff := (h / group) * headDim
-			sc := att[:n]
-			maxv := float32(math.Inf(-1))
-			for t := range n {
-				kv := ks[t*kvDim+koff : t*kvDim+koff+headDim]
-				var s float32
-				for i, a := range qv {
-					s += a * kv[i]
-				}
-				s *= scale
-				sc[t] = s
-				maxv = max(maxv, s)
-			}
-			var sum float32
-			for t := range sc {
-				e := float32(math.Exp(float64(sc[t] - maxv)))
-				sc[t] = e
-				sum += e
-			}
-			o := os[(r*nHeads+h)*headDim : (r*nHeads+h+1)*headDim]
-			clear(o)
-			inv := 1 / sum
-			for t, a := range sc {
-				a *= inv
-				vv := vs[t*kvDim+koff : t*kvDim+koff+headDim]
-				for i := range o {
-					o[i] += a * vv[i]
-				}
-			}
+	c.parallel(s.Jobs(), work, func(lo, hi int) {
+		sp := scores.Get().(*[]float32)
+		if cap(*sp) < s.Scratch() {
+			*sp = make([]float32, s.Scratch())
 		}
+		attend.Heads(os, qs, ks, vs, *sp, s, lo, hi)
+		scores.Put(sp)
 	})
 }
+
+// scores is the scratch of Attention's chunks: one score a position.
+var scores = sync.Pool{New: func() any { return new([]float32) }}
 
 // SwiGLU implements backend.Backend.
 func (*Backend) SwiGLU(gate, up backend.Buffer, n int) {

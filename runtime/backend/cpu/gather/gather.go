@@ -88,44 +88,94 @@ func Threads() int { return pool.Threads() }
 // of package pool) use; n < 1 means 1.
 func SetThreads(n int) { pool.SetThreads(n) }
 
-// task is one product, split into column chunks for the pool.
+// task is one product, split into chunks for the pool: Gather (n == 0)
+// into chunks of kept rows, each summed over every output column into its
+// own buffer (chunk 0 into dst, the others into part) and added up after;
+// Dense into chunks of output columns.
 type task struct {
 	m      *Matrix
 	dst, x []float32
 	idx    []int32 // kept rows; nil with all set: every row
 	all    bool
-	n      int // activation rows for Dense; 0 for Gather
-	chunk  int // output columns a chunk
+	n      int       // activation rows for Dense; 0 for Gather
+	chunk  int       // Dense: output columns a chunk
+	rows   int       // Gather: kept rows, len(idx) or In
+	parts  int       // Gather: chunks of rows
+	part   []float32 // Gather: (parts−1)·Out partial sums
 }
 
 // Do computes chunk c of the task.
 func (t *task) Do(c int) {
-	o0 := c * t.chunk
-	o1 := min(o0+t.chunk, t.m.Out)
 	if t.n == 0 {
-		gatherCols(t.dst, t.m, t.x, t.idx, t.all, o0, o1)
-	} else {
-		denseCols(t.dst, t.m, t.x, t.n, o0, o1)
+		r0, r1 := c*t.rows/t.parts, (c+1)*t.rows/t.parts
+		y := t.dst
+		if c > 0 {
+			y = t.part[(c-1)*t.m.Out : c*t.m.Out]
+		}
+		gatherCols(y, t.m, t.x, t.idx, t.all, r0, r1, 0, t.m.Out)
+		return
 	}
+	o0 := c * t.chunk
+	denseCols(t.dst, t.m, t.x, t.n, o0, min(o0+t.chunk, t.m.Out))
 }
 
-// run splits t's columns into chunks and computes them. work is the number
-// of weights the product reads. The pool gets a recycled copy of t, so
-// that a product allocates nothing.
+// run computes t, split across the pool's threads when the work (the
+// number of weights the product reads) pays for the hand-off. The pool
+// gets a recycled copy of t, so that a product allocates nothing.
 func run(t task, work int) {
-	t.chunk = chunkCols(t.m.Out, work, Threads())
-	if t.chunk >= t.m.Out {
+	chunks := 1
+	if t.n == 0 {
+		t.parts = gatherParts(t.rows, work, Threads())
+		chunks = t.parts
+	} else {
+		t.chunk = chunkCols(t.m.Out, work, Threads())
+		chunks = (t.m.Out + t.chunk - 1) / t.chunk
+	}
+	if chunks == 1 {
+		t.parts = 1
 		t.Do(0)
 		return
 	}
 	p := tasks.Get().(*task)
+	part := p.part
 	*p = t
-	pool.Run((t.m.Out+t.chunk-1)/t.chunk, p)
-	*p = task{} // keep no caller's buffers alive
+	if need := (t.parts - 1) * t.m.Out; t.n == 0 {
+		if cap(part) < need {
+			part = make([]float32, need)
+		}
+		p.part = part[:need]
+	}
+	pool.Run(chunks, p)
+	if t.n == 0 {
+		for c := 1; c < t.parts; c++ {
+			addTo(t.dst[:t.m.Out], p.part[(c-1)*t.m.Out:c*t.m.Out])
+		}
+	}
+	*p = task{part: part} // keep no caller's buffers alive
 	tasks.Put(p)
 }
 
 var tasks = sync.Pool{New: func() any { return new(task) }}
+
+// addTo adds x to y.
+func addTo(y, x []float32) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] += x[i]
+	}
+}
+
+// gatherParts is how many chunks of kept rows a Gather takes: one a
+// thread, so that each thread streams whole weight rows (the longest
+// contiguous runs the layout has: measured faster than splitting the
+// columns, whose runs are a fraction of a row), or one when the product
+// is too small to split.
+func gatherParts(rows, work, threads int) int {
+	if threads <= 1 || work < minParallel || rows < 8*threads {
+		return 1
+	}
+	return threads
+}
 
 // chunkCols is how many output columns one parallel task takes: one chunk
 // a thread, a multiple of 64 (whole Q8_0 blocks, whole cache lines), since
@@ -153,7 +203,7 @@ func Gather(dst []float32, m *Matrix, x []float32, idx []int32) {
 			panic(fmt.Sprintf("gather: index %d out of range [0,%d)", j, m.In))
 		}
 	}
-	run(task{m: m, dst: dst, x: x, idx: idx}, len(idx)*m.Out)
+	run(task{m: m, dst: dst, x: x, idx: idx, rows: len(idx)}, len(idx)*m.Out)
 }
 
 // Dense computes dst[r*Out+o] = Σ_j x[r*In+j]·T[j, o] for r < n: every
@@ -164,7 +214,7 @@ func Dense(dst []float32, m *Matrix, x []float32, n int) {
 	switch {
 	case n == 0:
 	case n == 1:
-		run(task{m: m, dst: dst, x: x, all: true}, m.In*m.Out)
+		run(task{m: m, dst: dst, x: x, all: true, rows: m.In}, m.In*m.Out)
 	default:
 		run(task{m: m, dst: dst, x: x, n: n}, n*m.In*m.Out)
 	}

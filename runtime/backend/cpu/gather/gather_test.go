@@ -84,8 +84,10 @@ func idxCases(rng *rand.Rand, in int) map[string][]int32 {
 	return map[string][]int32{"none": nil, "one": {int32(rng.IntN(in))}, "all": allRows(in), "random": some}
 }
 
-// shapes are (out, in): odd sizes, one split between threads and one whose
-// single chunk crosses a column block (CB in kernels.c).
+// shapes are (out, in): odd sizes; two large enough to be split between
+// threads by kept rows (one wide, one of many rows, whose kept rows run
+// through the prefetches of kernels.c); one whose single chunk crosses a
+// column block (CB in kernels.c).
 func shapes(d model.DType) [][2]int {
 	outs := []int{1, 7, 32, 64, 172}
 	if d == model.Q8_0 {
@@ -97,7 +99,7 @@ func shapes(d model.DType) [][2]int {
 			s = append(s, [2]int{out, in})
 		}
 	}
-	return append(s, [2]int{4160, 40}, [2]int{16448, 3})
+	return append(s, [2]int{2048, 96}, [2]int{96, 1024}, [2]int{16448, 3})
 }
 
 func TestGather(t *testing.T) {

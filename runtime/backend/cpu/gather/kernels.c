@@ -33,6 +33,9 @@
 enum {
 	CB = 16384, // output columns a block in ga_gather: 64 KiB of sums
 	GR = 4,    // kept rows a step in ga_gather
+#ifndef PD
+	PD = 2, // groups of GR rows ahead that ga_gather prefetches
+#endif
 	KB = 256,  // weight rows decoded together in ga_dense
 	DB = 64,   // output columns decoded together in ga_dense; a multiple of 32
 	MR = 6,    // activation rows a register tile in ga_dense
@@ -128,6 +131,17 @@ AVX2_INLINE void gather_avx2(int dt, const uint8_t *t, int64_t rb, const int32_t
 		float a[GR];
 		int64_t k = 0;
 		for (; k + GR <= nr; k += GR) {
+			if (k + (PD + 1) * GR <= nr) // the runs of the group PD ahead
+				for (int g = 0; g < GR; g++) {
+					const uint8_t *p = t + row_of(idx, k + PD * GR + g) * rb, *lo, *hi;
+					if (dt == DT_Q8_0)
+						lo = p + 34 * (b0 / 32), hi = p + 34 * ((b0 + w) / 32);
+					else if (dt == DT_F32)
+						lo = p + 4 * b0, hi = p + 4 * (b0 + w);
+					else
+						lo = p + 2 * b0, hi = p + 2 * (b0 + w);
+					for (const uint8_t *q = lo; q < hi; q += 64) _mm_prefetch((const char *)q, _MM_HINT_T0);
+				}
 			for (int g = 0; g < GR; g++) {
 				int64_t j = row_of(idx, k + g);
 				rows[g] = t + j * rb;

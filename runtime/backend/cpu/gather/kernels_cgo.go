@@ -19,18 +19,23 @@ import (
 	_ "github.com/acttail/acttail-gpu/runtime/backend/cpu/internal/dtype"
 )
 
-// gatherCols computes dst[o0:o1] of Gather (all rows when all is set) on
-// the calling thread (kernels.c). Callers have checked shapes and indices.
-func gatherCols(dst []float32, m *Matrix, x []float32, idx []int32, all bool, o0, o1 int) {
+// gatherCols computes dst[o0:o1] of Gather over the kept rows idx[r0:r1]
+// (rows r0 … r1−1 when all is set) on the calling thread (kernels.c).
+// Callers have checked shapes and indices.
+func gatherCols(dst []float32, m *Matrix, x []float32, idx []int32, all bool, r0, r1, o0, o1 int) {
 	var ip *C.int32_t
-	n := len(idx)
-	if all {
-		n = m.In
-	} else if n > 0 {
-		ip = (*C.int32_t)(unsafe.Pointer(&idx[0]))
+	t, xs := unsafe.Pointer(&m.t[0]), unsafe.Pointer(&x[0])
+	switch {
+	case r0 >= r1:
+		clear(dst[o0:o1])
+		return
+	case all:
+		t, xs = unsafe.Pointer(&m.t[r0*m.rowBytes]), unsafe.Pointer(&x[r0])
+	default:
+		ip = (*C.int32_t)(unsafe.Pointer(&idx[r0]))
 	}
-	C.ga_gather(C.int(m.DType), (*C.uint8_t)(unsafe.Pointer(&m.t[0])), C.int64_t(m.rowBytes), ip, C.int64_t(n),
-		(*C.float)(unsafe.Pointer(&x[0])), C.int64_t(o0), C.int64_t(o1), (*C.float)(unsafe.Pointer(&dst[0])))
+	C.ga_gather(C.int(m.DType), (*C.uint8_t)(t), C.int64_t(m.rowBytes), ip, C.int64_t(r1-r0),
+		(*C.float)(xs), C.int64_t(o0), C.int64_t(o1), (*C.float)(unsafe.Pointer(&dst[0])))
 }
 
 // denseCols computes columns [o0, o1) of Dense for n > 1 rows on the
