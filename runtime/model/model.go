@@ -95,6 +95,21 @@ type Tensor struct {
 	DType DType
 	Shape []int
 	Data  []byte
+	// Mapped says Data is a window of a read-only shared memory map of
+	// the model file, so that Release may drop its pages (set by the
+	// loaders; false for bytes on the heap).
+	Mapped bool
+}
+
+// Release tells the kernel that the process no longer needs the pages of
+// a mapped tensor's bytes, for a backend that has made its own copy: they
+// leave the process's resident memory, and are read from the file again
+// if touched. Data stays valid. It does nothing for a tensor that is not
+// Mapped, or where the system has no such call.
+func (t *Tensor) Release() {
+	if t.Mapped {
+		releasePages(t.Data)
+	}
 }
 
 // Elems is the number of elements.

@@ -260,6 +260,12 @@ func (p *Plan) Check(m *model.Checkpoint) error {
 // format but does on the dtype. Hashing every byte of a 13 GB checkpoint
 // at every start would cost seconds; the sample still tells apart any two
 // real checkpoints.
+//
+// A sampled tensor that is Mapped has its pages released after (see
+// model.Tensor.Release): the kernel maps tens of KiB around every page
+// read, so the samples would otherwise bring back most of a file whose
+// projections the backend has copied and let go. A tensor the backend
+// reads in place is read back from the page cache on its next use.
 func Identify(m *model.Checkpoint) ModelID {
 	h := sha256.New()
 	var buf [8]byte
@@ -281,6 +287,7 @@ func Identify(m *model.Checkpoint) ModelID {
 		for i := range blocks {
 			h.Write(t.Data[i*step : i*step+block])
 		}
+		t.Release()
 	}
 	name := m.Config.Name
 	if name == "" {

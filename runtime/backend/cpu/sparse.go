@@ -39,6 +39,7 @@ func (c *Backend) UploadSparse(t *model.Tensor) (backend.Weight, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upload %s: %w", t.Name, err)
 	}
+	t.Release() // the transposed copy is the one the products read
 	return &TMat{m}, nil
 }
 

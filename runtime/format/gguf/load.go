@@ -50,6 +50,9 @@ func Load(path string) (*model.Checkpoint, error) {
 		return nil, fmt.Errorf("load %s: %w", path, err)
 	}
 	m.OnClose(mp)
+	for _, t := range m.Tensors {
+		t.Mapped = mapped
+	}
 	return m, nil
 }
 

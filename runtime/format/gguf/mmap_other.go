@@ -7,6 +7,9 @@ import "os"
 // mapping holds the whole file; without mmap it is read into memory.
 type mapping struct{ data []byte }
 
+// mapped: the data are not a file mapping (model.Tensor.Mapped).
+const mapped = false
+
 func mapFile(path string) (*mapping, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

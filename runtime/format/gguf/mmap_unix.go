@@ -11,6 +11,9 @@ import (
 // mapping is a read-only memory mapping of a whole file.
 type mapping struct{ data []byte }
 
+// mapped: the data are a file mapping (model.Tensor.Mapped).
+const mapped = true
+
 // mapFile maps the file at path read-only. The mapping outlives the file
 // descriptor, which is closed before returning.
 func mapFile(path string) (*mapping, error) {

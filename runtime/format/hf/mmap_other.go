@@ -15,3 +15,6 @@ func mmapFile(f *os.File, size int) ([]byte, error) {
 }
 
 func unmap([]byte) error { return nil }
+
+// mapped: mmapFile's bytes are on the heap (model.Tensor.Mapped).
+const mapped = false

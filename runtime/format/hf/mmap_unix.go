@@ -14,3 +14,6 @@ func mmapFile(f *os.File, size int) ([]byte, error) {
 }
 
 func unmap(b []byte) error { return syscall.Munmap(b) }
+
+// mapped: mmapFile's bytes are a file mapping (model.Tensor.Mapped).
+const mapped = true

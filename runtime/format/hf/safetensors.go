@@ -251,7 +251,7 @@ func openSafetensors(path string) (*mappedFile, map[string]*model.Tensor, error)
 	tensors := make(map[string]*model.Tensor, len(infos))
 	for name, info := range infos {
 		b, e := dataStart+info.Begin, dataStart+info.End
-		tensors[name] = &model.Tensor{Name: name, DType: info.DType, Shape: info.Shape, Data: data[b:e:e]}
+		tensors[name] = &model.Tensor{Name: name, DType: info.DType, Shape: info.Shape, Data: data[b:e:e], Mapped: mapped}
 	}
 	return mf, tensors, nil
 }

@@ -162,6 +162,9 @@ func Load(path string) (*model.Checkpoint, error) {
 		return nil, err
 	}
 	m.OnClose(unmapper(data))
+	for _, t := range m.Tensors {
+		t.Mapped = true
+	}
 	if tok := findTokenizer(path, m.Config.VocabSize); tok != "" {
 		raw, err := os.ReadFile(tok)
 		if err == nil {
