@@ -9,8 +9,9 @@
 // row-major float32, owned by the caller. All sums are float32.
 //
 // Gather (decode, one activation row) reads only the kept rows of T; each
-// thread takes a range of output columns and walks every kept row over it,
-// so each access is a contiguous run of its columns. Dense (prefill, or a
+// thread takes a contiguous share of the kept rows and sums them over every
+// output column into its own buffer, so each access is a whole row; the
+// buffers are added at the end (docs/cpu-speed.md). Dense (prefill, or a
 // site that keeps every input) reads every row once per call and reuses it
 // across all activation rows. TopK and Threshold pick the kept inputs.
 package gather
