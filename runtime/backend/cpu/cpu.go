@@ -1,7 +1,9 @@
-// Package cpu is the reference backend: plain Go for the element-wise ops
-// and attention, and the matmul package's vectorized kernels for the
-// projections. Buffers are Go slices; weights stay in their file dtype
-// (often a window into a memory-mapped file) and are widened on the fly.
+// Package cpu is the reference backend: plain Go for the element-wise ops,
+// package attend's kernels for attention, and the matmul and gather
+// packages' vectorized kernels for the projections. Buffers are Go slices;
+// weights stay in their file dtype and are widened on the fly: a dense
+// model reads a window of the memory-mapped file, a sparse one its own
+// transposed copy (the file's pages are then released).
 package cpu
 
 import (
