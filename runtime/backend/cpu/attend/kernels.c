@@ -64,13 +64,6 @@ AVX2_INLINE __m256 exp8(__m256 x) {
 	return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
-AVX2_INLINE float hsum8(__m256 v) {
-	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-	s = _mm_add_ss(s, _mm_movehdup_ps(s));
-	return _mm_cvtss_f32(s);
-}
-
 // head_avx2 is head_scalar for headdim a multiple of 8.
 AVX2 static void head_avx2(const float *q, const float *k, const float *v, int64_t n, int64_t hd, int64_t ld,
                            float scale, float *sc, float *o) {

@@ -100,7 +100,6 @@ type task struct {
 	all    bool
 	n      int       // activation rows for Dense; 0 for Gather
 	chunk  int       // Dense: output columns a chunk
-	rows   int       // Gather: kept rows, len(idx) or In
 	parts  int       // Gather: chunks of rows
 	part   []float32 // Gather: (parts−1)·Out partial sums
 }
@@ -108,7 +107,8 @@ type task struct {
 // Do computes chunk c of the task.
 func (t *task) Do(c int) {
 	if t.n == 0 {
-		r0, r1 := c*t.rows/t.parts, (c+1)*t.rows/t.parts
+		rows := t.kept()
+		r0, r1 := c*rows/t.parts, (c+1)*rows/t.parts
 		y := t.dst
 		if c > 0 {
 			y = t.part[(c-1)*t.m.Out : c*t.m.Out]
@@ -124,9 +124,9 @@ func (t *task) Do(c int) {
 // number of weights the product reads) pays for the hand-off. The pool
 // gets a recycled copy of t, so that a product allocates nothing.
 func run(t task, work int) {
-	chunks := 1
+	var chunks int
 	if t.n == 0 {
-		t.parts = gatherParts(t.rows, work, Threads())
+		t.parts = gatherParts(t.kept(), work, Threads())
 		chunks = t.parts
 	} else {
 		t.chunk = chunkCols(t.m.Out, work, Threads())
@@ -158,6 +158,14 @@ func run(t task, work int) {
 
 var tasks = sync.Pool{New: func() any { return new(task) }}
 
+// kept is the number of rows a Gather reads: len(idx), or In with all.
+func (t *task) kept() int {
+	if t.all {
+		return t.m.In
+	}
+	return len(t.idx)
+}
+
 // addTo adds x to y.
 func addTo(y, x []float32) {
 	x = x[:len(y)]
@@ -178,7 +186,8 @@ func gatherParts(rows, work, threads int) int {
 	return threads
 }
 
-// chunkCols is how many output columns one parallel task takes: one chunk
+// chunkCols is how many output columns one parallel task of Dense (n > 1)
+// takes: one chunk
 // a thread, a multiple of 64 (whole Q8_0 blocks, whole cache lines), since
 // the longer the run a thread reads from each row, the better the hardware
 // prefetchers keep up (measured: two chunks a thread was slower); never
@@ -204,7 +213,7 @@ func Gather(dst []float32, m *Matrix, x []float32, idx []int32) {
 			panic(fmt.Sprintf("gather: index %d out of range [0,%d)", j, m.In))
 		}
 	}
-	run(task{m: m, dst: dst, x: x, idx: idx, rows: len(idx)}, len(idx)*m.Out)
+	run(task{m: m, dst: dst, x: x, idx: idx}, len(idx)*m.Out)
 }
 
 // Dense computes dst[r*Out+o] = Σ_j x[r*In+j]·T[j, o] for r < n: every
@@ -215,7 +224,7 @@ func Dense(dst []float32, m *Matrix, x []float32, n int) {
 	switch {
 	case n == 0:
 	case n == 1:
-		run(task{m: m, dst: dst, x: x, all: true, rows: m.In}, m.In*m.Out)
+		run(task{m: m, dst: dst, x: x, all: true}, m.In*m.Out)
 	default:
 		run(task{m: m, dst: dst, x: x, n: n}, n*m.In*m.Out)
 	}

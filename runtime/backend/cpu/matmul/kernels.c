@@ -102,13 +102,6 @@ static double sum_scalar(const float *p, int64_t n) {
 
 #if defined(__x86_64__)
 
-AVX2_INLINE float hsum8(__m256 v) {
-	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-	s = _mm_add_ss(s, _mm_movehdup_ps(s));
-	return _mm_cvtss_f32(s);
-}
-
 // tail_dot is the dot of elements [i, cols) of a row with x, fewer than
 // eight, in scalar.
 static float tail_dot(int dt, const uint8_t *row, int64_t i, int64_t cols, const float *x) {

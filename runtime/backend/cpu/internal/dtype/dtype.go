@@ -1,5 +1,5 @@
-// Package dtype holds dtype.h, the weight decoders that the C kernels of
-// packages matmul and gather share: a row of F32, F16, BF16 or Q8_0 weights
+// Package dtype holds dtype.h, the weight decoders (and an AVX2 lane sum) that the C kernels of
+// packages matmul, gather and attend share: a row of F32, F16, BF16 or Q8_0 weights
 // to float32.
 //
 // Its Go side only embeds the header. Go's build cache hashes a package's

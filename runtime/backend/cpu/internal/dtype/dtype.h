@@ -1,5 +1,5 @@
-// dtype.h: the weight decoders of the CPU kernels (matmul/kernels.c and
-// gather/kernels.c include it; see dtype.go for the build cache). A row
+// dtype.h: the weight decoders of the CPU kernels (matmul, gather and attend
+// kernels.c include it; see dtype.go for the build cache). A row
 // holds elements of one dtype, little-endian at any byte alignment (weights
 // may sit in a memory-mapped file); Q8_0 is GGML's blocks of 32, each an f16
 // scale then 32 int8. Decoding is exact but for Q8_0, whose value is one
@@ -85,6 +85,14 @@ AVX2_INLINE __m256 load8(int dt, const uint8_t *row, int64_t i) {
 	default:
 		return _mm256_loadu_ps((const float *)(row + 4 * i));
 	}
+}
+
+// hsum8 is the sum of the eight lanes of v.
+AVX2_INLINE float hsum8(__m256 v) {
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
 }
 
 // q8_8 converts 8 int8 quants at p to float32.
